@@ -140,6 +140,12 @@ class TrainConfig:
     auto_augment: str | None = "rand-m7-mstd0.5-inc1"
     reprob: float = field(default=0.5, metadata=_PROB)
     threads: int = field(default=0, metadata=_NONNEG)
+    # Added by the training engineer (issue 3): augmentation geometry, CPU precision, loaders, fine-tuning.
+    hflip: float = field(default=0.5, metadata=_PROB)
+    scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata=_check(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"))
+    bf16: bool = False
+    workers: int = field(default=0, metadata=_NONNEG)
+    finetune: bool = False
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,7 @@ class TablesConfig:
     epochs: int | None = None
     ablations: bool = False
     resolutions: bool = False
+    input_size: int | None = field(default=None, metadata=_check(lambda v: v >= 8, "an integer >= 8 (square side in pixels; null: the trainer's default)"))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,94 @@
-"""`imagenet-clean` commands of the evaluate group."""
+"""`imagenet-clean` commands of the evaluate group: tables, retrain, table3, ablations, report."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+PARAMS_HELP = "params.yaml to read"
+ROUND_HELP = "cleaning round whose files to read and write (1: data/ and metrics/; r >= 2: data/rounds/r/, metrics/rounds/r/)"
+
+
+def _setup(params: Path, round: int):
+    from ..config import load_params
+    from ..evaluate.accuracy import RoundPaths
+
+    p = load_params(params)
+    if round > p.rounds:
+        raise ValueError(f"--round {round} is beyond rounds: {p.rounds} in {params}")
+    return p, RoundPaths(round)
+
+
+def tables(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+) -> None:
+    """Table 1: issues found and accuracy of every cleanup model on original vs cleaned splits (no training)."""
+    from ..evaluate.table1 import write_table1
+    from ..evaluate.table2 import eval_splits
+
+    p, paths = _setup(params, round)
+    out = write_table1(list(p.models), eval_splits(p), paths=paths)
+    rows = json.loads(out.read_text())
+    for model, row in rows.items():
+        cells = [f"{s}: {row[s]['top1']:.2f}/{row[s]['top5']:.2f}" for s in row if s != "issues"]
+        typer.echo(f"{model}: issues {row['issues']}; " + "; ".join(cells))
+    typer.echo(f"wrote {out}")
+
+
+def retrain(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+) -> None:
+    """Table 2: train tables.archs on T and T_c over tables.seeds seeds; evaluate on every split (cached, resumable)."""
+    from ..evaluate.table2 import headline, primary_split, write_table2
+
+    p, paths = _setup(params, round)
+    out = write_table2(p, paths=paths)
+    table = json.loads(out.read_text())
+    set_name = primary_split(p) + "_clean"
+    for arch, g in headline(table, set_name=set_name).items():
+        typer.echo(f"{arch}: T_c - T top-1 on {set_name}: {g['gain']} points (seed spread {g['spread']}; beyond the spread: {g['beyond_spread']})")
+    typer.echo(f"wrote {out}")
+
+
+def table3(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+) -> None:
+    """Table 3 (tables.resolutions): T_c models at non-square input sizes vs the square model."""
+    from ..evaluate.table3 import write_table3
+
+    p, paths = _setup(params, round)
+    typer.echo(f"wrote {write_table3(p, paths=paths)}")
+
+
+def ablations(
+    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+) -> None:
+    """Ablations (tables.ablations): train on T with only fixes, only removals, only merges, all."""
+    from ..evaluate.ablations import write_ablations
+
+    p, paths = _setup(params, round)
+    typer.echo(f"wrote {write_ablations(p, paths=paths)}")
+
+
+def report(params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP)) -> None:
+    """Render every computed table (all rounds) as metrics/report.md, and the changes-per-class plot data."""
+    from ..config import load_params
+    from ..evaluate.report import write_report
+
+    p = load_params(params)
+    splits = [name for name, sc in p.splits.items() if sc.root is not None]
+    typer.echo(f"wrote {write_report(splits, rounds=p.rounds)}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+    app.command("tables")(tables)
+    app.command("retrain")(retrain)
+    app.command("table3")(table3)
+    app.command("ablations")(ablations)
+    app.command("report")(report)

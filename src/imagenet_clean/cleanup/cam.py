@@ -1,0 +1,342 @@
+"""Explainability exemption (paper section 3.2, DESIGN.md rule 5).
+
+A consensus-removal candidate with a bounding box is exempted when one model
+that has its label in the top-5 "looks at" the box: for Grad-CAM, Grad-CAM++
+and Score-CAM (``pytorch_grad_cam``) on the model's last convolutional stage,
+the heatmap of the label is mapped back to the original image
+(:mod:`imagenet_clean.cleanup.camgeom`) and the fraction of box pixels with heat
+``>= cfg.heat`` is the method's score; a method passes at ``>= cfg.pass_score``;
+a model exempts when ``>= cfg.min_methods`` methods pass.
+
+Cost: Score-CAM runs one forward pass per activation channel (~300x Grad-CAM),
+so the methods run cheapest first and a model stops as soon as its verdict is
+settled (with the paper's 3 methods and 2 needed: Score-CAM only when Grad-CAM
+and Grad-CAM++ disagree), a sample stops at its first exempting model, each
+(model, fold) is loaded once per round and fed batches of images, and every
+score is cached on disk (:mod:`imagenet_clean.cleanup.camcache`). ``lazy=False``
+computes every method of every model; the decisions are provably the same.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from imagenet_clean.cleanup.camcache import ScoreCache, boxes_digest
+from imagenet_clean.cleanup.camgeom import EvalGeometry, box_heat_score, box_mask, eval_geometry
+from imagenet_clean.config import CamConfig
+
+if TYPE_CHECKING:
+    import torch
+
+CANDIDATE_COLUMNS = ("sample_id", "path", "label", "boxes", "width", "height", "content_hash", "models", "folds")
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit, params.yaml ingest.max_pixels
+
+
+@dataclass(frozen=True)
+class CamMethod:
+    """A CAM method of ``pytorch_grad_cam``: its class name and relative cost (lower runs first)."""
+
+    cls: str
+    cost: float
+    gradients: bool = True
+
+
+# name in params.yaml cam.methods -> method; costs are per image relative to Grad-CAM
+CAM_METHODS: dict[str, CamMethod] = {
+    "gradcam": CamMethod("GradCAM", 1.0),
+    "gradcam++": CamMethod("GradCAMPlusPlus", 1.1),
+    "scorecam": CamMethod("ScoreCAM", 300.0, gradients=False),
+}
+
+# timm architecture name (model.pretrained_cfg["architecture"]) -> CAM target module path; overrides the search
+TARGET_LAYERS: dict[str, str] = {}
+
+
+def register_target_layer(arch: str, module_path: str) -> None:
+    """Pin the CAM target layer of a timm architecture (e.g. one the automatic search gets wrong)."""
+    TARGET_LAYERS[arch] = module_path
+
+
+def find_target_layer(model: torch.nn.Module, *, input_size: Sequence[int] = (3, 224, 224)) -> str:
+    """The name of the module that outputs the model's last convolutional feature map.
+
+    Uses :data:`TARGET_LAYERS` when the architecture is registered; otherwise runs a
+    dummy input through ``forward_features`` (timm) and returns the outermost module
+    that produced its 4-D output (e.g. ``layer4`` for a ResNet, ``bn2`` after
+    EfficientNet's ``conv_head``, ``stages.3`` for ConvNeXt), i.e. the last map
+    before global pooling; without ``forward_features``, the last module with a
+    4-D output larger than 1x1.
+
+    Raises:
+        ValueError: no module outputs a 4-D map (e.g. a vision transformer).
+    """
+    import torch
+
+    arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if arch in TARGET_LAYERS:
+        return TARGET_LAYERS[arch]
+    seen: list[tuple[str, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, out)))
+             for name, m in model.named_modules() if name]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            x = torch.zeros(1, *input_size)
+            feats = model.forward_features(x) if hasattr(model, "forward_features") else None
+            if feats is None:
+                model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    maps = [(n, o) for n, o in seen if isinstance(o, torch.Tensor) and o.ndim == 4]
+    if isinstance(feats, torch.Tensor) and feats.ndim == 4:
+        same = [n for n, o in maps if o is feats] or [n for n, o in maps if o.shape == feats.shape]
+        spatial = same[-1:]
+    elif feats is not None:  # forward_features gives tokens, not a map: not a convolutional network
+        spatial = []
+    else:
+        spatial = [n for n, o in maps if o.shape[-1] * o.shape[-2] > 1][-1:]
+    if not spatial:
+        raise ValueError(f"{arch or type(model).__name__}: no module outputs a 4-D feature map; "
+                         "register its CAM layer with register_target_layer()")
+    return spatial[-1]
+
+
+@contextlib.contextmanager
+def _quiet_scorecam():
+    # ScoreCAM wraps its channel loop in a bare tqdm bar; silence it (stage logs stay readable)
+    import pytorch_grad_cam.score_cam as sc
+    from types import SimpleNamespace
+
+    real = sc.tqdm
+    sc.tqdm = SimpleNamespace(tqdm=lambda it, *a, **k: it)
+    try:
+        yield
+    finally:
+        sc.tqdm = real
+
+
+def compute_heatmaps(model: torch.nn.Module, layer: str, images: torch.Tensor, labels: Sequence[int], *,
+                     method: str, batch_size: int = 32) -> np.ndarray:
+    """Heatmaps ``(B, H, W)`` in [0, 1] of ``labels`` for a normalised input batch ``(B, 3, H, W)``.
+
+    Args:
+        model: The classifier (put in eval mode; its weights are not modified).
+        layer: Target module name (:func:`find_target_layer`).
+        images: Model inputs.
+        labels: Class index per image.
+        method: A key of :data:`CAM_METHODS`.
+        batch_size: Score-CAM's channel batch (masked copies per forward pass).
+    """
+    import pytorch_grad_cam
+    import torch
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    spec = CAM_METHODS[method]
+    model.eval()
+    target = model.get_submodule(layer)
+    cam = getattr(pytorch_grad_cam, spec.cls)(model=model, target_layers=[target])
+    cam.batch_size = batch_size
+    try:
+        if spec.gradients:
+            with torch.enable_grad():
+                # an input that requires grad builds the graph even if the weights are frozen
+                x = images.detach().clone().requires_grad_(True)
+                out = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in labels])
+        else:  # one image at a time: its cost is per channel, and results do not depend on the batch
+            with torch.no_grad(), _quiet_scorecam():
+                out = np.concatenate([cam(input_tensor=images[i:i + 1], targets=[ClassifierOutputTarget(int(c))])
+                                      for i, c in enumerate(labels)])
+    finally:
+        cam.activations_and_grads.release()
+    return np.asarray(out, dtype=np.float32)
+
+
+def model_fingerprint(model: torch.nn.Module, data_cfg: dict, layer: str) -> str:
+    """Hash of the weights, the eval data config and the CAM layer (keys the score cache)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({k: data_cfg.get(k) for k in sorted(data_cfg)}, default=str).encode())
+    h.update(layer.encode())
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _verdict(scores: dict[str, float], methods: Sequence[str], cfg: CamConfig) -> bool | None:
+    # True: exempts; False: cannot reach min_methods; None: more methods needed
+    passed = sum(scores[m] >= cfg.pass_score for m in methods if m in scores)
+    left = sum(m not in scores for m in methods)
+    if passed >= cfg.min_methods:
+        return True
+    if passed + left < cfg.min_methods:
+        return False
+    return None
+
+
+@dataclass
+class _Sample:
+    row: dict
+    scores: dict  # model -> {method: score}
+    error: str = ""
+    exempted_by: str = ""
+
+
+def _load_input(s: _Sample, root: Path, data_cfg: dict, transform, max_pixels: int):
+    """(tensor, geometry, boxes in the loaded image's pixels) or raise ValueError."""
+    from imagenet_clean.data.images import load_rgb
+
+    in_h, in_w = data_cfg["input_size"][-2:]
+    crop = data_cfg.get("crop_pct") or 0.875
+    try:
+        img = load_rgb(root / s.row["path"], max_pixels=max_pixels,
+                       draft_size=(math.floor(in_w / crop), math.floor(in_h / crop)))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {s.row['path']}: {e}") from None
+    w, h = img.size
+    boxes = np.asarray(s.row["boxes"], dtype=np.float64).reshape(-1, 4)
+    W, H = (int(v) if not pd.isna(v) else -1 for v in (s.row["width"], s.row["height"]))
+    if W > 0 and H > 0 and (W, H) != (w, h):  # draft decode (or a resized file): rescale the boxes
+        boxes = boxes * [w / W, h / H, w / W, h / H]
+    if not box_mask(boxes, w, h).any():
+        raise ValueError(f"{s.row['path']}: boxes {np.asarray(s.row['boxes']).tolist()} lie outside the {w}x{h} image")
+    return transform(img), eval_geometry(data_cfg, w, h), boxes
+
+
+def _image_key(row: dict) -> str:
+    h = row["content_hash"]
+    return str(row["sample_id"]) if h is None or pd.isna(h) or not h else str(h)
+
+
+def _method_order(cfg: CamConfig) -> list[str]:
+    bad = [m for m in cfg.methods if m not in CAM_METHODS]
+    if bad:
+        raise ValueError(f"cam.methods {bad} unknown; choose from {sorted(CAM_METHODS)}")
+    if not 1 <= cfg.min_methods <= len(cfg.methods):
+        raise ValueError(f"cam.min_methods={cfg.min_methods} must be in 1..{len(cfg.methods)} (len(cam.methods))")
+    return sorted(dict.fromkeys(cfg.methods), key=lambda m: CAM_METHODS[m].cost)
+
+
+def _validate(candidates: pd.DataFrame) -> None:
+    missing = [c for c in CANDIDATE_COLUMNS if c not in candidates.columns]
+    if missing:
+        raise ValueError(f"candidates lack columns {missing}; need {list(CANDIDATE_COLUMNS)}")
+    for i, r in enumerate(candidates[["sample_id", "models", "folds"]].itertuples(index=False)):
+        if len(r.models) != len(r.folds):
+            raise ValueError(f"candidates row {i} ({r.sample_id!r}): models {list(r.models)} and folds "
+                             f"{list(r.folds)} differ in length")
+
+
+def _run_model(samples: list[_Sample], name: str, fold: int, model, data_cfg: dict, *, root: Path,
+               cfg: CamConfig, methods: list[str], cache: ScoreCache, lazy: bool, max_pixels: int) -> None:
+    """Score ``samples`` with one (model, fold), batch by batch, filling their ``scores``/``exempted_by``."""
+    import timm.data
+
+    layer = find_target_layer(model, input_size=data_cfg["input_size"])
+    fp = model_fingerprint(model, data_cfg, layer)
+    keys_tf = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+    transform = timm.data.create_transform(**{k: data_cfg[k] for k in keys_tf if k in data_cfg}, is_training=False)
+    for b0 in range(0, len(samples), cfg.batch_size):
+        batch = samples[b0:b0 + cfg.batch_size]
+        keys = {id(s): (_image_key(s.row), int(s.row["label"]),
+                        boxes_digest(s.row["boxes"]), name, int(fold), fp) for s in batch}
+        got = {}
+        cached = cache.get_many(keys[id(s)] + (m, float(cfg.heat)) for s in batch for m in methods)
+        for s in batch:
+            got[id(s)] = {m: cached[k] for m in methods if (k := keys[id(s)] + (m, float(cfg.heat))) in cached}
+        inputs: dict[int, tuple] = {}
+        for m in methods:
+            todo = [s for s in batch if not s.error and m not in got[id(s)]
+                    and (not lazy or _verdict(got[id(s)], methods, cfg) is None)]
+            for s in todo:
+                if id(s) not in inputs:
+                    try:
+                        inputs[id(s)] = _load_input(s, root, data_cfg, transform, max_pixels)
+                    except ValueError as e:
+                        s.error = str(e)
+            todo = [s for s in todo if not s.error]
+            if not todo:
+                continue
+            import torch
+
+            heat = compute_heatmaps(model, layer, torch.stack([inputs[id(s)][0] for s in todo]),
+                                    [s.row["label"] for s in todo], method=m, batch_size=cfg.batch_size)
+            new = {}
+            for s, hm in zip(todo, heat):
+                _, geom, boxes = inputs[id(s)]
+                got[id(s)][m] = new[keys[id(s)] + (m, float(cfg.heat))] = box_heat_score(hm, boxes, geom, heat=cfg.heat)
+            cache.put_many(new)
+        for s in batch:
+            if s.error:
+                continue
+            s.scores[name] = {m: got[id(s)][m] for m in methods if m in got[id(s)]}
+            if not s.exempted_by and _verdict(s.scores[name], methods, cfg):
+                s.exempted_by = name
+
+
+def find_exemptions(candidates: pd.DataFrame, *, root: str | Path,
+                    load_model: Callable[[str, int], tuple[torch.nn.Module, dict]], cfg: CamConfig,
+                    cache_dir: Path | None, lazy: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> pd.DataFrame:
+    """Which consensus-removal candidates an explainability check saves.
+
+    Args:
+        candidates: One row per candidate: ``sample_id``, ``path`` (relative to
+            ``root``), ``label``, ``boxes`` (list of ``[xmin, ymin, xmax, ymax]`` in
+            original pixels), ``width``, ``height``, ``content_hash`` (or null),
+            ``models`` (models whose top-5 has the label, in the order to try) and
+            ``folds`` (aligned with ``models``; -1 = the full model).
+        root: Dataset root the paths are relative to.
+        load_model: ``(model name, fold) -> (model, timm data config)``; called
+            once per (model, fold) and round (round r = each sample's r-th model).
+        cfg: Methods and thresholds.
+        cache_dir: Folder of the score cache (reused across runs), or None.
+        lazy: Compute methods cheapest first and only while a model's verdict is
+            open, stopping at the first exempting model. ``False`` computes every
+            method of every model (same decisions; for tests and audits).
+        max_pixels: Decompression-bomb limit for reading images.
+
+    Returns:
+        One row per candidate, in order: ``sample_id``, ``exempted_by`` (the first
+        exempting model, or ``""``) and ``cam_scores`` (JSON ``{model: {method:
+        score}}`` of every score computed or cached, or ``{"error": reason}`` for a
+        sample that cannot be scored: unreadable image, no box, box outside the image).
+
+    Raises:
+        ValueError: missing columns, ``models``/``folds`` of different lengths,
+            unknown methods or ``min_methods`` out of range.
+    """
+    _validate(candidates)
+    methods = _method_order(cfg)
+    root = Path(root)
+    samples = [_Sample(row=r, scores={}) for r in candidates[list(CANDIDATE_COLUMNS)].to_dict("records")]
+    for s in samples:
+        if s.row["boxes"] is None or not len(s.row["boxes"]):
+            s.error = "no bounding box"
+    cache = ScoreCache(cache_dir)
+    try:
+        for r in range(max((len(s.row["models"]) for s in samples), default=0)):
+            groups: dict[tuple[str, int], list[_Sample]] = {}
+            for s in samples:
+                if not s.error and not (lazy and s.exempted_by) and len(s.row["models"]) > r:
+                    groups.setdefault((str(s.row["models"][r]), int(s.row["folds"][r])), []).append(s)
+            for (name, fold), group in groups.items():
+                model, data_cfg = load_model(name, fold)
+                _run_model(group, name, fold, model, data_cfg, root=root, cfg=cfg, methods=methods,
+                           cache=cache, lazy=lazy, max_pixels=max_pixels)
+    finally:
+        cache.close()
+    return pd.DataFrame({
+        "sample_id": [s.row["sample_id"] for s in samples],
+        "exempted_by": ["" if s.error else s.exempted_by for s in samples],
+        "cam_scores": [json.dumps({**s.scores, "error": s.error} if s.error else s.scores, sort_keys=True) for s in samples],
+    })

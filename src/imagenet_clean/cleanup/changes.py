@@ -1,0 +1,104 @@
+"""The human-readable change list of a cleaned split (``data/changes/<split>.csv``).
+
+One row per changed image: fixes, removals, merges (a kept or fixed image whose
+class was merged) and the placeholders of emptied classes, with the old and new
+class (index, wnid, name) and a one-line reason a reviewer can check.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from ..classes import ClassList
+from .rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_UNREADABLE
+
+CHANGE_COLUMNS = ("file", "old_label", "old_wnid", "old_name", "new_label", "new_wnid", "new_name", "action", "reason")
+
+
+def _reason(row, n_models: int, thresholds: dict) -> str:
+    rules = list(row.rules)
+    parts = []
+    if RULE_UNREADABLE in rules:
+        parts.append(f"unreadable: {row.reason}" if getattr(row, "reason", "") else "unreadable")
+    flagged = ", ".join(f"{m}->{c}" for m, c in zip(row.flagged_models, row.candidates))
+    if RULE_FIX in rules:
+        parts.append(f"confident learning: {row.n_flagged} of {n_models} models flagged it "
+                     f"(>= h1={thresholds.get('h1', '?'):g}); candidates {flagged}")
+    if RULE_CL_REMOVE in rules:
+        n_distinct = len(set(row.candidates))
+        parts.append(f"confident learning: {n_distinct} distinct candidates (>= h2={thresholds.get('h2', '?'):g}): {flagged}")
+    if RULE_CONSENSUS in rules:
+        parts.append(f"top-5 consensus: {row.c_s} of {n_models} models miss the label in their top-5 "
+                     f"(>= h3={thresholds.get('h3', '?'):g})")
+        if RULE_CAM_EXEMPT in rules:
+            parts.append(f"exempted by the CAMs of {row.exempted_by}")
+        elif row.cam_scores not in ("", "{}"):
+            parts.append("no model's CAMs cover the box")
+    return "; ".join(parts)
+
+
+def change_list(decisions: pd.DataFrame, clean: pd.DataFrame, classes: ClassList, *, n_models: int,
+                thresholds: dict | None = None) -> pd.DataFrame:
+    """The change list of one split.
+
+    Args:
+        decisions: The decisions table (see docs/architecture.md).
+        clean: The clean manifest (after merges, with placeholder rows).
+        classes: The class list (for names).
+        n_models: Ensemble size, for the reasons.
+        thresholds: Resolved thresholds (``h1``, ``h2``, ``h3`` as numbers), for the reasons.
+
+    Returns:
+        Columns :data:`CHANGE_COLUMNS`: fixes (``fix``, or ``fix+merge`` with the
+        final class) and removals in decision order, then merges of kept images,
+        then placeholders. Removals have new label -1.
+    """
+    thresholds = thresholds or {}
+    names = np.asarray(classes.names, dtype=object)
+    wnids = np.asarray(classes.wnids, dtype=object)
+    rows = []
+    fix_merged = dict(zip(*(clean.loc[clean["action"] == "fix+merge", c] for c in ("sample_id", "label"))))
+    changed = decisions[decisions["action"] != "keep"]
+    for r in changed.itertuples(index=False):
+        fix = r.action == "fix"
+        final = int(fix_merged.get(r.sample_id, r.new_label))
+        reason = _reason(r, n_models, thresholds)
+        if fix and r.sample_id in fix_merged:
+            reason += f"; then {wnids[r.new_label]} merged into {wnids[final]}"
+        rows.append({
+            "file": r.path,
+            "old_label": int(r.label),
+            "old_wnid": wnids[r.label],
+            "old_name": names[r.label],
+            "new_label": final if fix else -1,
+            "new_wnid": wnids[final] if fix else "",
+            "new_name": names[final] if fix else "",
+            "action": "fix+merge" if fix and r.sample_id in fix_merged else r.action,
+            "reason": reason,
+        })
+    for r in clean[clean["action"] == "merge"].itertuples(index=False):
+        rows.append({
+            "file": r.path,
+            "old_label": int(r.orig_label),
+            "old_wnid": r.orig_wnid,
+            "old_name": names[r.orig_label],
+            "new_label": int(r.label),
+            "new_wnid": r.wnid,
+            "new_name": names[r.label],
+            "action": "merge",
+            "reason": f"category merge {r.orig_wnid} -> {r.wnid}",
+        })
+    for r in clean[clean["action"] == "placeholder"].itertuples(index=False):
+        rows.append({
+            "file": r.path, "old_label": -1, "old_wnid": "", "old_name": "",
+            "new_label": int(r.label), "new_wnid": r.wnid, "new_name": names[r.label],
+            "action": "placeholder", "reason": "black placeholder keeps the emptied (merged) class",
+        })
+    return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
+
+
+def cam_summary(cam_scores: str) -> dict:
+    """Parse a ``cam_scores`` JSON cell (``{}`` when the CAMs did not run)."""
+    return json.loads(cam_scores) if cam_scores else {}

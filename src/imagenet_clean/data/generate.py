@@ -1,0 +1,435 @@
+"""The embedded mini-ImageNet: real handwritten digits in the real ImageNet layouts.
+
+scikit-learn's bundled ``load_digits`` (1,797 real 8x8 handwritten digits) are
+upscaled and placed on larger RGB canvases with varied backgrounds, colours,
+scales and positions, so every image has a true bounding box (the digit's ink
+extent). Eleven classes: ``n90000000``..``n90000009`` for the digits and
+``n90000010``, a synonym of digit one that category merging should fold back.
+
+Problems are injected at the ``generate.noise`` rates and recorded in
+``truth.parquet`` (which the cleanup never reads): ``flip`` (label changed to a
+confusable partner), ``minuscule`` (digit 5-9 px tall), ``bad_quality`` (blur,
+noise or low contrast), ``multi_object`` (2-4 digits, one labelled) and
+``synonym`` (about half of the digit-one images labelled ``n90000010``).
+
+Layouts written under ``generate.out`` (default ``data/raw``)::
+
+    train/<wnid>/<wnid>_<n>.JPEG          train_boxes/<wnid>/<wnid>_<n>.xml (VOC, a fraction)
+    val/ILSVRC2012_val_XXXXXXXX.JPEG      LOC_val_solution.csv (Kaggle: labels and boxes)
+    v2/<class index>/<sha1>.jpeg          (a shifted distribution, no boxes)
+    classes.tsv  truth.parquet  generate.json
+
+Everything is a pure function of ``seed`` and the config: a rerun writes
+byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from ..classes import ClassList
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SYNONYM_LABEL = 10
+SYNONYM_OF = 1
+WNID_BASE = 90000000
+
+# Confusable partners a flipped label is drawn from (class-conditional noise).
+FLIP_PARTNERS = {0: (6, 8), 1: (7,), 2: (3, 7), 3: (8, 5), 4: (9,), 5: (6, 3), 6: (5, 0), 7: (1, 2), 8: (3, 0), 9: (4, 7)}
+PROBLEMS = ("none", "flip", "minuscule", "bad_quality", "multi_object", "synonym")
+JPEG_QUALITY = 90
+MARKER = "generate.json"
+
+
+def wnid_of(label: int) -> str:
+    """The synthetic ImageNet-format class id of an embedded label (``n90000003``)."""
+    return f"n{WNID_BASE + label:08d}"
+
+
+def embedded_classes(*, synonym: bool = True) -> ClassList:
+    """The embedded class list: digits 0-9, plus the synonym class of digit one."""
+    names = [f"digit {n}" for n in DIGIT_NAMES]
+    if synonym:
+        names.append(f"digit {DIGIT_NAMES[SYNONYM_OF]}, variant")
+    return ClassList(tuple(wnid_of(i) for i in range(len(names))), tuple(names))
+
+
+# ------------------------------------------------------------------ rendering
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a split's images look: background kinds, digit scale, rotation."""
+
+    backgrounds: tuple[str, ...]
+    scale: tuple[float, float]  # digit height as a fraction of the image size
+    rotation: float  # max |degrees|
+    dark: bool  # darker, more saturated palette (the shifted V2 distribution)
+
+
+STYLES = {
+    "train": Style(("solid", "gradient", "noise"), (20 / 64, 44 / 64), 0.0, False),
+    "val": Style(("solid", "gradient", "noise"), (20 / 64, 44 / 64), 0.0, False),
+    "v2": Style(("stripes", "checker", "noise"), (18 / 64, 34 / 64), 20.0, True),
+}
+
+BACKGROUNDS: dict[str, Callable[[np.random.Generator, int, np.ndarray], np.ndarray]] = {}
+
+
+def register_background(name: str):
+    """Decorator adding a background ``fn(rng, size, colour) -> float32 (size, size, 3)`` in [0, 255]."""
+
+    def deco(fn):
+        BACKGROUNDS[name] = fn
+        return fn
+
+    return deco
+
+
+def _second_colour(rng, c):
+    return np.clip(c + rng.uniform(-70, 70, 3), 0, 255)
+
+
+@register_background("solid")
+def _solid(rng, s, c):
+    return np.broadcast_to(c, (s, s, 3)).astype(np.float32)
+
+
+@register_background("gradient")
+def _gradient(rng, s, c):
+    c2 = _second_colour(rng, c)
+    a = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:s, 0:s] / max(s - 1, 1)
+    t = (np.cos(a) * xx + np.sin(a) * yy)
+    t = (t - t.min()) / max(np.ptp(t), 1e-6)
+    return (c[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]).astype(np.float32)
+
+
+@register_background("noise")
+def _noise(rng, s, c):
+    c2 = _second_colour(rng, c)
+    g = rng.random((6, 6)).astype(np.float32)
+    t = np.asarray(Image.fromarray(g).resize((s, s), Image.BICUBIC)).clip(0, 1)
+    img = c[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]
+    return (img + rng.normal(0, 6, (s, s, 1))).astype(np.float32)
+
+
+@register_background("stripes")
+def _stripes(rng, s, c):
+    c2 = _second_colour(rng, c)
+    period = rng.uniform(s / 10, s / 4)
+    a = rng.uniform(0, math.pi)
+    yy, xx = np.mgrid[0:s, 0:s]
+    t = (np.sin((np.cos(a) * xx + np.sin(a) * yy) * 2 * math.pi / period) > 0).astype(np.float32)
+    return (c[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]).astype(np.float32)
+
+
+@register_background("checker")
+def _checker(rng, s, c):
+    c2 = _second_colour(rng, c)
+    cell = int(rng.integers(max(2, s // 12), max(3, s // 5)))
+    yy, xx = np.mgrid[0:s, 0:s]
+    t = (((xx // cell) + (yy // cell)) % 2).astype(np.float32)
+    return (c[None, None] * (1 - t[..., None]) + c2[None, None] * t[..., None]).astype(np.float32)
+
+
+def _luma(c: np.ndarray) -> float:
+    return float(c @ np.array([0.299, 0.587, 0.114]))
+
+
+def _colours(rng: np.random.Generator, dark: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A background and a digit colour at least 90 luma levels apart."""
+    lo, hi = (0, 170) if dark else (20, 255)
+    bg = rng.uniform(lo, hi, 3)
+    cand = rng.uniform(0, 255, (32, 3))
+    diff = np.abs(cand @ np.array([0.299, 0.587, 0.114]) - _luma(bg))
+    good = np.flatnonzero(diff >= 90)
+    fg = cand[good[0]] if len(good) else (np.zeros(3) if _luma(bg) > 127 else np.full(3, 255.0))
+    return bg, fg
+
+
+def _glyph(digit: np.ndarray, height: float, rotation: float, rng: np.random.Generator) -> np.ndarray:
+    """An alpha mask (float32 in [0, 1]) of an 8x8 digit upscaled to ``height`` pixels tall."""
+    ink = digit > 1.5
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 16.0
+    crop = np.pad(crop, 1)
+    ch, cw = crop.shape
+    h = max(3, int(round(height * ch / (ch - 2))))
+    w = max(3, int(round(h * cw / ch * rng.uniform(0.85, 1.15))))
+    a = Image.fromarray(crop).resize((w, h), Image.BICUBIC)
+    if rotation:
+        a = a.rotate(rng.uniform(-rotation, rotation), resample=Image.BILINEAR, expand=True)
+    a = np.asarray(a)
+    return np.clip((a - 0.25) / 0.4, 0.0, 1.0)
+
+
+def _place(canvas: np.ndarray, alpha: np.ndarray, colour: np.ndarray, x: int, y: int) -> list[float]:
+    """Composite ``alpha`` in ``colour`` at (x, y); return the ink box [xmin, ymin, xmax, ymax]."""
+    h, w = alpha.shape
+    region = canvas[y : y + h, x : x + w]
+    a = alpha[..., None]
+    region[...] = region * (1 - a) + colour[None, None] * a
+    ink = alpha > 0.3
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    return [float(x + cols[0]), float(y + rows[0]), float(x + cols[-1] + 1), float(y + rows[-1] + 1)]
+
+
+def _fit(alpha: np.ndarray, s: int) -> np.ndarray:
+    """Crop ``alpha`` to its ink so it fits an ``s`` x ``s`` canvas (rotated glyphs grow)."""
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    alpha = alpha[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return alpha[:s, :s]
+
+
+def _degrade(img: np.ndarray, rng: np.random.Generator, s: int) -> np.ndarray:
+    """Heavy blur, heavy noise or low contrast (a bad-quality image)."""
+    kind = rng.integers(3)
+    if kind == 0:
+        pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+        return np.asarray(pil.filter(ImageFilter.GaussianBlur(rng.uniform(2.5, 4.0) * s / 64)), dtype=np.float32)
+    if kind == 1:
+        return img + rng.normal(0, rng.uniform(70, 100), img.shape)
+    mean = img.mean(axis=(0, 1), keepdims=True)
+    return mean + (img - mean) * rng.uniform(0.08, 0.15)
+
+
+def render(
+    digits: list[np.ndarray],
+    *,
+    size: int,
+    style: Style,
+    rng: np.random.Generator,
+    problem: str = "none",
+) -> tuple[np.ndarray, list[float]]:
+    """Render one image: ``digits[0]`` is the labelled digit, any others are distractors.
+
+    Args:
+        digits: 8x8 digit images (values 0-16); more than one for ``multi_object``.
+        size: Canvas side in pixels.
+        style: The split's :class:`Style`.
+        rng: The sample's own generator.
+        problem: ``none``, ``minuscule``, ``bad_quality`` or ``multi_object`` change the rendering.
+
+    Returns:
+        ``(uint8 (size, size, 3) image, box of digits[0])``.
+    """
+    bg, fg = _colours(rng, style.dark)
+    canvas = BACKGROUNDS[style.backgrounds[rng.integers(len(style.backgrounds))]](rng, size, bg).copy()
+    if problem == "multi_object":
+        heights = rng.uniform(0.22, 0.34, len(digits)) * size
+    elif problem == "minuscule":
+        heights = [rng.uniform(5, 9.99) * size / 64]
+    else:
+        heights = [rng.uniform(*style.scale) * size]
+    taken: list[tuple[int, int, int, int]] = []
+    box = None
+    for k, (d, hgt) in enumerate(zip(digits, heights)):
+        alpha = _fit(_glyph(d, hgt, style.rotation, rng), size)
+        h, w = alpha.shape
+        for _ in range(50):
+            x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+            if all(x + w <= a or a + c <= x or y + h <= b or b + d_ <= y for a, b, c, d_ in taken):
+                break
+        taken.append((x, y, w, h))
+        colour = fg if k == 0 else _colours(rng, style.dark)[1]
+        b = _place(canvas, alpha, colour, x, y)
+        box = box or b
+    if problem == "bad_quality":
+        canvas = _degrade(canvas, rng, size)
+    return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), box
+
+
+# ------------------------------------------------------------------ splits
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """A generated split: how many images (config field), which source digits, its style."""
+
+    count_field: str
+    pool: tuple[float, float]  # fraction range of the load_digits samples it draws from
+    index: int  # seeds the split's generators
+
+
+SPLITS = {
+    "train": SplitSpec("n_train", (0.0, 0.6), 0),
+    "val": SplitSpec("n_val", (0.6, 0.8), 1),
+    "v2": SplitSpec("n_v2", (0.8, 1.0), 2),
+}
+
+
+def _file_name(split: str, i: int, label: int, seed: int) -> str:
+    """The sample_id of sample ``i`` of ``split`` given its (noisy) label."""
+    if split == "train":
+        return f"{wnid_of(label)}/{wnid_of(label)}_{i}.JPEG"
+    if split == "val":
+        return f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+    return f"{label}/{hashlib.sha1(f'{seed}:{i}'.encode()).hexdigest()}.jpeg"
+
+
+def assign_problems(n: int, true: np.ndarray, noise, *, synonym: bool, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Problems and given labels for a split.
+
+    About half the digit-one samples become synonyms (when enabled); of the rest,
+    exactly ``round(rate * n)`` samples get each other problem, disjointly.
+
+    Returns:
+        ``(problem per sample (object array), given label per sample)``.
+    """
+    problem = np.full(n, "none", dtype=object)
+    given = true.copy()
+    if synonym:
+        ones = np.flatnonzero(true == SYNONYM_OF)
+        syn = ones[rng.random(len(ones)) < 0.5]
+        problem[syn] = "synonym"
+        given[syn] = SYNONYM_LABEL
+    free = rng.permutation(np.flatnonzero(problem == "none"))
+    start = 0
+    for name in ("flip", "minuscule", "bad_quality", "multi_object"):
+        k = min(int(round(getattr(noise, name) * n)), len(free) - start)
+        idx = free[start : start + k]
+        start += k
+        problem[idx] = name
+        if name == "flip":
+            for i in idx:
+                partners = FLIP_PARTNERS[int(true[i])]
+                given[i] = partners[rng.integers(len(partners))]
+    return problem, given
+
+
+def _voc_xml(stem: str, wnid: str, size: int, box: list[float]) -> str:
+    xmin, ymin, xmax, ymax = (int(v) for v in box)
+    return (
+        "<annotation>\n"
+        f"\t<folder>{wnid}</folder>\n\t<filename>{stem}</filename>\n"
+        "\t<source>\n\t\t<database>imagenet-clean embedded digits</database>\n\t</source>\n"
+        f"\t<size>\n\t\t<width>{size}</width>\n\t\t<height>{size}</height>\n\t\t<depth>3</depth>\n\t</size>\n"
+        "\t<segmented>0</segmented>\n"
+        f"\t<object>\n\t\t<name>{wnid}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n"
+        "\t\t<difficult>0</difficult>\n"
+        f"\t\t<bndbox>\n\t\t\t<xmin>{xmin}</xmin>\n\t\t\t<ymin>{ymin}</ymin>\n"
+        f"\t\t\t<xmax>{xmax}</xmax>\n\t\t\t<ymax>{ymax}</ymax>\n\t\t</bndbox>\n\t</object>\n"
+        "</annotation>\n"
+    )
+
+
+def _generate_split(split: str, cfg, *, seed: int, out: Path, images: np.ndarray, targets: np.ndarray) -> list[dict]:
+    from ..progress import progress
+
+    spec = SPLITS[split]
+    n = int(getattr(cfg, spec.count_field))
+    lo, hi = (int(round(f * len(images))) for f in spec.pool)
+    pool_idx, pool_y = np.arange(lo, hi), targets[lo:hi]
+    by_class = [pool_idx[pool_y == c] for c in range(10)]
+    rng = np.random.default_rng([seed, spec.index, 1_000_003])
+    true = rng.permutation(np.arange(n) % 10)
+    problem, given = assign_problems(n, true, cfg.noise, synonym=cfg.synonym, rng=rng)
+    with_box = np.zeros(n, bool)
+    with_box[rng.permutation(n)[: int(round(cfg.box_fraction * n))]] = True
+    style, size = STYLES[split], cfg.image_size
+    rows, csv_rows = [], []
+    split_dir = out / split
+    for i in progress(range(n), desc=f"generate {split}", unit="img"):
+        r = np.random.default_rng([seed, spec.index, i])
+        t = int(true[i])
+        digits = [images[by_class[t][r.integers(len(by_class[t]))]]]
+        if problem[i] == "multi_object":
+            others = r.choice([c for c in range(10) if c != t], size=int(r.integers(1, 4)), replace=False)
+            digits += [images[by_class[c][r.integers(len(by_class[c]))]] for c in others]
+        pixels, box = render(digits, size=size, style=style, rng=r, problem=problem[i])
+        sid = _file_name(split, i, int(given[i]), seed)
+        path = split_dir / sid
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path, format="JPEG", quality=JPEG_QUALITY)
+        wnid = wnid_of(int(given[i]))
+        if split == "train" and with_box[i]:
+            stem = Path(sid).stem
+            xml = out / "train_boxes" / wnid / f"{stem}.xml"
+            xml.parent.mkdir(parents=True, exist_ok=True)
+            xml.write_text(_voc_xml(stem, wnid, size, box))
+        if split == "val":
+            csv_rows.append(f"{Path(sid).stem},{wnid} {' '.join(str(int(v)) for v in box)}\n")
+        rows.append({"split": split, "sample_id": sid, "true_label": t, "given_label": int(given[i]), "problem": problem[i]})
+    if csv_rows:
+        (out / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "".join(sorted(csv_rows)))
+    return rows
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the freshly written ``tmp`` onto ``out``, refusing to delete a folder generate did not write."""
+    if out.exists():
+        if any(out.iterdir()) and not (out / MARKER).is_file():
+            raise ValueError(f"{out}: refusing to replace a non-empty folder that `generate` did not write (no {MARKER}); "
+                             "set generate.out to another folder or empty it")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def generate(cfg, *, seed: int) -> dict:
+    """Write the embedded mini-ImageNet under ``cfg.out`` (replacing a previous one).
+
+    With ``cfg.enabled`` false (real-ImageNet configurations) only the class
+    list and the ``generate.json`` marker are written, so the DVC stage stays
+    cheap and its output exists.
+
+    Args:
+        cfg: The :class:`~imagenet_clean.config.GenerateConfig`.
+        seed: The pipeline seed; the same seed and config give byte-identical files.
+
+    Returns:
+        The summary also written to ``<out>/generate.json``: counts per split and problem.
+
+    Raises:
+        ValueError: ``cfg.out`` is a non-empty folder not written by ``generate``.
+    """
+    from sklearn.datasets import load_digits
+
+    from ..classes import write_classes
+    from ..io import write_json, write_table
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        classes = embedded_classes(synonym=cfg.synonym)
+        write_classes(tmp / "classes.tsv", classes)
+        summary: dict = {"enabled": bool(cfg.enabled), "seed": seed, "classes": len(classes)}
+        if cfg.enabled:
+            import pandas as pd
+
+            digits = load_digits()
+            rows = []
+            for split in SPLITS:
+                rows += _generate_split(split, cfg, seed=seed, out=tmp, images=digits.images, targets=digits.target)
+            truth = pd.DataFrame(rows, columns=["split", "sample_id", "true_label", "given_label", "problem"])
+            truth = truth.astype({"true_label": "int64", "given_label": "int64"})
+            write_table(tmp / "truth.parquet", truth, metadata={"seed": seed, "image_size": cfg.image_size})
+            counts = truth.groupby(["split", "problem"]).size()
+            summary["splits"] = {
+                s: {"n": int((truth["split"] == s).sum()), "problems": {p: int(v) for p, v in counts[s].items()}}
+                for s in SPLITS
+            }
+            summary["n_train_boxes"] = int(round(cfg.box_fraction * cfg.n_train))
+        write_json(tmp / MARKER, summary)
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return summary

@@ -1,0 +1,278 @@
+"""``imagenet-clean report``: every computed table as Markdown, in the paper's layout.
+
+Reads the metrics files of each cleaning round (``table1.json``, ``table2.json``,
+``table3.json``, ``ablations.json``; a missing or skipped one is noted, not an
+error) and writes ``metrics/report.md``, with the paper's own ImageNet figures
+(:mod:`.paper`) under each table for reference. Also writes the DVC plots data
+``metrics/plots/changes_per_class.csv`` (split, class, fixes, removals).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from ..io import read_table, write_text
+from . import paper
+from .accuracy import CLEAN_SUFFIX, RoundPaths, symbol
+
+TABLE_FILES = ("table1.json", "table2.json", "table3.json", "ablations.json")
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def _num(x, digits: int = 2, *, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def _stat(s: Mapping | float | None) -> str:
+    """``81.20`` for a plain value, ``81.20±0.50`` for a summary with a spread."""
+    if isinstance(s, Mapping):
+        if s.get("mean") is None:
+            return "-"
+        return _num(s["mean"]) + (f"±{_num(s['std'])}" if s.get("n", 1) > 1 else "")
+    return _num(s)
+
+
+def _pair(cell: Mapping | None) -> str:
+    """``top1/top5`` of an accuracy cell (plain or summarised)."""
+    if not cell:
+        return "-"
+    return f"{_stat(cell.get('top1'))}/{_stat(cell.get('top5'))}"
+
+
+def _paper_pair(p) -> str:
+    return "-" if p is None else f"{p[0]:.2f}/{p[1]:.2f}"
+
+
+def _md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _splits_of(row: Mapping) -> list[str]:
+    """Evaluated splits of a table row, in order, from its ``<split>`` / ``<split>_clean`` keys."""
+    return [k for k in row if not k.endswith(CLEAN_SUFFIX) and k + CLEAN_SUFFIX in row]
+
+
+def _skipped(obj) -> str | None:
+    if obj is None:
+        return "not computed"
+    if isinstance(obj, Mapping) and "skipped" in obj:
+        return f"skipped ({obj['skipped']})"
+    if not obj:
+        return "empty"
+    return None
+
+
+# ------------------------------------------------------------------ tables
+
+
+def render_table1(t1: Mapping) -> str:
+    """Table 1: issues found by confident learning and accuracy on original vs cleaned splits."""
+    first = next(iter(t1.values()))
+    splits = _splits_of(first)
+    header = ["Model"]
+    for s in splits:
+        header += [f"Label errors ({symbol(s)})", f"Top-1/Top-5 {symbol(s)}", f"Top-1/Top-5 {symbol(s + CLEAN_SUFFIX)}", "Gain top-1/top-5"]
+    rows = []
+    for model, row in t1.items():
+        cells = [model]
+        for s in splits:
+            a, b = row.get(s), row.get(s + CLEAN_SUFFIX)
+            gain = "-" if not (a and b) else f"{_num(b['top1'] - a['top1'], sign=True)}/{_num(b['top5'] - a['top5'], sign=True)}"
+            cells += [str(row.get("issues", {}).get(s, "-")), _pair(a), _pair(b), gain]
+        rows.append(cells)
+    n = {s: first.get(s, {}).get("n") for s in splits}
+    nc = {s: first.get(s + CLEAN_SUFFIX, {}).get("n") for s in splits}
+    sizes = "; ".join(f"{symbol(s)}: {n[s]} images, {symbol(s + CLEAN_SUFFIX)}: {nc[s]}" for s in splits)
+    ref = _md(
+        ["Model", "Label errors", "Top-1/Top-5 V", "Top-1/Top-5 V_c"],
+        [[m, "-" if e is None else str(e), _paper_pair(v), _paper_pair(vc)] for m, e, v, vc in paper.PAPER_TABLE1],
+    )
+    return (
+        "## Table 1: cleanup models on the original and cleaned splits\n\n"
+        + _md(header, rows)
+        + f"\nTop-1/top-5 in percent. {sizes}.\n\n"
+        + f"<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE1_CAPTION}\n\n{ref}\n</details>\n"
+    )
+
+
+def render_table2(t2: Mapping) -> str:
+    """Table 2: models trained on T and T_c, in the paper's columns, mean±std over seeds."""
+    first = next(iter(t2.values()))
+    splits = _splits_of(first.get("T", {}))
+    primary = "val" if "val" in splits else splits[0]
+    header, cols = ["Model"], []
+    for s in splits:
+        c = s + CLEAN_SUFFIX
+        if s == primary:
+            cols += [("T", s), ("T", c), ("T_c", c)]
+        else:
+            cols += [("T", s), ("T_c", s), ("T", c), ("T_c", c)]
+    header += [f"{t}, {symbol(s)}" for t, s in cols]
+    header += [f"Gain T_c-T top-1 on {symbol(primary + CLEAN_SUFFIX)}", "Beyond seed spread"]
+    rows = []
+    for arch, row in t2.items():
+        g = row.get("gain", {}).get(primary + CLEAN_SUFFIX, {}).get("top1", {})
+        beyond = {True: "yes", False: "no", None: "n/a (1 seed)"}[g.get("beyond_spread")]
+        spread = f" (spread {_num(g.get('spread'))})" if g.get("spread") is not None else ""
+        rows.append([arch] + [_pair(row.get(t, {}).get(s)) for t, s in cols] + [_num(g.get("gain"), sign=True) + spread, beyond])
+    seeds = first.get("T", {}).get(primary, {}).get("top1", {}).get("n", "?")
+    ref = _md(["Model", *paper.PAPER_TABLE2_COLUMNS], [[m, *(_paper_pair(c) for c in cells)] for m, cells in paper.PAPER_TABLE2])
+    return (
+        "## Table 2: models retrained on the original (T) and cleaned (T_c) training split\n\n"
+        + _md(header, rows)
+        + f"\nTop-1/top-5 in percent, mean±std over {seeds} seed(s). The gain is beyond the seed spread when it exceeds "
+        "the larger of the two standard deviations.\n\n"
+        + f"<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE2_CAPTION}\n\n{ref}\n</details>\n"
+    )
+
+
+def render_table3(t3: Mapping) -> str:
+    """Table 3: non-square input sizes as top-1/top-5 differences to the square model."""
+    archs = list(t3)
+    names = sorted((k for k in t3[archs[0]] if k != "square"), key=lambda k: (k[-2], t3[archs[0]][k]["pixels"]))
+    set_name = next(k for k in t3[archs[0]]["square"] if k != "input_size")
+    rows = [["square " + "x".join(str(v) for v in t3[archs[0]]["square"]["input_size"][:0:-1]) + " (absolute)"]
+            + [_pair(t3[a]["square"][set_name]) for a in archs]]
+    for n in names:
+        rows.append([n] + [f"{_num(t3[a][n]['d_top1'], sign=True)}/{_num(t3[a][n]['d_top5'], sign=True)}" for a in archs])
+    ref = _md(["Resolution", *(f"Top-1/Top-5 {m}" for m in paper.PAPER_TABLE3_MODELS)],
+              [[r, *(f"{d1:+.2f}/{d5:+.2f}" for d1, d5 in cells)] for r, cells in paper.PAPER_TABLE3])
+    return (
+        f"## Table 3: non-square input sizes, trained on T_c, evaluated on {symbol(set_name)}\n\n"
+        + _md(["Resolution (W x H)", *(f"Top-1/Top-5 {a}" for a in archs)], rows)
+        + "\nDifferences to the square model in points (mean over seeds); L landscape, P portrait.\n\n"
+        + f"<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE3_CAPTION}\n\n{ref}\n</details>\n"
+    )
+
+
+def render_ablations(ab: Mapping) -> str:
+    """Ablations: training-set variants, accuracy on the primary cleaned set and difference to T."""
+    archs = list(ab)
+    from .ablations import VARIANTS
+
+    variants = sorted(ab[archs[0]], key=lambda v: (list(VARIANTS).index(v) if v in VARIANTS else len(VARIANTS), v))
+    first = ab[archs[0]][variants[0]]
+    set_name = next((k for k in first if k.endswith(CLEAN_SUFFIX)), None) or next(k for k in first if isinstance(first[k], Mapping))
+    header = ["Variant", "Training images"] + [f"{a}: {symbol(set_name)} top-1/top-5" for a in archs] + [f"{a}: Δ top-1" for a in archs]
+    rows = []
+    for v in variants:
+        cells = [v, str(ab[archs[0]][v].get("n_train", "-"))]
+        cells += [_pair(ab[a][v].get(set_name)) for a in archs]
+        cells += [_num(ab[a][v].get("d_top1"), sign=True) + (" *" if ab[a][v].get("beyond_spread") else "") for a in archs]
+        rows.append(cells)
+    return (
+        "## Ablations: which cleanup step matters\n\n"
+        + _md(header, rows)
+        + "\nΔ top-1: the variant minus `none` (T), mean over seeds; * marks a difference beyond the seed spread.\n"
+    )
+
+
+RENDERERS = {"table1.json": render_table1, "table2.json": render_table2, "table3.json": render_table3, "ablations.json": render_ablations}
+"""Markdown renderer per metrics file."""
+
+
+# ------------------------------------------------------------------ report
+
+
+def load_round(paths: RoundPaths) -> dict[str, object]:
+    """This round's metrics files by name; ``None`` for a missing file.
+
+    Raises:
+        ValueError: a file exists but is not JSON.
+    """
+    out = {}
+    for name in TABLE_FILES:
+        p = paths.metric(name)
+        if not p.is_file():
+            out[name] = None
+            continue
+        try:
+            out[name] = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from None
+    return out
+
+
+def render_round(tables: Mapping[str, object]) -> str:
+    """Markdown of one round's tables; missing or skipped tables become a one-line note."""
+    parts = []
+    for name in TABLE_FILES:
+        obj = tables.get(name)
+        why = _skipped(obj)
+        if why:
+            parts.append(f"*{name.removesuffix('.json')}: {why}.*\n")
+        else:
+            parts.append(RENDERERS[name](obj))
+    return "\n".join(parts)
+
+
+def render_report(rounds: Mapping[int, Mapping[str, object]]) -> str:
+    """The whole report: one section per cleaning round (a single round has no round headings)."""
+    head = (
+        "# imagenet-clean report\n\n"
+        "What the cleaning did, in the layout of the paper's tables 1-3; the paper's own ImageNet figures are "
+        "given for reference under each table (real ImageNet, not comparable in size with the embedded data).\n\n"
+    )
+    if len(rounds) == 1:
+        return head + render_round(next(iter(rounds.values())))
+    body = [f"# Round {r}\n\n" + render_round(t) for r, t in sorted(rounds.items())]
+    return head + "\n".join(body)
+
+
+def changes_per_class(decisions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Fixes and removals per (split, original class), for the DVC plot.
+
+    Args:
+        decisions: Decisions table per split (``wnid`` and ``action`` columns).
+
+    Returns:
+        Rows ``split, class, fixes, removals`` for every class of each split's decisions,
+        sorted by split then class.
+
+    Raises:
+        ValueError: a decisions table lacks ``wnid`` or ``action``.
+    """
+    frames = []
+    for split, dec in decisions.items():
+        missing = [c for c in ("wnid", "action") if c not in dec.columns]
+        if missing:
+            raise ValueError(f"decisions of split {split!r}: missing column(s) {missing}")
+        g = dec.assign(fixes=dec["action"] == "fix", removals=dec["action"] == "remove").groupby("wnid", sort=True)[["fixes", "removals"]].sum()
+        frames.append(pd.DataFrame({"split": split, "class": g.index.astype(str), "fixes": g["fixes"].astype("int64").to_numpy(), "removals": g["removals"].astype("int64").to_numpy()}))
+    if not frames:
+        return pd.DataFrame({"split": pd.Series(dtype=str), "class": pd.Series(dtype=str), "fixes": pd.Series(dtype="int64"), "removals": pd.Series(dtype="int64")})
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_report(splits: Sequence[str], *, rounds: int = 1, data: str | Path = "data", metrics: str | Path = "metrics") -> Path:
+    """Write ``metrics/report.md`` and ``metrics/plots/changes_per_class.csv``; returns the report path.
+
+    Args:
+        splits: Splits whose decisions feed the changes plot (missing decision files are skipped).
+        rounds: Number of cleaning rounds to report (params.yaml ``rounds``).
+        data: Data folder.
+        metrics: Metrics folder.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    per_round = {r: load_round(RoundPaths(r, Path(data), Path(metrics))) for r in range(1, rounds + 1)}
+    out = Path(metrics) / "report.md"
+    write_text(out, render_report(per_round))
+    first = RoundPaths(1, Path(data), Path(metrics))
+    decisions = {s: read_table(first.decisions(s), columns=["wnid", "action"]) for s in splits if first.decisions(s).is_file()}
+    csv = changes_per_class(decisions).to_csv(index=False, lineterminator="\n")
+    write_text(Path(metrics) / "plots" / "changes_per_class.csv", csv)
+    return out
+
+
+__all__ = ["render_report", "render_round", "changes_per_class", "write_report", "load_round"]

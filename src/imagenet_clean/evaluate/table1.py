@@ -1,0 +1,87 @@
+"""Table 1: per cleanup model, label issues found and accuracy before/after cleaning.
+
+For every cleanup model (params.yaml ``models``): the number of samples its
+confident learning flagged on each evaluated split (the paper's N'_m column,
+counted from the decisions' ``flagged_models``) and its top-1/top-5 accuracy on
+each original split (``val``, ``v2``) and on its cleaned version (``val_clean``,
+``v2_clean``). No training: it only reads predictions, manifests and decisions.
+
+``metrics/table1.json``::
+
+    {"<model>": {"issues": {"val": 41, "v2": 12},
+                 "val": {"n": 500, "top1": 81.2, "top5": 97.0, "n_error": 0},
+                 "val_clean": {...}, "v2": {...}, "v2_clean": {...}}}
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..io import read_table, write_json
+from .accuracy import CLEAN_SUFFIX, RoundPaths, evaluate_file, split_sets
+
+
+def issue_counts(decisions: pd.DataFrame, models: Sequence[str], *, source: str = "decisions") -> dict[str, int]:
+    """Number of samples each model's confident learning flagged, from the decisions' ``flagged_models``.
+
+    Raises:
+        ValueError: the decisions have no ``flagged_models`` column.
+    """
+    if "flagged_models" not in decisions.columns:
+        raise ValueError(f"{source}: no 'flagged_models' column; has {list(decisions.columns)}")
+    counts = dict.fromkeys(models, 0)
+    for flagged in decisions["flagged_models"]:
+        if flagged is None:
+            continue
+        for m in set(flagged):
+            if m in counts:
+                counts[m] += 1
+    return counts
+
+
+def table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -> dict:
+    """Compute table 1 from this round's prediction, manifest, clean-manifest and decision files.
+
+    Args:
+        models: Cleanup model names (params.yaml ``models``).
+        splits: Evaluated splits (every configured split except the training split).
+        paths: The round's file layout.
+
+    Returns:
+        ``{model: {"issues": {split: n}, split: acc, split_clean: acc}}`` with
+        accuracies as ``{"n", "top1", "top5", "n_error"}`` (percent).
+
+    Raises:
+        ValueError: no models or no splits are given.
+        FileNotFoundError: a prediction, manifest, clean manifest or decision file is missing.
+    """
+    if not models:
+        raise ValueError("table 1 needs at least one cleanup model (params.yaml models is empty)")
+    if not splits:
+        raise ValueError("table 1 needs at least one evaluated split besides the training split")
+    out: dict[str, dict] = {m: {"issues": {}} for m in models}
+    for split in splits:
+        sets = list(split_sets(split, paths).values())
+        dec_path = paths.decisions(split)
+        counts = issue_counts(read_table(dec_path), models, source=str(dec_path))
+        for m in models:
+            out[m]["issues"][split] = counts[m]
+            for name, acc in evaluate_file(paths.predictions(split, m), sets).items():
+                out[m][name] = acc.as_dict()
+    return out
+
+
+def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -> Path:
+    """Compute table 1 and write it to this round's ``table1.json``; returns the path."""
+    result = table1(models, splits, paths=paths)
+    path = paths.metric("table1.json")
+    write_json(path, result)
+    return path
+
+
+def gains(row: dict, split: str) -> dict[str, float]:
+    """Cleaned minus original accuracy of one table-1 row on ``split`` (percentage points)."""
+    a, b = row[split], row[split + CLEAN_SUFFIX]
+    return {k: round(b[k] - a[k], 4) for k in ("top1", "top5")}

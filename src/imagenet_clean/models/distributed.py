@@ -1,0 +1,104 @@
+"""torch.distributed plumbing for ``torchrun``: process group from the environment, rank helpers.
+
+``torchrun --nproc-per-node N imagenet-clean predict-split --split val`` (or
+``--nnodes``/``--rdzv-endpoint`` for several machines) starts N processes with
+``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set; :func:`process_group` joins
+them (nccl on GPU, gloo on CPU). Prediction gives shard ``i`` to rank
+``i % WORLD_SIZE``; every rank writes its shards to a shared folder and rank 0
+merges them after a barrier, so the merged file equals the single-process one.
+Without those variables everything runs as rank 0 of 1.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size``, GPU ``local_rank``, and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Rank, world size and local rank from torchrun's environment variables (defaults: 0, 1, 0).
+
+    Raises:
+        ValueError: the variables are not integers or the rank is out of range.
+    """
+    import torch
+
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise ValueError(
+            f"RANK={os.environ.get('RANK')!r} WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} LOCAL_RANK={os.environ.get('LOCAL_RANK')!r}: not integers"
+        ) from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    device = f"cuda:{local % max(1, torch.cuda.device_count())}" if torch.cuda.is_available() else "cpu"
+    return DistInfo(rank, world, local, device)
+
+
+@contextlib.contextmanager
+def process_group(*, backend: str | None = None) -> Iterator[DistInfo]:
+    """Join the torchrun process group for the duration (no-op for a single process).
+
+    Args:
+        backend: ``nccl`` / ``gloo``; default nccl when CUDA is available, else gloo.
+
+    Yields:
+        This process's :class:`DistInfo`.
+    """
+    import torch
+    import torch.distributed as dist
+
+    info = env_info()
+    created = False
+    if info.world_size > 1 and not dist.is_initialized():
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(info.device.split(":")[1]))
+        dist.init_process_group(backend=backend)
+        created = True
+    try:
+        yield info
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when torch.distributed is not initialised)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":
+            import torch
+
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def broadcast_error(message: str | None) -> str | None:
+    """Share rank 0's error message (or None) with every rank, so all stop together."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return message
+    box = [message]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

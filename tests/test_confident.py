@@ -1,0 +1,138 @@
+"""Confident learning per model: cleanlab's flags, candidates, top-5 misses, input checks."""
+import numpy as np
+import pytest
+from cleanlab.filter import find_label_issues
+
+from imagenet_clean.cleanup import confident
+from imagenet_clean.cleanup.confident import (
+    candidate_labels, find_candidates, label_in_topk, model_evidence, rank_issues, validate_pred_probs,
+)
+from imagenet_clean.cleanup.rules import decide
+from imagenet_clean.config import Thresholds
+from imagenet_clean.predictions import top5_of
+
+
+def noisy(seed=0, n=300, k=6, flip=0.15):
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), true] += 3.0
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    labels = true.copy()
+    flip_idx = rng.random(n) < flip
+    labels[flip_idx] = (labels[flip_idx] + rng.integers(1, k, flip_idx.sum())) % k
+    return labels, p.astype(np.float32), true
+
+
+@pytest.mark.parametrize("fn", [1.0, 0.5])
+def test_flags_equal_cleanlab_and_candidates_are_best_other_class(fn):
+    labels, p, _ = noisy()
+    flagged, cands = find_candidates(labels, p, frac_noise=fn)
+    ref = find_label_issues(labels, p, filter_by="prune_by_noise_rate", frac_noise=fn, n_jobs=1)
+    assert np.array_equal(flagged, ref)
+    q = p.copy()
+    q[np.arange(len(labels)), labels] = -1
+    assert np.array_equal(cands[flagged], q.argmax(axis=1)[flagged])
+    assert (cands[~flagged] == -1).all()
+    assert (cands[flagged] != labels[flagged]).all()
+
+
+def test_flags_find_the_injected_errors():
+    labels, p, true = noisy(seed=1, n=600)
+    flagged, cands = find_candidates(labels, p)
+    wrong = labels != true
+    assert flagged[wrong].mean() > 0.7
+    assert (cands[flagged & wrong] == true[flagged & wrong]).mean() > 0.7
+
+
+def test_one_model_h1_1_fixes_or_removes_exactly_the_cleanlab_flags():
+    labels, p, _ = noisy(seed=2)
+    ev = model_evidence(labels, p)
+    d = decide(labels, ev.flagged[None], ev.candidates[None], ev.cand_probs[None], ev.top5_miss[None],
+               n_models=1, thresholds=Thresholds(h1=1, h2=3, h3=2))
+    ref = find_label_issues(labels, p, filter_by="prune_by_noise_rate", frac_noise=1.0, n_jobs=1)
+    assert np.array_equal((d["action"] == "fix").to_numpy(), ref)
+    assert np.array_equal(d["n_flagged"].to_numpy() == 1, ref)
+
+
+def test_top5_miss_matches_the_prediction_contract():
+    labels, p, _ = noisy(seed=3, k=12)
+    p[0, :] = 1.0 / 12  # all tied: top-5 is classes 0..4
+    labels[0] = 7
+    ref = ~(top5_of(p) == labels[:, None]).any(axis=1)
+    assert np.array_equal(~label_in_topk(labels, p), ref)
+    ev = model_evidence(labels, p)
+    ev_file = model_evidence(labels, p, top5=top5_of(p))
+    assert np.array_equal(ev.top5_miss, ev_file.top5_miss)
+    assert ev.top5_miss[0]
+
+
+def test_candidate_tie_takes_smaller_index():
+    p = np.array([[0.4, 0.3, 0.3], [0.2, 0.4, 0.4]], np.float32)
+    c, cp = candidate_labels(np.array([0, 0]), p)
+    assert c.tolist() == [1, 1] and np.allclose(cp, [0.3, 0.4])
+
+
+def test_chunking_gives_the_same_result(monkeypatch):
+    labels, p, _ = noisy(seed=4, n=250)
+    full = model_evidence(labels, p)
+    monkeypatch.setattr(confident, "CHUNK_ROWS", 7)
+    small = model_evidence(labels, p)
+    for a in ("flagged", "candidates", "cand_probs", "top5_miss", "label_probs"):
+        assert np.array_equal(getattr(full, a), getattr(small, a))
+
+
+def test_float16_probabilities_pass_validation():
+    labels, p, _ = noisy(seed=5, k=1000, n=60)
+    validate_pred_probs(p.astype(np.float16))  # sums are within the tolerance
+
+
+def test_classes_without_samples_are_passed_through_and_reported():
+    labels, p, _ = noisy(seed=6, n=300, k=6)
+    labels = np.where(labels == 5, 0, labels)  # class 5 never given
+    ev = model_evidence(labels, p)
+    assert ev.absent_classes == [5]
+    ref = find_label_issues(labels, p, filter_by="prune_by_noise_rate", frac_noise=1.0, n_jobs=1)
+    assert np.array_equal(ev.flagged, ref)
+    assert (ev.candidates[ev.flagged] == 5).any()  # absent class can still be proposed
+
+
+def test_rank_issues_orders_flagged_samples():
+    labels, p, _ = noisy(seed=7)
+    flagged, _ = find_candidates(labels, p)
+    order = rank_issues(labels, p, flagged)
+    assert sorted(order.tolist()) == np.flatnonzero(flagged).tolist()
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda l, p: p.__setitem__((3, 1), np.nan), "row 3 .*NaN"),
+    (lambda l, p: p.__setitem__((4, 1), -0.2), "row 4 .*negative"),
+    (lambda l, p: p.__setitem__((5, slice(None)), p[5] * 2), "row 5 .*sums to"),
+])
+def test_bad_probabilities_name_file_model_and_row(mutate, match):
+    labels, p, _ = noisy(seed=8, n=20)
+    mutate(labels, p)
+    with pytest.raises(ValueError, match=f"file preds/m.npy, model 'resnet': {match}"):
+        model_evidence(labels, p, source="preds/m.npy", model="resnet")
+
+
+def test_bad_labels_and_shapes():
+    labels, p, _ = noisy(seed=9, n=20)
+    bad = labels.copy()
+    bad[2] = 6
+    with pytest.raises(ValueError, match="label 6 at row 2 is out of range"):
+        model_evidence(bad, p, model="m")
+    bad[2] = -1
+    with pytest.raises(ValueError, match="label -1 at row 2"):
+        model_evidence(bad, p)
+    with pytest.raises(ValueError, match="19 rows but there are 20 labels"):
+        model_evidence(labels, p[:19])
+    with pytest.raises(ValueError, match="must be integers"):
+        model_evidence(labels + 0.5, p)
+    with pytest.raises(ValueError, match="2-D"):
+        model_evidence(labels, p[:, 0])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        model_evidence(np.zeros(20, int), np.ones((20, 1), np.float32))
+    with pytest.raises(ValueError, match="frac_noise"):
+        model_evidence(labels, p, frac_noise=0.0)

@@ -1,0 +1,97 @@
+"""Header inspection and safe decoding of image files (data/images.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imagenet_clean.data.images import inspect_image, load_rgb
+from imagenet_clean.io import file_digest
+
+BIG = 10**8
+
+
+def test_ok_jpeg_header_size_and_hash(tmp_path, write_image):
+    p = write_image(tmp_path / "a.JPEG", size=(40, 30))
+    info = inspect_image(p, max_pixels=BIG, hash=True)
+    assert info.ok and (info.width, info.height) == (40, 30)
+    assert info.size == p.stat().st_size and info.mtime_ns == p.stat().st_mtime_ns
+    assert info.content_hash == file_digest(p)
+    assert inspect_image(p, max_pixels=BIG, hash=False).content_hash is None
+
+
+@pytest.mark.parametrize("hash", [True, False])
+def test_zero_byte_file(tmp_path, hash):
+    p = tmp_path / "empty.JPEG"
+    p.write_bytes(b"")
+    info = inspect_image(p, max_pixels=BIG, hash=hash)
+    assert not info.ok and info.reason.startswith("empty file") and info.size == 0
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("hash", [True, False])
+def test_truncated_file(tmp_path, write_image, fmt, hash):
+    p = write_image(tmp_path / f"t.{fmt}", size=(64, 64), format=fmt)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) * 2 // 3])
+    info = inspect_image(p, max_pixels=BIG, hash=hash)
+    assert info.reason.startswith("truncated file"), info.reason
+
+
+def test_non_image_file(tmp_path):
+    p = tmp_path / "notes.JPEG"
+    p.write_text("this is not an image\n")
+    info = inspect_image(p, max_pixels=BIG)
+    assert info.reason.startswith("not an image") and info.width == -1
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L"])
+def test_cmyk_and_grayscale_jpeg_are_valid_and_load_as_rgb(tmp_path, write_image, mode):
+    p = write_image(tmp_path / f"{mode}.JPEG", size=(20, 10), mode=mode)
+    assert Image.open(p).mode == mode
+    assert inspect_image(p, max_pixels=BIG).ok
+    im = load_rgb(p, max_pixels=BIG)
+    assert im.mode == "RGB" and im.size == (20, 10)
+
+
+def test_png_behind_jpeg_name_is_valid(tmp_path, write_image):
+    p = write_image(tmp_path / "x.JPEG", size=(12, 9), mode="RGBA", format="PNG")
+    info = inspect_image(p, max_pixels=BIG)
+    assert info.ok and info.format == "PNG" and (info.width, info.height) == (12, 9)
+    assert load_rgb(p, max_pixels=BIG).mode == "RGB"
+
+
+def test_decompression_bomb(tmp_path, write_image):
+    p = write_image(tmp_path / "bomb.JPEG", size=(100, 100))
+    info = inspect_image(p, max_pixels=9_999)
+    assert info.reason.startswith("decompression bomb") and "10000" in info.reason
+    with pytest.raises(ValueError, match="decompression bomb"):
+        load_rgb(p, max_pixels=9_999)
+
+
+def test_load_rgb_rejects_garbage_naming_the_file(tmp_path):
+    p = tmp_path / "junk.JPEG"
+    p.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="junk.JPEG"):
+        load_rgb(p, max_pixels=BIG)
+
+
+def test_load_rgb_draft_mode_decodes_smaller(tmp_path, write_image):
+    p = write_image(tmp_path / "big.JPEG", size=(400, 320))
+    full = load_rgb(p, max_pixels=BIG)
+    small = load_rgb(p, max_pixels=BIG, draft_size=(100, 80))
+    assert full.size == (400, 320)
+    assert small.mode == "RGB" and 100 <= small.size[0] < 400 and 80 <= small.size[1] < 320
+
+
+def test_load_rgb_applies_exif_orientation(tmp_path):
+    arr = np.zeros((10, 30, 3), np.uint8)
+    arr[:, :5] = 255  # white band on the left
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    p = tmp_path / "rot.JPEG"
+    im.save(p, exif=exif, quality=95)
+    out = load_rgb(p, max_pixels=BIG)
+    assert out.size == (10, 30)
+    assert np.asarray(out)[:5].mean() > 200  # the band is now at the top

@@ -1,0 +1,224 @@
+"""The clean stage end to end on a tiny synthetic split with three models and a fake CAM."""
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from imagenet_clean.classes import ClassList, write_classes
+from imagenet_clean.cleanup.stage import DECISIONS_SCHEMA, clean_split
+from imagenet_clean.config import parse_params
+from imagenet_clean.io import read_table, write_table
+from imagenet_clean.predictions import predictions_table, write_predictions
+
+K = 8
+WNIDS = tuple(f"n9000000{i}" for i in range(7)) + ("n90000010",)
+MODELS = ("a", "b", "c")
+CONS_EXEMPT, CONS_REMOVE, CONS_NOBOX = 0, 1, 2  # rows with hand-made consensus evidence
+BAD_ROW, BAD_PRED_ROW = 3, 4
+
+
+def _probs(rng, true, strength):
+    n = len(true)
+    logits = rng.normal(size=(n, K))
+    logits[np.arange(n), true] += strength
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def make_project(tmp, *, n=160, seed=0, **over):
+    rng = np.random.default_rng(seed)
+    classes = ClassList(WNIDS, tuple(f"class {i}" for i in range(K)))
+    write_classes(tmp / "classes.tsv", classes)
+    true = np.arange(n) % K
+    labels = true.copy()
+    flip = rng.choice(np.arange(10, n), 16, replace=False)
+    labels[flip] = (labels[flip] + 1 + rng.integers(0, K - 1, len(flip))) % K
+    ids = [f"{WNIDS[t]}/img_{i:04d}.JPEG" for i, t in enumerate(true)]
+    boxes = [[[1.0, 1.0, 30.0, 30.0]] if i % 2 == 0 or i == CONS_EXEMPT or i == CONS_REMOVE else [] for i in range(n)]
+    boxes[CONS_NOBOX] = []
+    status = np.array(["ok"] * n, object)
+    status[BAD_ROW] = "error"
+    manifest = pd.DataFrame({
+        "sample_id": ids, "path": ids, "label": labels.astype(np.int64), "wnid": [WNIDS[l] for l in labels],
+        "boxes": boxes, "width": np.full(n, 64, np.int32), "height": np.full(n, 64, np.int32),
+        "size": np.full(n, 1000, np.int64), "mtime_ns": np.zeros(n, np.int64),
+        "content_hash": [f"h{i:04d}" for i in range(n)], "status": status,
+        "reason": ["" if s == "ok" else "truncated JPEG" for s in status],
+    })
+    write_table(tmp / "data/manifests/val.parquet", manifest,
+                metadata={"root": "raw/val", "layout": "val", "split": "val", "classes": "classes.tsv", "num_classes": K})
+    for mi, m in enumerate(MODELS):
+        p = _probs(rng, true, 4.0)
+        for r in (CONS_EXEMPT, CONS_REMOVE, CONS_NOBOX):
+            l = labels[r]
+            if mi < 2:  # models a, b: the label is the least likely class -> top-5 miss
+                q = np.full(K, 1.0)
+                q[(l + 1) % K] = 20.0
+                q[l] = 0.01
+            else:       # model c: the label on top
+                q = np.full(K, 1.0)
+                q[l] = 20.0
+            p[r] = q / q.sum()
+        st = np.array(["ok"] * n, object)
+        if m == "b":
+            st[BAD_PRED_ROW] = "error"
+        fold = np.arange(n) % 4 if m == "c" else None
+        order = rng.permutation(n) if m == "a" else np.arange(n)  # row order of a file may differ
+        t = predictions_table(np.asarray(ids, object)[order], p[order], status=st[order],
+                              reason=np.where(st == "ok", "", "decode failed")[order],
+                              fold=None if fold is None else fold[order])
+        write_predictions(tmp / f"data/predictions/val/{m}.parquet", t, model=m, arch="x", split="val", num_classes=K)
+    raw = {
+        "h1": "all", "h2": 3, "h3": 2,
+        "dataset": {"classes": "classes.tsv", "merges": "embedded"},
+        "splits": {"val": {"root": "raw/val", "layout": "val"}},
+        "models": {m: {"arch": "resnet10t"} for m in MODELS},
+    }
+    raw.update(over)
+    return parse_params(raw), manifest, true
+
+
+class FakeCam:
+    """Exempts CONS_EXEMPT by its first model; records what it was given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, candidates, *, root, load_model, cfg, cache_dir):
+        self.calls.append(dict(candidates=candidates.copy(), root=root, cfg=cfg, cache_dir=cache_dir))
+        ex = [m[0] if sid.endswith(f"img_{CONS_EXEMPT:04d}.JPEG") else "" for sid, m in zip(candidates["sample_id"], candidates["models"])]
+        scores = [json.dumps({m[0]: {"gradcam": 0.5 if e else 0.0}}) for e, m in zip(ex, candidates["models"])]
+        return pd.DataFrame({"sample_id": candidates["sample_id"], "exempted_by": ex, "cam_scores": scores})
+
+
+@pytest.fixture()
+def project(tmp_path):
+    params, manifest, true = make_project(tmp_path)
+    cam = FakeCam()
+    metrics = clean_split("val", params, workdir=tmp_path, find_exemptions=cam, load_model=lambda n, f: None)
+    dec = read_table(tmp_path / "data/decisions/val.parquet")
+    return dict(tmp=tmp_path, params=params, manifest=manifest, true=true, cam=cam, metrics=metrics, dec=dec)
+
+
+def test_decisions_follow_the_contract(project):
+    dec, manifest = project["dec"], project["manifest"]
+    schema = pq.read_schema(project["tmp"] / "data/decisions/val.parquet")
+    assert schema.names == DECISIONS_SCHEMA.names
+    assert dec["sample_id"].tolist() == manifest["sample_id"].tolist()
+    assert set(dec["action"]) <= {"keep", "fix", "remove"}
+    assert (dec["content_hash"] == manifest["content_hash"]).all()
+    nf = dec[dec["action"] != "fix"]
+    assert (nf["new_label"] == nf["label"]).all()
+
+
+def test_fixes_find_flipped_labels(project):
+    dec, true = project["dec"], project["true"]
+    fix = dec["action"] == "fix"
+    assert fix.sum() >= 5
+    assert (dec.loc[fix, "new_label"].to_numpy() == true[fix.to_numpy()]).mean() > 0.8
+    assert all(len(f) == 3 for f in dec.loc[fix, "flagged_models"])  # h1 = all
+
+
+def test_unreadable_rows_are_removed_with_their_reason(project):
+    dec = project["dec"]
+    assert dec.loc[BAD_ROW, "rules"].tolist() == ["unreadable"] and dec.loc[BAD_ROW, "action"] == "remove"
+    assert dec.loc[BAD_ROW, "reason"] == "truncated JPEG"
+    assert dec.loc[BAD_PRED_ROW, "rules"].tolist() == ["unreadable"]
+    assert dec.loc[BAD_PRED_ROW, "reason"] == "model b: decode failed"
+
+
+def test_cam_exemption_path(project):
+    dec, cam = project["dec"], project["cam"]
+    assert len(cam.calls) == 1
+    cands = cam.calls[0]["candidates"]
+    sids = dec["sample_id"]
+    assert sids[CONS_EXEMPT] in set(cands["sample_id"]) and sids[CONS_REMOVE] in set(cands["sample_id"])
+    assert sids[CONS_NOBOX] not in set(cands["sample_id"])  # no box: no CAM, removed
+    row = cands.set_index("sample_id").loc[sids[CONS_EXEMPT]]
+    assert row["models"] == ["c"] and row["folds"] == [CONS_EXEMPT % 4]  # only models with the label in top-5
+    assert row["boxes"] == [[1.0, 1.0, 30.0, 30.0]] and row["content_hash"] == f"h{CONS_EXEMPT:04d}"
+    assert str(cam.calls[0]["root"]).endswith("raw/val")
+    assert dec.loc[CONS_EXEMPT, "action"] == "keep"
+    assert dec.loc[CONS_EXEMPT, "rules"].tolist() == ["consensus", "cam_exempt"]
+    assert dec.loc[CONS_EXEMPT, "exempted_by"] == "c"
+    assert json.loads(dec.loc[CONS_EXEMPT, "cam_scores"]) == {"c": {"gradcam": 0.5}}
+    for r in (CONS_REMOVE, CONS_NOBOX):
+        assert dec.loc[r, "action"] == "remove" and dec.loc[r, "rules"].tolist() == ["consensus"]
+        assert dec.loc[r, "c_s"] == 2
+    assert project["metrics"]["cam_exempted"] == 1
+
+
+def test_cam_off_leaves_consensus_removals(tmp_path):
+    params, _, _ = make_project(tmp_path)
+    cam = FakeCam()
+    clean_split("val", params, workdir=tmp_path, cam=False, find_exemptions=cam)
+    dec = read_table(tmp_path / "data/decisions/val.parquet")
+    assert cam.calls == []
+    assert dec.loc[CONS_EXEMPT, "action"] == "remove"
+
+
+def test_clean_manifest_merges_and_placeholder(project):
+    clean = read_table(project["tmp"] / "data/clean/val.parquet")
+    dec = project["dec"]
+    kept = dec[dec["action"] != "remove"]
+    assert len(clean) == len(kept) + 1
+    assert not (clean["wnid"] == "n90000010").any() or (clean.loc[clean["wnid"] == "n90000010", "action"] == "placeholder").all()
+    ph = clean[clean["action"] == "placeholder"]
+    assert ph["path"].tolist() == ["__placeholder__/n90000010.JPEG"]
+    merged = clean[clean["action"].isin(["merge", "fix+merge"])]
+    assert len(merged) and (merged["wnid"] == "n90000001").all() and (merged["label"] == 1).all()
+    assert set(clean["action"]) <= {"keep", "fix", "merge", "fix+merge", "placeholder"}
+
+
+def test_change_list_and_metrics(project):
+    changes = pd.read_csv(project["tmp"] / "data/changes/val.csv", keep_default_na=False)
+    assert list(changes.columns) == ["file", "old_label", "old_wnid", "old_name", "new_label", "new_wnid", "new_name", "action", "reason"]
+    dec = project["dec"]
+    assert (changes["action"].str.startswith("fix")).sum() == (dec["action"] == "fix").sum()
+    assert (changes["action"] == "remove").sum() == (dec["action"] == "remove").sum()
+    assert "placeholder" in set(changes["action"]) and "merge" in set(changes["action"])
+    row = changes[changes["file"] == dec.loc[CONS_REMOVE, "path"]].iloc[0]
+    assert "top-5 consensus: 2 of 3" in row["reason"]
+    m = json.loads((project["tmp"] / "metrics/cleanup/val.json").read_text())
+    assert set(m["issues_per_model"]) == set(MODELS) and all(v > 0 for v in m["issues_per_model"].values())
+    assert m["fix"] + m["remove"] + m["keep"] == m["samples"] == len(dec)
+    assert m["unreadable"] == 2 and m["thresholds_resolved"]["h1"] == 3.0
+
+
+def test_mismatched_predictions_are_rejected(tmp_path):
+    params, _, _ = make_project(tmp_path)
+    f = tmp_path / "data/predictions/val/b.parquet"
+    t = pq.read_table(f)
+    pq.write_table(t.slice(0, t.num_rows - 1), f)
+    with pytest.raises(ValueError, match="b.parquet: 1 manifest samples have no prediction"):
+        clean_split("val", params, workdir=tmp_path, cam=False)
+
+
+def test_bad_probabilities_name_file_model_row_and_sample(tmp_path):
+    params, manifest, _ = make_project(tmp_path)
+    p = np.full((len(manifest), K), 1.0 / K)
+    p[7, 0] = np.nan
+    write_predictions(tmp_path / "data/predictions/val/c.parquet", predictions_table(manifest["sample_id"].to_numpy(object), p),
+                      model="c", arch="x", split="val", num_classes=K)
+    with pytest.raises(ValueError, match=r"c.parquet, model 'c': row \d+ of pred_probs has NaN.*img_0007"):
+        clean_split("val", params, workdir=tmp_path, cam=False)
+
+
+def test_wrong_class_count_is_rejected(tmp_path):
+    params, manifest, _ = make_project(tmp_path)
+    p = np.full((len(manifest), K + 1), 1.0 / (K + 1))
+    write_predictions(tmp_path / "data/predictions/val/a.parquet", predictions_table(manifest["sample_id"].to_numpy(object), p),
+                      model="a", arch="x", split="val", num_classes=K + 1)
+    with pytest.raises(ValueError, match="model 'a': 9 classes, but the class list has 8"):
+        clean_split("val", params, workdir=tmp_path, cam=False)
+
+
+def test_unknown_split_and_no_models(tmp_path):
+    params, _, _ = make_project(tmp_path)
+    with pytest.raises(ValueError, match="unknown split 'train'"):
+        clean_split("train", params, workdir=tmp_path)
+    params2, _, _ = make_project(tmp_path, models={})
+    with pytest.raises(ValueError, match="no models"):
+        clean_split("val", params2, workdir=tmp_path)

@@ -1,0 +1,144 @@
+"""Table 1 on a tiny synthetic project: issue counts and accuracy on original vs cleaned splits.
+
+``make_project`` (also used by the other evaluate tests) writes manifests, clean
+manifests, decisions and predictions of two cleanup models for train/val/v2
+under a temporary folder, following the data contracts in docs/architecture.md.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from imagenet_clean.evaluate.accuracy import RoundPaths
+from imagenet_clean.evaluate.table1 import issue_counts, table1, write_table1
+from imagenet_clean.io import write_table
+from imagenet_clean.predictions import predictions_table, write_predictions
+
+K = 4
+MODELS = ("m1", "m2")
+
+
+def _probs(best: np.ndarray, k: int = K) -> np.ndarray:
+    p = np.full((len(best), k), 0.1 / (k - 1), np.float32)
+    p[np.arange(len(best)), best] = 0.9
+    return p
+
+
+def make_split(paths: RoundPaths, split: str, *, n: int = 12, seed: int = 0, models=MODELS) -> dict:
+    """Write one split; returns the truth used to build it.
+
+    Sample i has true class ``i % K`` (also encoded in its path ``c<k>/<split>_<i>.png``).
+    Samples 1 and 5 carry a wrong label and are fixed; sample 2 is removed; sample 3 is
+    unreadable (status error, removed); the clean manifest gets one placeholder row.
+    Model m1 predicts the true class everywhere; m2 predicts class 0 everywhere.
+    m1 flags samples 1, 2, 5; m2 flags sample 2.
+    """
+    rng = np.random.default_rng(seed)
+    ids = [f"c{i % K}/{split}_{i:03d}.png" for i in range(n)]
+    true = np.arange(n) % K
+    label = true.copy()
+    label[[1, 5]] = (true[[1, 5]] + 1) % K
+    status = np.array(["ok"] * n, dtype=object)
+    status[3] = "error"
+    root = paths.data / "raw" / split
+    manifest = pd.DataFrame({"sample_id": ids, "path": ids, "label": label.astype("int64"), "wnid": [f"n{x}" for x in label],
+                             "status": status, "reason": ["" if s == "ok" else "broken" for s in status]})
+    write_table(paths.manifest(split), manifest, metadata={"root": root, "split": split, "num_classes": K})
+    action = np.array(["keep"] * n, dtype=object)
+    action[[1, 5]] = "fix"
+    action[[2, 3]] = "remove"
+    flagged = [[] for _ in range(n)]
+    for i in (1, 2, 5):
+        flagged[i].append("m1")
+    flagged[2].append("m2")
+    decisions = pd.DataFrame({"sample_id": ids, "path": ids, "label": label, "wnid": manifest["wnid"], "action": action,
+                              "new_label": np.where(action == "fix", true, label).astype("int64"),
+                              "flagged_models": flagged, "rules": [[] for _ in range(n)]})
+    write_table(paths.decisions(split), decisions)
+    kept = action != "remove"
+    clean = pd.DataFrame({"sample_id": np.array(ids, dtype=object)[kept], "path": np.array(ids, dtype=object)[kept],
+                          "label": true[kept].astype("int64"), "orig_label": label[kept].astype("int64"), "action": action[kept]})
+    ph = pd.DataFrame({"sample_id": ["__placeholder__/n3.JPEG"], "path": ["__placeholder__/n3.JPEG"], "label": [3], "orig_label": [3], "action": ["placeholder"]})
+    write_table(paths.clean(split), pd.concat([clean, ph], ignore_index=True), metadata={"root": root, "split": split, "num_classes": K})
+    for m in models:
+        best = true if m == "m1" else np.zeros(n, np.int64)
+        probs = _probs(best) + rng.uniform(0, 1e-3, (n, K)).astype(np.float32)
+        write_predictions(paths.predictions(split, m), predictions_table(ids, probs / probs.sum(1, keepdims=True), status=status), model=m, split=split, num_classes=K)
+    return {"ids": ids, "true": true, "label": label, "status": status}
+
+
+def make_project(tmp: Path, *, splits=("train", "val", "v2"), round: int = 1, n: int = 12) -> RoundPaths:
+    paths = RoundPaths(round, tmp / "data", tmp / "metrics")
+    for i, s in enumerate(splits):
+        make_split(paths, s, n=n, seed=i)
+    return paths
+
+
+def test_issue_counts_from_flagged_models():
+    dec = pd.DataFrame({"flagged_models": [["a"], ["a", "b"], [], None, ["a", "a"]]})
+    assert issue_counts(dec, ["a", "b", "c"]) == {"a": 3, "b": 1, "c": 0}
+    with pytest.raises(ValueError, match="no 'flagged_models' column"):
+        issue_counts(pd.DataFrame({"x": [1]}), ["a"], source="d.parquet")
+
+
+def test_table1_values(tmp_path):
+    paths = make_project(tmp_path)
+    t = table1(list(MODELS), ["val", "v2"], paths=paths)
+    assert t["m1"]["issues"] == {"val": 3, "v2": 3} and t["m2"]["issues"] == {"val": 1, "v2": 1}
+    # V: 11 readable samples (3 is unreadable); m1 predicts the true class, wrong on the mislabeled 1 and 5
+    assert t["m1"]["val"] == {"n": 11, "top1": round(100 * 9 / 11, 4), "top5": 100.0, "n_error": 0}
+    # V_c: kept/fixed rows (10), cleaned labels = true classes, placeholder excluded
+    assert t["m1"]["val_clean"]["n"] == 10 and t["m1"]["val_clean"]["top1"] == 100.0
+    # m2 always says class 0: V has labels 0 at i in {0,4,8} (5 is relabelled 1->2, 1 relabelled to 2)
+    assert t["m2"]["val"]["top1"] == round(100 * 3 / 11, 4)
+    assert t["m2"]["val_clean"]["top1"] == round(100 * 3 / 10, 4)
+    assert set(t["m1"]) == {"issues", "val", "val_clean", "v2", "v2_clean"}
+
+
+def test_write_table1_and_rounds(tmp_path):
+    paths = make_project(tmp_path)
+    out = write_table1(list(MODELS), ["val"], paths=paths)
+    assert out == tmp_path / "metrics" / "table1.json"
+    assert json.loads(out.read_text())["m1"]["val_clean"]["top1"] == 100.0
+    # round 2: its own clean/decisions/predictions under data/rounds/2, the same original manifests
+    r2 = RoundPaths(2, paths.data, paths.metrics)
+    make_split(r2, "val")
+    out2 = write_table1(list(MODELS), ["val"], paths=r2)
+    assert out2 == tmp_path / "metrics" / "rounds" / "2" / "table1.json"
+
+
+def test_missing_prediction_file_is_reported(tmp_path):
+    paths = make_project(tmp_path, splits=("val",))
+    with pytest.raises(FileNotFoundError, match="m3.parquet"):
+        table1(["m1", "m3"], ["val"], paths=paths)
+
+
+def test_no_models_or_splits(tmp_path):
+    paths = RoundPaths(1, tmp_path / "data", tmp_path / "metrics")
+    with pytest.raises(ValueError, match="at least one cleanup model"):
+        table1([], ["val"], paths=paths)
+    with pytest.raises(ValueError, match="at least one evaluated split"):
+        table1(["m1"], [], paths=paths)
+
+
+def test_cli_tables(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+
+    make_project(tmp_path, splits=("val",))
+    (tmp_path / "params.yaml").write_text(
+        "models:\n  m1: {arch: resnet10t}\n  m2: {arch: resnet10t}\n"
+        "splits:\n  train: {root: data/raw/train, layout: train}\n  val: {root: data/raw/val}\n  v2: {root: null, layout: v2}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["tables"])
+    assert res.exit_code == 0, res.output
+    assert "wrote metrics/table1.json" in res.output
+    t = json.loads((tmp_path / "metrics" / "table1.json").read_text())
+    assert set(t) == {"m1", "m2"} and "v2" not in t["m1"]
+    res = CliRunner().invoke(app, ["tables", "--round", "2"])
+    assert res.exit_code != 0 and "beyond rounds" in str(res.exception)

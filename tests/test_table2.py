@@ -1,0 +1,308 @@
+"""Retraining tables (2, 3, ablations) with a fast stand-in backend; one slow test with real timm training.
+
+The stand-in "model" remembers how noisy its training labels were (the true class
+of a sample is in its path ``c<k>/...``) and predicts the true class with a
+probability that falls with that noise, so cleaner training sets score higher.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_table1 import K, make_project, make_split
+
+from imagenet_clean.config import parse_params
+from imagenet_clean.evaluate.ablations import VARIANTS, merge_map, placeholder_free, variant_manifest, write_ablations
+from imagenet_clean.evaluate.accuracy import RoundPaths
+from imagenet_clean.evaluate.table2 import (
+    compare,
+    load_context,
+    original_train,
+    run_key,
+    summarize,
+    write_table2,
+)
+from imagenet_clean.evaluate.table3 import nonsquare_sizes, write_table3
+from imagenet_clean.io import read_table
+from imagenet_clean.predictions import predictions_table
+
+
+def _true(paths: pd.Series) -> np.ndarray:
+    return paths.str.extract(r"^c(\d+)/")[0].astype(int).to_numpy()
+
+
+class FakeBackend:
+    fingerprint = {"backend": "fake"}
+
+    def __init__(self, fail_after: int | None = None):
+        self.fits = []
+        self.fail_after = fail_after
+
+    def fit(self, samples, root, *, arch, num_classes, seed, input_size):
+        if self.fail_after is not None and len(self.fits) >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.fits.append((arch, seed, input_size, len(samples)))
+        noise = float((_true(samples["path"]) != samples["label"].to_numpy()).mean())
+        bonus = 0.0 if input_size is None else 0.02 * (input_size[1] * input_size[2] / 1024 - 1)
+        return {"noise": noise, "seed": seed, "bonus": bonus, "k": num_classes}
+
+    def predict(self, model, manifest, root, *, arch, num_classes, input_size):
+        true = _true(manifest["path"])
+        rng = np.random.default_rng(model["seed"] + 100 * len(arch))
+        correct = rng.uniform(size=len(true)) >= 0.15 + 2 * model["noise"] - model["bonus"]
+        best = np.where(correct, true, (true + 1) % K)
+        probs = np.full((len(true), K), 0.05, np.float32)
+        probs[np.arange(len(true)), best] = 0.85
+        return predictions_table(manifest["sample_id"], probs, status=manifest["status"])
+
+    def default_input_size(self, arch, *, num_classes):
+        return (3, 32, 32)
+
+
+def _params(**tables):
+    return parse_params({
+        "seed": 0,
+        "models": {"m1": {"arch": "resnet10t"}, "m2": {"arch": "resnet10t"}},
+        "splits": {"train": {"root": "r/train", "layout": "train"}, "val": {"root": "r/val"}, "v2": {"root": "r/v2", "layout": "v2"}},
+        "tables": {"archs": ["a1", "a22"], "seeds": 3, **tables},
+    })
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path, n=40)
+
+
+def test_table2_trains_T_and_Tc_per_seed_and_reports_spread(project):
+    fake = FakeBackend()
+    out = write_table2(_params(), paths=project, backend=fake)
+    assert len(fake.fits) == 2 * 2 * 3  # archs x {T, T_c} x seeds
+    t = json.loads(out.read_text())
+    row = t["a1"]
+    assert set(row) == {"T", "T_c", "gain"}
+    assert set(row["T"]) == {"val", "val_clean", "v2", "v2_clean"}
+    assert row["T"]["val_clean"]["top1"]["n"] == 3
+    g = row["gain"]["val_clean"]["top1"]
+    assert g["gain"] == pytest.approx(row["T_c"]["val_clean"]["top1"]["mean"] - row["T"]["val_clean"]["top1"]["mean"], abs=1e-3)
+    assert g["spread"] == max(row["T"]["val_clean"]["top1"]["std"], row["T_c"]["val_clean"]["top1"]["std"])
+    assert g["beyond_spread"] == (g["gain"] > g["spread"])
+    assert g["gain"] > 0  # the stand-in learns better from clean labels
+    runs = json.loads(project.metric("runs/table2.json").read_text())
+    assert set(runs["a1"]["T"]) == {"seed0", "seed1", "seed2"}
+    # T: readable training rows with original labels (40 - 1 unreadable); T_c: 40 - 2 removed
+    assert {f[3] for f in fake.fits} == {39, 38}
+
+
+def test_table2_rerun_is_cached_and_identical(project):
+    write_table2(_params(), paths=project, backend=FakeBackend())
+    first = project.metric("table2.json").read_bytes()
+    again = FakeBackend()
+    write_table2(_params(), paths=project, backend=again)
+    assert again.fits == []
+    assert project.metric("table2.json").read_bytes() == first
+
+
+def test_table2_resumes_after_interruption(project):
+    with pytest.raises(KeyboardInterrupt):
+        write_table2(_params(), paths=project, backend=FakeBackend(fail_after=5))
+    assert not project.metric("table2.json").exists()
+    rest = FakeBackend()
+    write_table2(_params(), paths=project, backend=rest)
+    assert len(rest.fits) == 12 - 5
+
+
+def test_threshold_change_on_val_rescores_without_training(project):
+    write_table2(_params(), paths=project, backend=FakeBackend())
+    before = json.loads(project.metric("table2.json").read_text())
+    clean = read_table(project.clean("val"))
+    from imagenet_clean.io import write_table
+
+    write_table(project.clean("val"), clean.iloc[5:], metadata={"root": "r/val", "num_classes": K})  # a different V_c
+    fake = FakeBackend()
+    write_table2(_params(), paths=project, backend=fake)
+    after = json.loads(project.metric("table2.json").read_text())
+    assert fake.fits == []
+    assert after["a1"]["T"]["val"] == before["a1"]["T"]["val"]
+    assert after["a1"]["T"]["val_clean"]["top1"]["n"] == 3
+
+
+def test_run_key_depends_on_labels_seed_and_size(project):
+    ctx = load_context(["val"], paths=project, backend=FakeBackend())
+    t = original_train(read_table(project.manifest("train")))
+    k = run_key(ctx, t, arch="a", seed=0, input_size=None)
+    assert k == run_key(ctx, t.copy(), arch="a", seed=0, input_size=None)
+    t2 = t.copy()
+    t2.loc[0, "label"] = (t2.loc[0, "label"] + 1) % K
+    assert len({k, run_key(ctx, t2, arch="a", seed=0, input_size=None), run_key(ctx, t, arch="a", seed=1, input_size=None),
+                run_key(ctx, t, arch="a", seed=0, input_size=(3, 8, 16))}) == 4
+
+
+def test_empty_archs_and_bad_training_rows(project):
+    with pytest.raises(ValueError, match="tables.archs is empty"):
+        write_table2(_params(archs=[]), paths=project, backend=FakeBackend())
+    from imagenet_clean.evaluate.table2 import cached_run
+
+    ctx = load_context(["val"], paths=project, backend=FakeBackend())
+    with pytest.raises(ValueError, match="has no samples"):
+        cached_run(ctx, pd.DataFrame({"path": [], "label": []}), arch="a", seed=0, label="T_c")
+    with pytest.raises(ValueError, match=r"lack column\(s\) \['label'\]"):
+        cached_run(ctx, pd.DataFrame({"path": ["x"]}), arch="a", seed=0, label="T_c")
+
+
+def test_missing_training_manifest(tmp_path):
+    paths = make_project(tmp_path, splits=("val",))
+    with pytest.raises(FileNotFoundError, match="train.parquet"):
+        write_table2(_params(), paths=paths, backend=FakeBackend())
+
+
+def test_summarize_and_compare():
+    assert summarize([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
+    assert summarize([5.0]) == {"mean": 5.0, "std": 0.0, "n": 1}
+    assert summarize([])["n"] == 0
+    assert compare([1, 2, 3], [4, 5, 6]) == {"gain": 3.0, "spread": 1.0, "beyond_spread": True}
+    assert compare([1, 2, 3], [1.5, 2.5, 3.5])["beyond_spread"] is False
+    assert compare([1], [2])["beyond_spread"] is None
+
+
+# ------------------------------------------------------------------ ablations
+
+
+def _train_files(paths):
+    return read_table(paths.manifest("train")), read_table(paths.decisions("train")), read_table(paths.clean("train"))
+
+
+def test_variant_manifests(project):
+    manifest, decisions, clean = _train_files(project)
+    none = variant_manifest(manifest, decisions, {}, variant="none")
+    assert len(none) == 39 and (none["label"] == none["orig_label"]).all()
+    fixes = variant_manifest(manifest, decisions, {}, variant="fixes")
+    fixed = fixes.set_index("sample_id")
+    assert fixed.loc["c1/train_001.png", "label"] == 1 and fixed.loc["c1/train_001.png", "orig_label"] == 2
+    assert len(fixes) == 39
+    removals = variant_manifest(manifest, decisions, {}, variant="removals")
+    assert "c2/train_002.png" not in set(removals["sample_id"]) and len(removals) == 38
+    merges = variant_manifest(manifest, decisions, {3: 0}, variant="merges")
+    assert not (merges["label"] == 3).any() and len(merges) == 39
+    allv = variant_manifest(manifest, decisions, merge_map(clean, decisions), variant="all")
+    expect = placeholder_free(clean)
+    assert list(allv["sample_id"]) == list(expect["sample_id"]) and list(allv["label"]) == list(expect["label"])
+
+
+def test_variant_manifest_bad_input(project):
+    manifest, decisions, _ = _train_files(project)
+    with pytest.raises(ValueError, match="unknown ablation variant 'fix'"):
+        variant_manifest(manifest, decisions, {}, variant="fix")
+    with pytest.raises(ValueError, match="no decision for manifest sample 'c0/train_000.png'"):
+        variant_manifest(manifest, decisions.iloc[1:], {}, variant="all")
+    bad = decisions.copy()
+    bad.loc[0, "action"] = "delete"
+    with pytest.raises(ValueError, match=r"unknown action\(s\) \['delete'\]"):
+        variant_manifest(manifest, bad, {}, variant="all")
+    with pytest.raises(ValueError, match="appears more than once"):
+        variant_manifest(manifest, pd.concat([decisions, decisions.iloc[:1]]), {}, variant="all")
+    with pytest.raises(ValueError, match="missing column"):
+        variant_manifest(manifest.drop(columns="path"), decisions, {}, variant="all")
+
+
+def test_merge_map():
+    clean = pd.DataFrame({"sample_id": ["a", "b", "c", "p"], "label": [0, 0, 0, 3], "orig_label": [3, 3, 1, 3],
+                          "action": ["merge", "merge", "fix+merge", "placeholder"]})
+    dec = pd.DataFrame({"sample_id": ["a", "b", "c"], "new_label": [3, 3, 3]})
+    assert merge_map(clean, dec) == {3: 0}
+    clean.loc[1, "label"] = 2
+    with pytest.raises(ValueError, match="class 3 is merged into both 0 and 2"):
+        merge_map(clean)
+
+
+def test_ablations_switch(project):
+    out = write_ablations(_params(), paths=project, backend=FakeBackend())
+    assert json.loads(out.read_text()) == {"skipped": "tables.ablations is false"}
+    fake = FakeBackend()
+    out = write_ablations(_params(ablations=True, archs=["a1"], seeds=2), paths=project, backend=fake)
+    t = json.loads(out.read_text())["a1"]
+    assert set(t) == set(VARIANTS)
+    assert t["none"]["d_top1"] == 0.0 and t["none"]["n_train"] == 39 and t["all"]["n_train"] == 38
+    assert t["all"]["d_top1"] > 0
+    # 'fixes' and 'all' differ from 'none' and from each other; 'merges' has no merges here = 'none' (cached)
+    assert len(fake.fits) == 2 * 4
+
+
+# ------------------------------------------------------------------ table 3
+
+
+def test_nonsquare_sizes_match_the_paper_at_224():
+    s = nonsquare_sizes(224)
+    assert s == {"296x168 (L)": (3, 168, 296), "384x216 (L)": (3, 216, 384), "168x296 (P)": (3, 296, 168), "216x384 (P)": (3, 384, 216)}
+    assert 384 * 216 / 224**2 == pytest.approx(1.65, abs=0.01)
+    small = nonsquare_sizes(32)
+    assert all(h % 8 == 0 and w % 8 == 0 for _, h, w in small.values())
+    with pytest.raises(ValueError, match="side=0"):
+        nonsquare_sizes(0)
+
+
+def test_table3_switch_and_differences(project):
+    out = write_table3(_params(), paths=project, backend=FakeBackend())
+    assert json.loads(out.read_text()) == {"skipped": "tables.resolutions is false"}
+    # the square T_c runs are table 2's: computed first, then reused from the cache
+    write_table2(_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
+    fake = FakeBackend()
+    out = write_table3(_params(resolutions=True, archs=["a1"], seeds=2), paths=project, backend=fake)
+    t = json.loads(out.read_text())["a1"]
+    assert t["square"]["input_size"] == [3, 32, 32]
+    assert set(t) == {"square", "40x24 (L)", "56x32 (L)", "24x40 (P)", "32x56 (P)"}
+    assert len(fake.fits) == 4 * 2  # only the non-square runs
+    big = t["56x32 (L)"]
+    assert big["pixels"] == pytest.approx(56 * 32 / 32**2, abs=1e-3)
+    assert big["d_top1"] == pytest.approx(big["val_clean"]["top1"]["mean"] - t["square"]["val_clean"]["top1"]["mean"], abs=1e-3)
+
+
+def test_table3_uses_tables_input_size(project):
+    fake = FakeBackend()
+    out = write_table3(_params(resolutions=True, archs=["a1"], seeds=1, input_size=64), paths=project, backend=fake)
+    t = json.loads(out.read_text())["a1"]
+    assert t["square"]["input_size"] == [3, 64, 64] and "112x64 (L)" in t
+    assert {f[2] for f in fake.fits} >= {(3, 64, 64), (3, 64, 112)}
+
+
+def test_round_two_uses_its_own_clean_training_set(tmp_path):
+    paths = make_project(tmp_path, n=40)
+    r2 = RoundPaths(2, paths.data, paths.metrics)
+    for s in ("train", "val", "v2"):
+        make_split(r2, s, n=40)
+    fake = FakeBackend()
+    out = write_table2(_params(archs=["a1"], seeds=1), paths=r2, backend=fake)
+    assert out == tmp_path / "metrics" / "rounds" / "2" / "table2.json"
+
+
+# ------------------------------------------------------------------ real training
+
+
+@pytest.mark.slow
+def test_table2_with_real_timm_training(tmp_path):
+    """Two tiny resnet10t runs on real pixels: T vs T_c, one epoch, 16 px."""
+    pytest.importorskip("imagenet_clean.models.train")
+    from PIL import Image
+
+    paths = make_project(tmp_path, n=24)
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "v2"):
+        m = read_table(paths.manifest(split))
+        root = paths.data / "raw" / split
+        for p in m["path"]:
+            k = int(p[1])
+            img = (rng.uniform(0, 60, (16, 16, 3)) + np.eye(4)[k].repeat(4)[:, None, None].reshape(16, 1, 1) * 180).astype(np.uint8)
+            (root / p).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(root / p)
+    params = parse_params({
+        "splits": {"train": {"root": str(paths.data / "raw/train"), "layout": "train"}, "val": {"root": str(paths.data / "raw/val")}},
+        "train": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0, "cooldown_epochs": 0, "auto_augment": None, "reprob": 0.0},
+        "predict": {"batch_size": 16, "workers": 0},
+        "tables": {"archs": ["resnet10t"], "seeds": 1, "input_size": 16},
+    })
+    from imagenet_clean.evaluate.table2 import TimmBackend
+
+    backend = TimmBackend(train=params.train, batch_size=16)
+    out = write_table2(params, paths=paths, backend=backend)
+    t = json.loads(out.read_text())["resnet10t"]
+    assert 0 <= t["T_c"]["val_clean"]["top1"]["mean"] <= 100
+    assert t["T"]["val"]["top1"]["n"] == 1
