@@ -35,19 +35,23 @@ def main() -> None:
     ap.add_argument("--layout", default="train")
     ap.add_argument("--classes", default=None, help="class spec (default: the embedded classes)")
     ap.add_argument("--n", type=int, default=20_000, help="images to generate when --root is not given")
+    ap.add_argument("--image-size", type=int, default=64, help="side of generated images (full decode cost grows with it)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
     from imagenet_clean.classes import load_classes
     from imagenet_clean.config import GenerateConfig
     from imagenet_clean.data.generate import embedded_classes, generate
+    import imagenet_clean.data.ingest as ingest_module
     from imagenet_clean.data.ingest import ingest_split
+
+    ingest_module._MIN_PARALLEL = 0  # measure the worker pool even on small trees
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root
         if root is None:
             t0 = time.perf_counter()
-            generate(GenerateConfig(out=f"{tmp}/raw", n_train=args.n, n_val=10, n_v2=10), seed=0)
+            generate(GenerateConfig(out=f"{tmp}/raw", image_size=args.image_size, n_train=args.n, n_val=10, n_v2=10), seed=0)
             root = Path(tmp) / "raw" / "train"
             print(f"generated {args.n} images in {time.perf_counter() - t0:.1f} s")
         classes = load_classes(args.classes) if args.classes else embedded_classes()

@@ -164,7 +164,18 @@ def test_imagefolder_yields_clean_labels(tmp_path):
     got = {Path(p).relative_to(out).as_posix(): to_label[t] for p, t in ds.samples}
     assert got == dict(read_file_list(out / "val.txt")) == expected_tree(df)
     img, _ = ds[0]
-    assert img.size == (8, 8) or img.size == (224, 224)
+    assert img.size in ((8, 8), (224, 224))
+
+
+def test_timm_dataset_with_class_map_yields_clean_labels(tmp_path):
+    from timm.data import create_dataset
+
+    root, manifest, df = make_split(tmp_path, "v2")
+    out = tmp_path / "out"
+    apply_clean(manifest, root, out)
+    ds = create_dataset("", root=str(out), split="", class_map="classes.txt")
+    got = {Path(p).relative_to(out).as_posix(): t for p, t in ds.reader.samples}
+    assert got == dict(read_file_list(out / "v2.txt")) == expected_tree(df)
 
 
 @pytest.mark.parametrize("mode", ["hardlink", "copy"])
@@ -342,3 +353,13 @@ def test_cli_apply_and_refusal(tmp_path, capsys):
     listed = (tmp_path / "out2.refused.tsv").read_text().splitlines()
     assert listed[1:] == [f"{df.sample_id[0]}\t{df.path[0]}\tmissing"]
     assert not (tmp_path / "out2").exists()
+
+
+def test_size_zero_means_not_recorded_hash_still_checked(tmp_path):
+    root, manifest, df = make_split(tmp_path, "train")
+    write_manifest(manifest, df.assign(size=0), root=root, layout="train", split="train")  # as a manifest without sizes
+    assert apply_clean(manifest, root, tmp_path / "out")["images"] == 12
+    hashed = df[df.content_hash.notna() & (df.action != "placeholder")].path.iloc[0]
+    (root / hashed).write_bytes(b"other")
+    with pytest.raises(SourceMismatchError, match="content hash"):
+        apply_clean(manifest, root, tmp_path / "out")

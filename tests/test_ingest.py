@@ -99,7 +99,7 @@ def test_bad_files_are_recorded_not_dropped(tmp_path, classes3, write_image):
         assert r[sid].status == "error" and r[sid].reason.startswith(why), (sid, r[sid].reason)
     assert r["n77777777/stray.JPEG"].label == -1 and r["n77777777/stray.JPEG"].width == 24
     assert stats["n_error"] == 6 and stats["errors_by_reason"]["empty file"] == 1
-    assert stats["errors_by_reason"]["unknown class folder n77777777"] == 1
+    assert stats["errors_by_reason"]["unknown class folder"] == 1 and stats["errors_by_reason"]["not an image"] == 1
     assert r[f"{W1}/readme.txt"].width == -1 and r[f"{W1}/empty.JPEG"].size == 0
 
 
@@ -120,6 +120,7 @@ def test_val_flat_with_kaggle_csv(tmp_path, classes3, write_image):
     assert (a.label, a.wnid, a.status) == (2, W3, "ok") and len(a.boxes) == 2
     b = r["ILSVRC2012_val_00000002.JPEG"]
     assert b.status == "error" and b.reason == f"unknown class 'n99999999' ({csv}:3)"
+    assert stats["errors_by_reason"] == {"no label": 1, "unknown class": 1}
     assert r["ILSVRC2012_val_00000003.JPEG"].reason.startswith("no label")
     assert f"{csv}:4: no image named 'ILSVRC2012_val_00000009' under {root}" in stats["annotation_errors"]
 
@@ -182,10 +183,18 @@ def test_folders_layout_and_missing_root(tmp_path, classes3, write_image):
         ingest_split(tmp_path / "d", layout="coco", classes=classes3)
 
 
+def test_symlink_cycle_is_listed_once(tmp_path, classes3, write_image):
+    write_image(tmp_path / "t" / W1 / "a.JPEG")
+    (tmp_path / "t" / W1 / "loop").symlink_to(tmp_path / "t")
+    df, _ = ingest_split(tmp_path / "t", layout="train", classes=classes3)
+    assert list(df["sample_id"]) == [f"{W1}/a.JPEG"]
+
+
 def test_parallel_equals_serial(tmp_path, classes3, write_image, monkeypatch):
     import imagenet_clean.data.ingest as ing
 
     monkeypatch.setattr(ing, "_CHUNK", 3)
+    monkeypatch.setattr(ing, "_MIN_PARALLEL", 0)
     for i in range(10):
         write_image(tmp_path / "t" / W1 / f"{i}.JPEG", seed=i)
     (tmp_path / "t" / W1 / "z.JPEG").write_bytes(b"")
@@ -218,8 +227,17 @@ def test_stage_form_writes_manifest_and_metrics(train_tree, classes3, tmp_path, 
     assert stats["n_files"] == 4
     assert len(read_table("data/manifests/train.parquet")) == 4
     assert json.loads(Path("metrics/ingest/train.json").read_text())["n_with_boxes"] == 2
-    with pytest.raises(ValueError, match="split 'test' is not in params.yaml"):
-        run_ingest("test", params)
+
+
+
+def test_stage_form_skips_split_without_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = parse_params({"splits": {"imagenet_r": {"root": None, "layout": "folders"}}})
+    for split in ("imagenet_r", "unconfigured"):
+        stats = run_ingest(split, params)
+        assert stats["skipped"] and stats["n_files"] == 0
+        df = read_table(f"data/manifests/{split}.parquet")
+        assert df.empty and list(df.columns) == MANIFEST_SCHEMA.names
 
 
 def test_cli_root_form(train_tree, classes3, tmp_path):

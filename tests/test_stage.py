@@ -215,10 +215,61 @@ def test_wrong_class_count_is_rejected(tmp_path):
         clean_split("val", params, workdir=tmp_path, cam=False)
 
 
-def test_unknown_split_and_no_models(tmp_path):
+def test_unconfigured_split_writes_empty_outputs_and_no_models_fails(tmp_path):
     params, _, _ = make_project(tmp_path)
-    with pytest.raises(ValueError, match="unknown split 'train'"):
-        clean_split("train", params, workdir=tmp_path)
+    m = clean_split("train", params, workdir=tmp_path)
+    assert m["skipped"] and "not configured" in m["why"]
+    assert read_table(tmp_path / "data/decisions/train.parquet").empty
+    assert pq.read_schema(tmp_path / "data/decisions/train.parquet").names == DECISIONS_SCHEMA.names
+    assert (tmp_path / "data/changes/train.csv").read_text().startswith("file,old_label")
     params2, _, _ = make_project(tmp_path, models={})
     with pytest.raises(ValueError, match="no models"):
         clean_split("val", params2, workdir=tmp_path)
+
+
+def test_models_are_streamed_one_at_a_time(tmp_path, monkeypatch):
+    import weakref
+
+    from imagenet_clean.cleanup import stage
+
+    params, _, _ = make_project(tmp_path)
+    live = []
+    real = stage.read_predictions
+
+    def reading(path):
+        assert all(r() is None for r in live), "a previous model's probabilities are still alive"
+        preds = real(path)
+        live.append(weakref.ref(preds.probs))
+        return preds
+
+    monkeypatch.setattr(stage, "read_predictions", reading)
+    clean_split("val", params, workdir=tmp_path, cam=False)
+    assert len(live) == 3
+
+
+def test_cli_clean_and_diff(tmp_path, monkeypatch, capsys):
+    from imagenet_clean.cli import main
+
+    params, _, _ = make_project(tmp_path)
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "h1": "all", "h2": 3, "h3": 2, "dataset": {"classes": "classes.tsv", "merges": "embedded"},
+        "splits": {"val": {"root": "raw/val", "layout": "val"}}, "models": {m: {"arch": "resnet10t"} for m in MODELS}}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["clean", "--split", "val", "--no-cam"])
+    assert e.value.code in (0, None), capsys.readouterr().err
+    assert "fixes" in capsys.readouterr().out
+    a = tmp_path / "a.parquet"
+    (tmp_path / "data/decisions/val.parquet").rename(a)
+    with pytest.raises(SystemExit):
+        main(["clean", "--split", "val", "--no-cam"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["diff", str(a), "data/decisions/val.parquet"])
+    out = capsys.readouterr().out
+    assert json.loads(out.strip().splitlines()[-1]) == {"changed": 0}
+    with pytest.raises(SystemExit) as e:
+        main(["clean", "--split", "nope"])
+    assert "split nope skipped" in capsys.readouterr().out

@@ -5,7 +5,6 @@ manifests, decisions and predictions of two cleanup models for train/val/v2
 under a temporary folder, following the data contracts in docs/architecture.md.
 """
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,8 @@ def make_split(paths: RoundPaths, split: str, *, n: int = 12, seed: int = 0, mod
     status[3] = "error"
     root = paths.data / "raw" / split
     manifest = pd.DataFrame({"sample_id": ids, "path": ids, "label": label.astype("int64"), "wnid": [f"n{x}" for x in label],
-                             "status": status, "reason": ["" if s == "ok" else "broken" for s in status]})
+                             "status": status, "reason": ["" if s == "ok" else "broken" for s in status],
+                             "content_hash": [f"h{i}" for i in range(n)]})
     write_table(paths.manifest(split), manifest, metadata={"root": root, "split": split, "num_classes": K})
     action = np.array(["keep"] * n, dtype=object)
     action[[1, 5]] = "fix"
@@ -60,8 +60,10 @@ def make_split(paths: RoundPaths, split: str, *, n: int = 12, seed: int = 0, mod
     write_table(paths.decisions(split), decisions)
     kept = action != "remove"
     clean = pd.DataFrame({"sample_id": np.array(ids, dtype=object)[kept], "path": np.array(ids, dtype=object)[kept],
-                          "label": true[kept].astype("int64"), "orig_label": label[kept].astype("int64"), "action": action[kept]})
-    ph = pd.DataFrame({"sample_id": ["__placeholder__/n3.JPEG"], "path": ["__placeholder__/n3.JPEG"], "label": [3], "orig_label": [3], "action": ["placeholder"]})
+                          "label": true[kept].astype("int64"), "orig_label": label[kept].astype("int64"), "action": action[kept],
+                          "content_hash": manifest["content_hash"][kept].to_numpy()})
+    ph = pd.DataFrame({"sample_id": ["__placeholder__/n3.JPEG"], "path": ["__placeholder__/n3.JPEG"], "label": [3], "orig_label": [3],
+                       "action": ["placeholder"], "content_hash": ["black"]})
     write_table(paths.clean(split), pd.concat([clean, ph], ignore_index=True), metadata={"root": root, "split": split, "num_classes": K})
     for m in models:
         best = true if m == "m1" else np.zeros(n, np.int64)
@@ -142,3 +144,14 @@ def test_cli_tables(tmp_path, monkeypatch):
     assert set(t) == {"m1", "m2"} and "v2" not in t["m1"]
     res = CliRunner().invoke(app, ["tables", "--round", "2"])
     assert res.exit_code != 0 and "beyond rounds" in str(res.exception)
+
+
+def test_uncleaned_split_is_scored_on_original_labels_only(tmp_path):
+    paths = make_project(tmp_path, splits=("val", "imagenet_r"))
+    paths.clean("imagenet_r").unlink()
+    t = table1(list(MODELS), ["val", "imagenet_r"], paths=paths)
+    assert "imagenet_r" in t["m1"] and "imagenet_r_clean" not in t["m1"]
+    assert t["m1"]["issues"] == {"val": 3}
+    paths.clean("val").unlink()
+    with pytest.raises(FileNotFoundError, match="no clean manifest.*clean --split val"):
+        table1(list(MODELS), ["val"], paths=paths)

@@ -306,3 +306,43 @@ def test_table2_with_real_timm_training(tmp_path):
     t = json.loads(out.read_text())["resnet10t"]
     assert 0 <= t["T_c"]["val_clean"]["top1"]["mean"] <= 100
     assert t["T"]["val"]["top1"]["n"] == 1
+
+
+def test_cli_retrain_table3_ablations(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+    from imagenet_clean.evaluate import table2 as t2
+
+    make_project(tmp_path, n=40)
+    monkeypatch.setitem(t2.BACKENDS, "timm", lambda train, batch_size: FakeBackend())
+    (tmp_path / "params.yaml").write_text(
+        "splits:\n  train: {root: data/raw/train, layout: train}\n  val: {root: data/raw/val}\n"
+        "tables: {archs: [a1], seeds: 2, epochs: 1, ablations: true, resolutions: false}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(app, ["retrain"])
+    assert res.exit_code == 0, res.output
+    assert "a1: T_c - T top-1 on val_clean:" in res.output and "wrote metrics/table2.json" in res.output
+    res = runner.invoke(app, ["table3"])
+    assert res.exit_code == 0 and json.loads((tmp_path / "metrics/table3.json").read_text())["skipped"]
+    res = runner.invoke(app, ["ablations"])
+    assert res.exit_code == 0, res.output
+    assert set(json.loads((tmp_path / "metrics/ablations.json").read_text())["a1"]) == set(VARIANTS)
+
+
+def test_run_key_changes_with_image_content(project):
+    ctx = load_context(["val"], paths=project, backend=FakeBackend())
+    t = original_train(read_table(project.manifest("train"))).assign(content_hash="h")
+    t2 = t.copy()
+    t2.loc[3, "content_hash"] = "other"
+    assert run_key(ctx, t, arch="a", seed=0, input_size=None) != run_key(ctx, t2, arch="a", seed=0, input_size=None)
+
+
+def test_ablation_baselines_reuse_table2_runs(project):
+    write_table2(_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
+    fake = FakeBackend()
+    write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=project, backend=fake)
+    # 'none' is T and 'all' is T_c (cached by table 2); 'merges' has no merges here, so it is 'none'
+    assert len(fake.fits) == 2 * 2 and {f[3] for f in fake.fits} == {39, 38}

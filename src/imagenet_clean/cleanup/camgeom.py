@@ -137,21 +137,37 @@ def eval_geometry(data_cfg: Mapping, width: int, height: int) -> EvalGeometry:
                         left=_crop_offset(rw, in_w), top=_crop_offset(rh, in_h), input_w=in_w, input_h=in_h)
 
 
-def original_to_input(xy: np.ndarray, geometry: EvalGeometry) -> np.ndarray:
+def as_geometry(geometry: EvalGeometry | Mapping) -> EvalGeometry:
+    """Accept an :class:`EvalGeometry` or the dict of ``models.transforms.eval_geometry``.
+
+    The dict has ``width``, ``height``, ``resize`` ``(rh, rw)``, ``crop`` ``(top,
+    left)`` and ``input_size`` ``(th, tw)``.
+    """
+    if isinstance(geometry, EvalGeometry):
+        return geometry
+    try:
+        (rh, rw), (top, left), (th, tw) = geometry["resize"], geometry["crop"], geometry["input_size"]
+        return EvalGeometry(width=int(geometry["width"]), height=int(geometry["height"]), resized_w=int(rw),
+                            resized_h=int(rh), left=int(left), top=int(top), input_w=int(tw), input_h=int(th))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"not an eval geometry: {geometry!r} ({e})") from None
+
+
+def original_to_input(xy: np.ndarray, geometry: EvalGeometry | Mapping) -> np.ndarray:
     """Map continuous original-frame points ``(..., 2)`` (x, y) into the input frame."""
     xy = np.asarray(xy, dtype=np.float64)
-    g = geometry
+    g = as_geometry(geometry)
     return np.stack([xy[..., 0] * g.scale_x - g.left, xy[..., 1] * g.scale_y - g.top], axis=-1)
 
 
-def input_to_original(uv: np.ndarray, geometry: EvalGeometry) -> np.ndarray:
+def input_to_original(uv: np.ndarray, geometry: EvalGeometry | Mapping) -> np.ndarray:
     """Map continuous input-frame points ``(..., 2)`` (u, v) back into the original frame."""
     uv = np.asarray(uv, dtype=np.float64)
-    g = geometry
+    g = as_geometry(geometry)
     return np.stack([(uv[..., 0] + g.left) / g.scale_x, (uv[..., 1] + g.top) / g.scale_y], axis=-1)
 
 
-def boxes_to_input(boxes: Sequence[Sequence[float]], geometry: EvalGeometry) -> np.ndarray:
+def boxes_to_input(boxes: Sequence[Sequence[float]], geometry: EvalGeometry | Mapping) -> np.ndarray:
     """Boxes ``(N, 4)`` in original pixels -> the same boxes in the input frame (unclipped)."""
     b = _as_boxes(boxes)
     lo = original_to_input(b[:, :2], geometry)
@@ -187,9 +203,9 @@ def box_mask(boxes: Sequence[Sequence[float]], width: int, height: int) -> np.nd
     return mask
 
 
-def heatmap_to_original(heatmap: np.ndarray, geometry: EvalGeometry, *, fill: float = 0.0) -> np.ndarray:
+def heatmap_to_original(heatmap: np.ndarray, geometry: EvalGeometry | Mapping, *, fill: float = 0.0) -> np.ndarray:
     """Resample an input-frame heatmap onto the original pixel grid (nearest); ``fill`` outside the crop."""
-    g = geometry
+    g = as_geometry(geometry)
     _check_heatmap(heatmap, g)
     ix = _source_index(g.width, g.scale_x, g.left, g.input_w)
     iy = _source_index(g.height, g.scale_y, g.top, g.input_h)
@@ -204,7 +220,7 @@ def _check_heatmap(heatmap, g: EvalGeometry) -> None:
         raise ValueError(f"heatmap shape {np.shape(heatmap)} is not the input frame ({g.input_h}, {g.input_w})")
 
 
-def box_heat_score(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], geometry: EvalGeometry, *,
+def box_heat_score(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], geometry: EvalGeometry | Mapping, *,
                    heat: float = 0.75) -> float:
     """Explainability score: the fraction of box pixels whose heat is ``>= heat``.
 
@@ -212,14 +228,15 @@ def box_heat_score(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], geomet
         heatmap: ``(input_h, input_w)`` heatmap in [0, 1], in the model's input frame.
         boxes: One box or a list of boxes ``[xmin, ymin, xmax, ymax]`` in original
             pixels; their union is scored, clipped to the image.
-        geometry: The image's :func:`eval_geometry`.
+        geometry: The image's :func:`eval_geometry` (or the dict of
+            ``models.transforms.eval_geometry``).
         heat: Heat threshold.
 
     Returns:
         The score in [0, 1]; 0.0 when no box pixel lies inside the image. Box
         pixels cut away by the centre crop count as not hot.
     """
-    g = geometry
+    g = as_geometry(geometry)
     _check_heatmap(heatmap, g)
     b = _as_boxes(boxes)
     if not len(b):

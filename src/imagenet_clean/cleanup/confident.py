@@ -124,15 +124,15 @@ def validate_pred_probs(pred_probs: np.ndarray, *, n_rows: int | None = None, nu
         raise ValueError(f"{where}pred_probs must be floating point, got dtype {pred_probs.dtype}")
     for start in range(0, n, CHUNK_ROWS):
         chunk = np.asarray(pred_probs[start:start + CHUNK_ROWS], dtype=np.float32)
-        finite = np.isfinite(chunk).all(axis=1)
+        sums = chunk.sum(axis=1, dtype=np.float64)  # NaN and inf propagate into the sum: one pass finds them
+        finite = np.isfinite(sums)
         if not finite.all():
             row = start + int(np.flatnonzero(~finite)[0])
             raise ValueError(f"{where}row {row} of pred_probs has NaN or infinite values")
-        neg = (chunk < 0).any(axis=1)
+        neg = chunk.min(axis=1) < 0
         if neg.any():
             row = start + int(np.flatnonzero(neg)[0])
             raise ValueError(f"{where}row {row} of pred_probs has negative values (min {pred_probs[row].min()})")
-        sums = chunk.sum(axis=1, dtype=np.float64)
         off = np.abs(sums - 1.0) > ROW_SUM_ATOL
         if off.any():
             row = start + int(np.flatnonzero(off)[0])
@@ -240,6 +240,9 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
         labels = validate_labels(labels, pred_probs.shape[1], source=source, model=model)
         validate_pred_probs(pred_probs, n_rows=len(labels), source=source, model=model)
     labels = np.asarray(labels, np.int64)
+    if len(labels) == 0:  # nothing usable (e.g. every image unreadable): no issues, nothing to rank
+        e = np.zeros(0)
+        return ModelEvidence(e.astype(bool), e.astype(np.int32), e.astype(np.float32), e.astype(bool), e.astype(np.float32))
     probs = pred_probs if pred_probs.dtype in (np.float32, np.float64) else pred_probs.astype(np.float32)
     flagged, absent = cleanlab_issues(labels, probs, frac_noise=frac_noise, n_jobs=n_jobs)
     cand, cprob = candidate_labels(labels, probs)

@@ -91,7 +91,7 @@ class SplitPaths:
             clean=w / "data" / "clean" / f"{split}.parquet",
             changes=w / "data" / "changes" / f"{split}.csv",
             metrics=w / "metrics" / "cleanup" / f"{split}.json",
-            cam_cache=w / "data" / "cache" / "cam" / split,
+            cam_cache=w / "data" / "cache" / "cams" / split,
         )
 
 
@@ -253,11 +253,13 @@ def _prediction_index(path: Path, manifest_ids: pd.Index) -> tuple[np.ndarray, n
     return pos, status, reason
 
 
-def _trained_loader(params: Params, num_classes: int) -> LoadModelFn:
+def _trained_loader(params: Params, num_classes: int, workdir: str | Path) -> LoadModelFn:
+    models_dir = Path(workdir) / "data" / "models"
+
     def load(name: str, fold: int):
         from ..models.factory import load_trained
 
-        return load_trained(name, params.models[name], num_classes=num_classes, fold=fold)
+        return load_trained(name, params.models[name], num_classes=num_classes, fold=fold, models_dir=models_dir)
 
     return load
 
@@ -307,15 +309,21 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", cam: b
     Returns:
         The metrics written to ``metrics/cleanup/<split>.json``.
 
+    A split that params.yaml does not configure, or whose ``root`` is null, is
+    skipped: empty outputs and ``{"skipped": true}`` metrics are written (as
+    ``ingest`` does), so that DVC finds the stage's outputs.
+
     Raises:
-        ValueError: unknown split, no models, predictions that do not match the
-            manifest or are not probabilities (naming file, model and row).
+        ValueError: no models, predictions that do not match the manifest or
+            are not probabilities (naming file, model and row).
     """
-    if split not in params.splits:
-        raise ValueError(f"unknown split {split!r}; params.yaml has splits {sorted(params.splits)}")
+    paths = SplitPaths.of(split, workdir)
+    sc = params.splits.get(split)
+    if sc is None or not sc.root:
+        why = "not configured in params.yaml splits" if sc is None else f"splits.{split}.root is null"
+        return _write_skipped(split, paths, why)
     if not params.models:
         raise ValueError("params.yaml lists no models; the cleanup needs at least one")
-    paths = SplitPaths.of(split, workdir)
     thresholds = params.thresholds(split)
     manifest = read_table(paths.manifest)
     meta = read_metadata(paths.manifest)
@@ -374,11 +382,14 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", cam: b
     use_cam = cam if cam is not None else bool(getattr(params.cam, "enabled", True))
     cands = cam_candidates(manifest, dec, ens, valid_rows)
     if use_cam and len(cands):
+        extra = {}
         if find_exemptions is None:
             from .cam import find_exemptions
-        loader = load_model or _trained_loader(params, k)
+
+            extra["max_pixels"] = params.ingest.max_pixels
+        loader = load_model or _trained_loader(params, k, workdir)
         root = _root(meta, params, split, workdir)
-        ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=paths.cam_cache)
+        ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=paths.cam_cache, **extra)
         dec = apply_exemptions(dec, ex)
 
     decisions = _full_decisions(manifest, dec, valid_rows, reason, classes)
@@ -394,6 +405,19 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", cam: b
     write_table(paths.clean, pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
     write_text(paths.changes, changes.to_csv(index=False, lineterminator="\n"))
     metrics = _metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n)
+    write_json(paths.metrics, metrics)
+    return metrics
+
+
+def _write_skipped(split: str, paths: SplitPaths, why: str) -> dict:
+    """Empty outputs for a split that is not configured (as ``ingest`` does), so DVC finds its outs."""
+    from .changes import CHANGE_COLUMNS
+
+    meta = {"split": split, "skipped": "true"}
+    write_table(paths.decisions, DECISIONS_SCHEMA.empty_table(), metadata=meta)
+    write_table(paths.clean, CLEAN_SCHEMA.empty_table(), metadata=meta)
+    write_text(paths.changes, ",".join(CHANGE_COLUMNS) + "\n")
+    metrics = {"split": split, "skipped": True, "why": why, "samples": 0, "keep": 0, "fix": 0, "remove": 0}
     write_json(paths.metrics, metrics)
     return metrics
 

@@ -1,8 +1,118 @@
-"""`imagenet-clean` commands of the clean group."""
+"""`imagenet-clean` commands of the clean group: clean, clean-arrays, diff, score."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="The params file.")
+
+
+def _threshold(name: str, value: Optional[str]):
+    """Parse a threshold as params.yaml would: an integer, a fraction or ``all``."""
+    if value is None:
+        return None
+    v = value.strip()
+    if v == "all":
+        return v
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an integer, a fraction in (0, 1) or 'all'", param_hint=f"--{name}") from None
+
+
+def clean(
+    split: str = typer.Option(..., "--split", help="The split to clean (a key of `splits` in params.yaml)."),
+    params: Path = PARAMS_OPT,
+    cam: Optional[bool] = typer.Option(None, "--cam/--no-cam", help="Run the CAM exemption (default: params cam.enabled, else on)."),
+    jobs: int = typer.Option(1, "--jobs", min=0, help="cleanlab worker processes (0: all cores)."),
+) -> None:
+    """Decide fixes and removals for a split: data/decisions, data/clean, data/changes, metrics/cleanup."""
+    from ..cleanup.stage import clean_split
+    from ..config import load_params
+
+    m = clean_split(split, load_params(params), cam=cam, n_jobs=jobs or None)
+    if m.get("skipped"):
+        typer.echo(f"split {split} skipped ({m['why']}): wrote empty decisions, clean manifest and change list")
+        return
+    typer.echo(f"{split}: {m['fix']} fixes, {m['remove']} removals ({m['cam_exempted']} exempted by CAMs), "
+               f"{m['merged']} merged, {m['placeholders']} placeholders; issues per model {m['issues_per_model']}")
+
+
+def clean_arrays(
+    ctx: typer.Context,
+    labels: Path = typer.Option(..., "--labels", help="Given labels, an (N,) integer .npy file."),
+    pred_probs: list[Path] = typer.Option(..., "--pred-probs", help="One (N, K) probability .npy per model; list several after one flag."),
+    fn: Optional[float] = typer.Option(None, "--fn", help="cleanlab frac_noise in (0, 1] (default 1)."),
+    h1: Optional[str] = typer.Option(None, "--h1", help="Models that must flag a fix: count, fraction of |M| or 'all' (default 0.5)."),
+    h2: Optional[str] = typer.Option(None, "--h2", help="Distinct candidates that remove: count, fraction or 'all' (default 3)."),
+    h3: Optional[str] = typer.Option(None, "--h3", help="Top-5 misses that remove: count, fraction or 'all' (default 0.667)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the decisions parquet."),
+    jobs: int = typer.Option(1, "--jobs", min=0, help="cleanlab worker processes (0: all cores)."),
+) -> None:
+    """Run the cleanup rules on your own predictions (no CAMs); last line: JSON counts."""
+    from ..cleanup.stage import clean_arrays as run, write_arrays_decisions
+    from ..config import Thresholds, parse_params
+
+    extra = [Path(a) for a in ctx.args]
+    bad = [a for a in ctx.args if a.startswith("-")]
+    if bad:
+        raise typer.BadParameter(f"unknown option {bad[0]!r}")
+    files = list(pred_probs) + extra
+    given = {k: v for k, v in {"fn": fn, "h1": _threshold("h1", h1), "h2": _threshold("h2", h2),
+                               "h3": _threshold("h3", h3)}.items() if v is not None}
+    p = parse_params(given)  # validates the thresholds exactly as params.yaml would
+    thresholds = Thresholds(fn=p.fn, h1=p.h1, h2=p.h2, h3=p.h3)
+    decisions, counts = run(labels, files, thresholds=thresholds, n_jobs=jobs or None)
+    names = list(counts["issues_per_model"])
+    write_arrays_decisions(out, decisions, thresholds=thresholds, models=names)
+    typer.echo(f"wrote {out}: {len(decisions)} samples, {len(files)} models")
+    typer.echo(json.dumps({"fix": counts["fix"], "remove": counts["remove"], "keep": counts["keep"],
+                           "issues_per_model": counts["issues_per_model"]}, sort_keys=True))
+
+
+def diff(
+    a: Path = typer.Argument(..., help="The old decisions parquet."),
+    b: Path = typer.Argument(..., help="The new decisions parquet."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the differences as CSV."),
+    limit: int = typer.Option(50, "--limit", min=0, help="Rows to print (0: all)."),
+) -> None:
+    """List what changed between two decision tables (matched by sample id, then content hash)."""
+    from ..cleanup.diff import diff_files, summarize
+    from ..io import write_text
+
+    d = diff_files(a, b)
+    if out is not None:
+        write_text(out, d.to_csv(index=False, lineterminator="\n"))
+    if len(d):
+        typer.echo((d if not limit else d.head(limit)).to_string(index=False))
+    typer.echo(json.dumps(summarize(d), sort_keys=True))
+
+
+def score(params: Path = PARAMS_OPT) -> None:
+    """Score the decisions against the truth (embedded default) or ImageNet ReaL: metrics/detection.json."""
+    from ..cleanup.score import score_all
+    from ..config import load_params
+
+    res = score_all(load_params(params))
+    for split, s in res.get("splits", {}).items():
+        typer.echo(f"{split}: fix P/R/F1 {s['fix']['precision']:.3f}/{s['fix']['recall']:.3f}/{s['fix']['f1']:.3f}, "
+                   f"remove {s['remove']['precision']:.3f}/{s['remove']['recall']:.3f}/{s['remove']['f1']:.3f}")
+    if "real" in res:
+        r = res["real"]
+        typer.echo(f"ReaL: {r['fix_confirmed']:.3f} of {r['fixes']} fixes and {r['removal_confirmed']:.3f} of "
+                   f"{r['removals']} removals confirmed")
 
 
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+    app.command("clean")(clean)
+    app.command("clean-arrays", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})(clean_arrays)
+    app.command("diff")(diff)
+    app.command("score")(score)

@@ -48,6 +48,9 @@ def ingest(
         from ..data.ingest import run_ingest
 
         stats = run_ingest(split, load_params(params))
+        if stats["skipped"]:
+            typer.echo(f"split {split} skipped ({stats['why']}): wrote an empty data/manifests/{split}.parquet")
+            return
         _echo_stats(stats, f"data/manifests/{split}.parquet")
         return
     if root is None or out is None:

@@ -40,6 +40,8 @@ MANIFEST_SCHEMA = pa.schema(
 
 # Files per task sent to a worker process: large enough to hide the IPC cost.
 _CHUNK = 512
+# Fewer files than this are read in this process: a worker pool costs more than it saves.
+_MIN_PARALLEL = 4096
 # Most annotation errors listed one by one in the stats (the count is always exact).
 MAX_LISTED_ERRORS = 1000
 
@@ -60,7 +62,7 @@ def inspect_files(root: str | Path, rels: list[str], *, max_pixels: int, hash: b
     chunks = [rels[i : i + _CHUNK] for i in range(0, len(rels), _CHUNK)]
     results: list[list[tuple] | None] = [None] * len(chunks)
     with progress(total=len(rels), desc="ingest", unit="file") as bar:
-        if workers <= 1 or len(chunks) <= 1:
+        if workers <= 1 or len(rels) < _MIN_PARALLEL:
             for i, chunk in enumerate(chunks):
                 results[i] = _inspect_chunk(root, chunk, max_pixels, hash)
                 bar.update(len(chunk))
@@ -74,8 +76,17 @@ def inspect_files(root: str | Path, rels: list[str], *, max_pixels: int, hash: b
     return [row for chunk in results for row in chunk]
 
 
+# Reason kinds counted in the stats (the reason text starts with one of them).
+REASON_KINDS = (
+    "empty file", "truncated file", "not an image", "unreadable header", "unreadable file", "decompression bomb",
+    "unknown class folder", "unknown class", "no label", "not in a class folder",
+)
+
+
 def _reason_kind(reason: str) -> str:
-    return reason.split(":", 1)[0].strip() if reason else "ok"
+    if not reason:
+        return "ok"
+    return next((k for k in REASON_KINDS if reason.startswith(k)), reason.split(":", 1)[0].strip())
 
 
 def ingest_split(
@@ -196,35 +207,45 @@ def write_manifest(path: str | Path, df: pd.DataFrame, *, root: str | Path, layo
     write_table(path, manifest_table(df), metadata=meta)
 
 
+def manifest_table_empty() -> pa.Table:
+    """A manifest table with no rows and the contract schema."""
+    return MANIFEST_SCHEMA.empty_table()
+
+
 def run_ingest(split: str, params) -> dict:
     """The ``ingest@split`` stage: ``splits.<split>`` -> ``data/manifests/<split>.parquet`` + ``metrics/ingest/<split>.json``.
 
+    A split that params.yaml does not configure, or whose ``root`` is null, is
+    skipped: an empty manifest and ``{"skipped": true}`` metrics are written so
+    the DVC stage's outputs exist.
+
     Args:
-        split: A key of ``params.splits``.
+        split: A split name (a key of ``params.splits``).
         params: The loaded :class:`~imagenet_clean.config.Params`.
 
     Returns:
         The stats written to the metrics file.
-
-    Raises:
-        ValueError: ``split`` is not configured or has no root.
     """
     from ..classes import load_classes
-    from ..io import write_json
+    from ..io import write_json, write_table
 
-    if split not in params.splits:
-        raise ValueError(f"split {split!r} is not in params.yaml splits; configured: {', '.join(sorted(params.splits)) or 'none'}")
-    sc = params.splits[split]
-    if not sc.root:
-        raise ValueError(f"splits.{split}.root: missing; give the folder holding the {split} images")
+    out, metrics = f"data/manifests/{split}.parquet", f"metrics/ingest/{split}.json"
+    sc = params.splits.get(split)
+    if sc is None or not sc.root:
+        why = "not configured in params.yaml splits" if sc is None else f"splits.{split}.root is null"
+        meta = {"root": "", "layout": sc.layout if sc else "", "split": split, "classes": params.dataset.classes, "num_classes": 0}
+        write_table(out, manifest_table_empty(), metadata=meta)
+        stats = {"split": split, "skipped": True, "why": why, "n_files": 0, "n_ok": 0, "n_error": 0}
+        write_json(metrics, stats)
+        return stats
     classes = load_classes(params.dataset.classes)
     ic = params.ingest
     df, stats = ingest_split(
         sc.root, layout=sc.layout, classes=classes, annotations=sc.annotations, labels=sc.labels,
         workers=ic.workers, max_pixels=ic.max_pixels, hash=ic.hash,
     )
-    stats = {"split": split, **stats}
-    write_manifest(f"data/manifests/{split}.parquet", df, root=sc.root, layout=sc.layout, split=split,
+    stats = {"split": split, "skipped": False, **stats}
+    write_manifest(out, df, root=sc.root, layout=sc.layout, split=split,
                    classes=params.dataset.classes, num_classes=len(classes))
-    write_json(f"metrics/ingest/{split}.json", stats)
+    write_json(metrics, stats)
     return stats

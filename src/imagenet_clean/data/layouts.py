@@ -64,6 +64,7 @@ def list_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[str]:
     skip_abs = {os.path.abspath(p) for p in skip}
     out: list[str] = []
     stack = [(str(root), "")]
+    seen = {os.path.realpath(root)}
     while stack:
         folder, rel = stack.pop()
         with os.scandir(folder) as it:
@@ -72,7 +73,10 @@ def list_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[str]:
                     continue
                 r = f"{rel}{e.name}"
                 if e.is_dir(follow_symlinks=True):
-                    stack.append((e.path, r + "/"))
+                    real = os.path.realpath(e.path)
+                    if real not in seen:  # symlink cycles are followed once
+                        seen.add(real)
+                        stack.append((e.path, r + "/"))
                 elif e.is_file(follow_symlinks=True):
                     out.append(r)
     out.sort()

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..io import read_table, write_json
 from .accuracy import CLEAN_SUFFIX, PLACEHOLDER, TRAIN_SPLIT, RoundPaths
-from .table2 import RetrainBackend, RetrainContext, aggregate, compare, per_metric, primary_split, runs_json, seed_runs, seeds_of, square_size, stage_context
+from .table2 import CONTENT_COLUMNS, RetrainBackend, RetrainContext, aggregate, compare, per_metric, primary_split, runs_json, seed_runs, seeds_of, square_size, stage_context
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,8 @@ def variant_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame, merges: Ma
         variant: A key of :data:`VARIANTS`.
 
     Returns:
-        Readable rows (``sample_id``, ``path``, ``label``, ``orig_label``) with the
+        Readable rows (``sample_id``, ``path``, ``label``, ``orig_label`` and the manifest's
+        content columns) with the
         variant's labels; removed rows are dropped when the variant applies removals.
 
     Raises:
@@ -109,7 +110,8 @@ def variant_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame, merges: Ma
     usable = manifest["status"] == "ok" if "status" in manifest.columns else pd.Series(True, index=manifest.index)
     if "action" in manifest.columns:
         usable &= manifest["action"] != PLACEHOLDER
-    rows = manifest.loc[usable, ["sample_id", "path", "label"]].reset_index(drop=True)
+    keep_cols = ["sample_id", "path", "label", *(c for c in CONTENT_COLUMNS if c in manifest.columns)]
+    rows = manifest.loc[usable, keep_cols].reset_index(drop=True)
     dec = decisions.set_index("sample_id").reindex(rows["sample_id"])
     if dec["action"].isna().any():
         sid = rows["sample_id"][dec["action"].isna().to_numpy()].iloc[0]

@@ -173,13 +173,32 @@ def _make_set(rows: pd.DataFrame, *, name: str, split: str, source: str) -> Eval
     return EvalSet(name=name, split=split, sample_ids=ids, labels=rows["label"].to_numpy(dtype=np.int64))
 
 
+CLEANED_SPLITS = ("val", "v2")
+"""Evaluated splits the pipeline cleans (dvc.yaml ``clean`` stage): their clean manifest is required.
+Other evaluated splits (e.g. ``imagenet_r``) are scored on their original labels only
+unless a clean manifest exists for them."""
+
+
+def has_clean(split: str, paths: RoundPaths) -> bool:
+    """Whether ``split`` is evaluated on a cleaned version too.
+
+    Raises:
+        FileNotFoundError: a split of :data:`CLEANED_SPLITS` has no clean manifest.
+    """
+    if paths.clean(split).is_file():
+        return True
+    if split in CLEANED_SPLITS:
+        raise FileNotFoundError(f"{paths.clean(split)}: no clean manifest (has `imagenet-clean clean --split {split}` run?)")
+    return False
+
+
 def split_sets(split: str, paths: RoundPaths) -> dict[str, EvalSet]:
-    """``{split: original, split_clean: cleaned}`` read from this round's files."""
+    """``{split: original, split_clean: cleaned}`` read from this round's files (see :func:`has_clean`)."""
     m_path, c_path = paths.manifest(split), paths.clean(split)
-    return {
-        split: original_set(read_table(m_path), name=split, split=split, source=str(m_path)),
-        split + CLEAN_SUFFIX: cleaned_set(read_table(c_path), name=split + CLEAN_SUFFIX, split=split, source=str(c_path)),
-    }
+    out = {split: original_set(read_table(m_path), name=split, split=split, source=str(m_path))}
+    if has_clean(split, paths):
+        out[split + CLEAN_SUFFIX] = cleaned_set(read_table(c_path), name=split + CLEAN_SUFFIX, split=split, source=str(c_path))
+    return out
 
 
 def hits(top5: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

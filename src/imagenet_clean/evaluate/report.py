@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..io import read_table, write_text
 from . import paper
-from .accuracy import CLEAN_SUFFIX, RoundPaths, symbol
+from .accuracy import CLEAN_SUFFIX, SYMBOLS, RoundPaths, symbol
 
 TABLE_FILES = ("table1.json", "table2.json", "table3.json", "ablations.json")
 
@@ -57,9 +57,14 @@ def _md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _split_order(name: str) -> tuple:
+    known = list(SYMBOLS)
+    return (known.index(name) if name in known else len(known), name)
+
+
 def _splits_of(row: Mapping) -> list[str]:
-    """Evaluated splits of a table row, in order, from its ``<split>`` / ``<split>_clean`` keys."""
-    return [k for k in row if not k.endswith(CLEAN_SUFFIX) and k + CLEAN_SUFFIX in row]
+    """Evaluated splits of a table row from its ``<split>`` / ``<split>_clean`` keys: val, v2, then the rest by name."""
+    return sorted((k for k in row if not k.endswith(CLEAN_SUFFIX) and k + CLEAN_SUFFIX in row), key=_split_order)
 
 
 def _skipped(obj) -> str | None:
@@ -162,7 +167,8 @@ def render_ablations(ab: Mapping) -> str:
 
     variants = sorted(ab[archs[0]], key=lambda v: (list(VARIANTS).index(v) if v in VARIANTS else len(VARIANTS), v))
     first = ab[archs[0]][variants[0]]
-    set_name = next((k for k in first if k.endswith(CLEAN_SUFFIX)), None) or next(k for k in first if isinstance(first[k], Mapping))
+    sets = [k for k in first if k.endswith(CLEAN_SUFFIX)] or [k for k in first if isinstance(first[k], Mapping)]
+    set_name = min(sets, key=lambda k: _split_order(k.removesuffix(CLEAN_SUFFIX)))
     header = ["Variant", "Training images"] + [f"{a}: {symbol(set_name)} top-1/top-5" for a in archs] + [f"{a}: Δ top-1" for a in archs]
     rows = []
     for v in variants:

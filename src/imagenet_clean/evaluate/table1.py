@@ -65,9 +65,10 @@ def table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -
     for split in splits:
         sets = list(split_sets(split, paths).values())
         dec_path = paths.decisions(split)
-        counts = issue_counts(read_table(dec_path), models, source=str(dec_path))
+        counts = issue_counts(read_table(dec_path), models, source=str(dec_path)) if len(sets) > 1 else {}
         for m in models:
-            out[m]["issues"][split] = counts[m]
+            if m in counts:
+                out[m]["issues"][split] = counts[m]
             for name, acc in evaluate_file(paths.predictions(split, m), sets).items():
                 out[m][name] = acc.as_dict()
     return out

@@ -48,14 +48,12 @@ from ..io import read_metadata, read_table, write_json
 from ..predictions import read_predictions, write_predictions
 from ..progress import progress
 from .accuracy import (
-    CLEAN_SUFFIX,
     PLACEHOLDER,
     TRAIN_SPLIT,
     EvalSet,
     RoundPaths,
     accuracy,
-    cleaned_set,
-    original_set,
+    split_sets,
 )
 
 log = logging.getLogger(__name__)
@@ -176,13 +174,13 @@ def num_classes_of(path: Path, fallback: int | None = None) -> int:
 def original_train(manifest: pd.DataFrame) -> pd.DataFrame:
     """T: readable training rows with their original labels (``sample_id``, ``path``, ``label``)."""
     rows = manifest[manifest["status"] == "ok"]
-    return rows[["sample_id", "path", "label"]].reset_index(drop=True)
+    return rows[["sample_id", "path", "label", *(c for c in CONTENT_COLUMNS if c in rows.columns)]].reset_index(drop=True)
 
 
 def cleaned_train(clean: pd.DataFrame) -> pd.DataFrame:
     """T_c: clean training rows with their cleaned labels, placeholders left out."""
     rows = clean[clean["action"] != PLACEHOLDER]
-    return rows[["sample_id", "path", "label"]].reset_index(drop=True)
+    return rows[["sample_id", "path", "label", *(c for c in CONTENT_COLUMNS if c in rows.columns)]].reset_index(drop=True)
 
 
 def load_context(
@@ -206,11 +204,9 @@ def load_context(
         raise FileNotFoundError(f"{train_manifest}: no training manifest (has `imagenet-clean ingest --split {TRAIN_SPLIT}` run?)")
     eval_manifests, eval_roots, eval_sets = {}, {}, {}
     for split in splits:
-        m_path, c_path = paths.manifest(split), paths.clean(split)
+        m_path = paths.manifest(split)
         manifest = read_table(m_path)
-        eval_sets[split] = original_set(manifest, name=split, split=split, source=str(m_path))
-        name = split + CLEAN_SUFFIX
-        eval_sets[name] = cleaned_set(read_table(c_path), name=name, split=split, source=str(c_path))
+        eval_sets.update(split_sets(split, paths))
         eval_manifests[split] = manifest[manifest["status"] == "ok"].reset_index(drop=True)
         eval_roots[split] = _root_of(m_path, roots.get(split))
     return RetrainContext(
@@ -227,16 +223,24 @@ def load_context(
 # ------------------------------------------------------------------ cached runs
 
 
+CONTENT_COLUMNS = ("content_hash", "size", "mtime_ns")
+"""Manifest columns that change with an image's bytes; part of a run's key where present."""
+
+
 def _digest_frame(df: pd.DataFrame, columns: Sequence[str]) -> str:
     h = hashlib.blake2b(digest_size=16)
-    for col in columns:
+    for col in [*columns, *(c for c in CONTENT_COLUMNS if c in df.columns)]:
         h.update(col.encode())
         h.update(pd.util.hash_pandas_object(df[col].astype(str), index=False).to_numpy().tobytes())
     return h.hexdigest()
 
 
 def run_key(ctx: RetrainContext, samples: pd.DataFrame, *, arch: str, seed: int, input_size: InputSize | None) -> str:
-    """Content hash of one run: equal keys give the same trained model and predictions."""
+    """Content hash of one run: equal keys give the same trained model and predictions.
+
+    Covers the training rows in order (path, label and, where the manifest has them,
+    content hash, size and mtime, so regenerated images with the same names miss the cache).
+    """
     spec = {
         "arch": arch,
         "seed": int(seed),

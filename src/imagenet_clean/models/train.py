@@ -76,14 +76,6 @@ def init_distributed() -> bool:
     return True
 
 
-def barrier() -> None:
-    """Wait for every process (no-op for a single process)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def train_device():
     """The device this process trains on: its local GPU under torchrun, else GPU 0, else CPU."""
     import torch

@@ -184,6 +184,8 @@ def load_clean_manifest(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]
     missing = [c for c in CLEAN_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a clean manifest, missing columns {missing}")
+    for c in ("sample_id", "path", "wnid", "orig_wnid", "action", "content_hash"):
+        df[c] = pd.Series(df[c].tolist(), dtype=object, index=df.index)  # plain str: Arrow strings iterate slowly
     errors: list[str] = []
     bad_action = df[~df["action"].isin(ACTIONS)]
     errors += [f"row {r.sample_id!r}: action {r.action!r} not in {ACTIONS}" for r in bad_action.itertuples()]
@@ -216,32 +218,66 @@ def load_clean_manifest(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]
     return df, meta
 
 
-def _check_source(root: Path, root_real: Path, rel: str, size, chash, check_hash: bool) -> str | None:
-    src = root / rel
-    try:
-        real = src.resolve(strict=True)
-    except FileNotFoundError:
-        return "missing"
-    except (OSError, RuntimeError) as e:
-        return f"cannot resolve: {e}"
-    if not real.is_relative_to(root_real):
-        return f"resolves outside the root to {real}"
-    try:
-        st = os.stat(src)
-    except OSError as e:
-        return f"cannot stat: {e.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
-    if size is not None and not pd.isna(size) and int(size) >= 0 and st.st_size != int(size):
-        return f"size {st.st_size} != manifest {int(size)}"
-    if check_hash and isinstance(chash, str) and chash:
+class _SourceChecker:
+    """Checks source files under one root; resolves each folder once (symlinked folders count)."""
+
+    def __init__(self, root: Path, *, check_hash: bool):
+        self.root, self.root_real, self.check_hash = root, root.resolve(), check_hash
+        self._dirs: dict[str, Path | str] = {}
+
+    def _folder(self, parent: str) -> Path | str:
+        hit = self._dirs.get(parent)
+        if hit is None:
+            try:
+                hit = (self.root / parent).resolve(strict=True)
+            except FileNotFoundError:
+                hit = "missing"
+            except (OSError, RuntimeError) as e:
+                hit = f"cannot resolve: {e}"
+            self._dirs[parent] = hit
+        return hit
+
+    def __call__(self, rel: str, size=None, chash=None) -> str | None:
+        """The problem with the file at ``rel`` (relative to the root), or None when it matches."""
+        parent, _, name = rel.rpartition("/")
+        folder = self._folder(parent)
+        if isinstance(folder, str):
+            return folder
+        src = folder / name
         try:
-            digest = file_digest(src)
-        except OSError as e:
-            return f"unreadable: {e.strerror}"
-        if digest != chash:
-            return f"content hash {digest} != manifest {chash}"
-    return None
+            st = os.lstat(src)
+            if stat.S_ISLNK(st.st_mode):
+                src = src.resolve(strict=True)
+                st = os.stat(src)
+        except FileNotFoundError:
+            return "missing"
+        except (OSError, RuntimeError) as e:
+            return f"cannot resolve: {e}"
+        if not src.is_relative_to(self.root_real):
+            return f"resolves outside the root to {src}"
+        if not stat.S_ISREG(st.st_mode):
+            return "not a regular file"
+        if size is not None and not pd.isna(size) and int(size) > 0 and st.st_size != int(size):
+            return f"size {st.st_size} != manifest {int(size)}"
+        if self.check_hash and isinstance(chash, str) and chash:
+            try:
+                digest = file_digest(src)
+            except OSError as e:
+                return f"unreadable: {e.strerror}"
+            if digest != chash:
+                return f"content hash {digest} != manifest {chash}"
+        return None
+
+
+def _parallel_map(fn: Callable, items: list, *, workers: int, desc: str, chunk: int = 512) -> list:
+    """``[fn(*item) for item in items]`` on ``workers`` threads, in chunks, with a progress bar."""
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    out: list = []
+    with ThreadPoolExecutor(max(1, workers)) as pool, progress(desc=desc, total=len(items), unit="file") as bar:
+        for res in pool.map(lambda c: [fn(*a) for a in c], chunks):
+            out += res
+            bar.update(len(res))
+    return out
 
 
 def verify_sources(
@@ -253,6 +289,9 @@ def verify_sources(
 ) -> list[tuple[str, str, str]]:
     """Check each non-placeholder row's file under ``root`` against the manifest.
 
+    A file must exist, be a regular file, not resolve outside ``root``, and
+    have the recorded size and (when recorded and ``check_hash``) content hash.
+
     Args:
         clean: Clean manifest rows (``sample_id``, ``path``, ``size``, ``content_hash``).
         root: The user's copy of the original split.
@@ -262,17 +301,13 @@ def verify_sources(
     Returns:
         ``(sample_id, path, problem)`` per offending file, in manifest order; empty when all match.
     """
-    root = Path(root)
-    root_real = root.resolve()
+    check = _SourceChecker(Path(root), check_hash=check_hash)
     rows = clean[clean["action"] != "placeholder"]
-    args = list(zip(rows["sample_id"], rows["path"], rows["size"], rows["content_hash"]))
-
-    def one(a):
-        return _check_source(root, root_real, a[1], a[2], a[3], check_hash)
-
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(progress(pool.map(one, args), desc="verify sources", total=len(args), unit="file"))
-    return [(s, p, why) for (s, p, _, _), why in zip(args, results) if why is not None]
+    args = list(zip(rows["path"], rows["size"], rows["content_hash"]))
+    for parent in sorted({a[0].rpartition("/")[0] for a in args}):
+        check._folder(parent)  # fill the cache before threads share it
+    results = _parallel_map(check, args, workers=workers, desc="verify sources")
+    return [(s, a[0], why) for s, a, why in zip(rows["sample_id"], args, results) if why is not None]
 
 
 def find_deepaugment(
@@ -541,16 +576,16 @@ def apply_clean(
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
         split = "clean"
 
+    state = _read_state(out)  # cheap refusals before hashing the whole split
     problems = verify_sources(clean, root_real, check_hash=check_hash, workers=workers)
     copies = find_deepaugment(clean, root_real) if deepaugment else []
-    root_abs = root.absolute()
+    check = _SourceChecker(root_real, check_hash=False)
     for copy, _ in copies:
-        why = _check_source(root_abs, root_real, copy, None, None, False)
+        why = check(copy)
         if why:
             problems.append((copy, copy, why))
     if problems:
         raise SourceMismatchError(root, problems)
-    state = _read_state(out)
 
     entries = plan_entries(clean, root_real, deepaugment=copies)
     planned = [e.dest for e in entries]
@@ -566,8 +601,7 @@ def apply_clean(
             raise ValueError(f"{d} is a link to {d.resolve()}; refusing to write through it")
 
     link, ph = LINK_MODES[mode], placeholder_bytes()
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        made = list(progress(pool.map(lambda e: _materialise(e, out, link, ph), entries), desc=f"apply ({mode})", total=len(entries), unit="file"))
+    made = _parallel_map(lambda e: _materialise(e, out, link, ph), [(e,) for e in entries], workers=workers, desc=f"apply ({mode})")
     stale_removed = _remove_stale(out, sorted(previous - set(planned)))
     _sweep_tmp(out, {e.wnid for e in entries})
 

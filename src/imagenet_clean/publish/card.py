@@ -104,7 +104,7 @@ def render_card(
         "",
         "## Source",
         "",
-        f"- split: `{split}` (layout `{meta.get('layout', 'unknown')}`), cleaned from root `{meta.get('root', 'unknown')}`",
+        f"- split: `{split}` (layout `{meta.get('layout', 'unknown')}`); the pipeline read it from `{meta.get('root', 'unknown')}`",
         f"- clean manifest: `{manifest_path.name}`, BLAKE2b-128 `{file_digest(manifest_path)}`",
         f"- imagenet-clean {__version__}, git revision `{revision}`",
         "",
@@ -178,6 +178,9 @@ def render_card(
         "to_label = {i: order.index(w) for i, w in enumerate(ds.classes)}",
         "ds.target_transform = to_label.__getitem__",
         "```",
+        "",
+        "timm reads the label order itself: "
+        "`timm.data.create_dataset('', root=ROOT, split='', class_map='classes.txt')`.",
         "",
         "## Citation",
         "",

@@ -1,0 +1,231 @@
+"""Score the cleanup against the truth: the embedded default's injected problems, or ImageNet ReaL.
+
+Embedded default (``dataset.truth``: a parquet with ``split``, ``sample_id``,
+``true_label``, ``given_label``, ``problem``):
+
+* fixes: a fix is right when its new label is the true label; recall is over
+  all samples whose given label is wrong;
+* removals: a removal is right when the image is a known problem image
+  (:data:`PROBLEMS`) or carries a wrong label; recall is over those samples,
+  less the wrong labels that were fixed correctly;
+* ``detected``: any action other than keep, against the same positives;
+* images of the synonym class (problem ``synonym``) are left out: the merge is their remedy;
+* ``baseline``: each model's cleanlab output alone (its flagged samples are
+  its fixes, with its candidate, and its removals), the bar the ensemble must clear.
+
+Unreadable rows (rule ``unreadable``) are left out of the scores and counted.
+
+Real ImageNet (``dataset.real_labels: true``): the validation split's fixes and
+removals against the ReaL labels that timm ships, and each model's ReaL
+accuracy on V and on V_c (the kept and fixed images).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import Params
+from ..io import read_metadata, read_table, write_json
+
+PROBLEMS = ("minuscule", "bad_quality", "multi_object")
+SYNONYM = "synonym"
+"""Truth ``problem`` of images given the synonym class: the category merge, not a fix
+or removal, is their remedy, so they are left out of the fix/removal scores and counted apart."""
+REAL_SPLIT = "val"
+_VAL_RE = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+
+def prf(tp: int, predicted: int, actual: int) -> dict:
+    """Precision, recall and F1 (0 where undefined) with the counts they come from."""
+    p = tp / predicted if predicted else 0.0
+    r = tp / actual if actual else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": round(p, 6), "recall": round(r, 6), "f1": round(f, 6),
+            "tp": int(tp), "predicted": int(predicted), "actual": int(actual)}
+
+
+def _join_truth(decisions: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    need = {"sample_id", "true_label", "given_label", "problem"}
+    if need - set(truth.columns):
+        raise ValueError(f"truth table lacks columns {sorted(need - set(truth.columns))}")
+    d = decisions.merge(truth[list(need)], on="sample_id", how="inner")
+    mism = d["given_label"].to_numpy() != d["label"].to_numpy()
+    if mism.any():
+        r = d[mism].iloc[0]
+        raise ValueError(f"the truth's given_label {r['given_label']} of {r['sample_id']!r} differs from the decisions' "
+                         f"label {r['label']} ({int(mism.sum())} rows): truth and decisions come from different data")
+    return d
+
+
+def score_decisions(decisions: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Precision/recall/F1 of the fixes, removals and all detections of one split, plus per-model baselines.
+
+    Args:
+        decisions: The split's decisions table.
+        truth: The truth rows of that split.
+    """
+    unreadable = np.array(["unreadable" in list(r) for r in decisions["rules"]], bool)
+    d = _join_truth(decisions[~unreadable], truth)
+    syn = d["problem"].fillna("").astype(str).to_numpy() == SYNONYM
+    synonyms = {a: int(((d["action"] == a) & syn).sum()) for a in ("keep", "fix", "remove")}
+    d = d[~syn]
+    true = d["true_label"].to_numpy(np.int64)
+    wrong = true != d["label"].to_numpy(np.int64)
+    problem = d["problem"].fillna("").astype(str).isin(PROBLEMS).to_numpy()
+    bad = wrong | problem
+    act = d["action"].to_numpy()
+    fix = act == "fix"
+    fix_ok = fix & (d["new_label"].to_numpy(np.int64) == true)
+    remove = act == "remove"
+    out = {
+        "samples": int(len(d)),
+        "unreadable": int(unreadable.sum()),
+        "unscored": int((~unreadable).sum() - len(d) - syn.sum()),
+        "synonyms": synonyms,
+        "wrong_labels": int(wrong.sum()),
+        "problem_images": int(problem.sum()),
+        "fix": prf(fix_ok.sum(), fix.sum(), wrong.sum()),
+        "remove": prf((remove & bad).sum(), remove.sum(), (bad & ~fix_ok).sum()),
+        "detected": prf(((act != "keep") & bad).sum(), (act != "keep").sum(), bad.sum()),
+        "baseline": {},
+    }
+    models = sorted({m for ms in d["flagged_models"] for m in ms}) if "flagged_models" in d else []
+    for m in models:
+        flagged = np.zeros(len(d), bool)
+        cand = np.full(len(d), -1, np.int64)
+        for i, (ms, cs) in enumerate(zip(d["flagged_models"], d["candidates"])):
+            for mm, c in zip(ms, cs):
+                if mm == m:
+                    flagged[i], cand[i] = True, c
+        good_fix = flagged & (cand == true)
+        out["baseline"][m] = {
+            "fix": prf(good_fix.sum(), flagged.sum(), wrong.sum()),
+            "remove": prf((flagged & bad).sum(), flagged.sum(), bad.sum()),
+        }
+    if models:
+        out["beats_baseline_f1"] = {
+            "fix": bool(all(out["fix"]["f1"] >= b["fix"]["f1"] for b in out["baseline"].values())),
+            "detected": bool(all(out["detected"]["f1"] >= b["remove"]["f1"] for b in out["baseline"].values())),
+        }
+    return out
+
+
+# ------------------------------------------------------------------ ReaL
+
+
+def real_labels_path() -> Path:
+    """timm's bundled ImageNet ReaL labels (Beyer et al. 2020), 50000 lists in validation order."""
+    import timm
+
+    return Path(timm.__file__).parent / "data" / "_info" / "imagenet_real_labels.json"
+
+
+def load_real_labels(path: str | Path | None = None) -> list[list[int]]:
+    """The ReaL label sets, index i for ``ILSVRC2012_val_{i+1:08d}``."""
+    path = Path(path) if path else real_labels_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ImageNet ReaL labels not found (they ship with timm)")
+    return json.loads(path.read_text())
+
+
+def real_index(sample_ids) -> np.ndarray:
+    """Index into the ReaL list for each validation sample id (-1 when the name has no ILSVRC2012_val number)."""
+    out = np.full(len(sample_ids), -1, np.int64)
+    for i, s in enumerate(sample_ids):
+        m = _VAL_RE.search(str(s))
+        if m:
+            out[i] = int(m.group(1)) - 1
+    return out
+
+
+def _real_sets(sample_ids, real: list[list[int]]) -> list[set | None]:
+    idx = real_index(sample_ids)
+    if (idx >= len(real)).any():
+        raise ValueError(f"sample {list(sample_ids)[int(np.flatnonzero(idx >= len(real))[0])]!r} is beyond the "
+                         f"{len(real)} ReaL validation images")
+    return [set(real[i]) if i >= 0 else None for i in idx]
+
+
+def score_real(decisions: pd.DataFrame, *, real: list[list[int]], top1: dict[str, pd.Series] | None = None,
+               clean_ids=None) -> dict:
+    """Validation decisions against ReaL, and ReaL accuracy of each model on V and V_c.
+
+    Args:
+        decisions: The validation split's decisions.
+        real: ReaL label sets (:func:`load_real_labels`).
+        top1: Per model, its top-1 class indexed by sample id.
+        clean_ids: Sample ids of V_c (the clean manifest without placeholders).
+    """
+    sets = _real_sets(decisions["sample_id"].tolist(), real)
+    has = np.array([s is not None for s in sets])
+    labels = decisions["label"].to_numpy(np.int64)
+    new = decisions["new_label"].to_numpy(np.int64)
+    act = decisions["action"].to_numpy()
+    fix_ok = [(s is not None and n in s and l not in s) for s, l, n in zip(sets, labels, new)]
+    rem_ok = [(s is not None and (not s or l not in s)) for s, l in zip(sets, labels)]
+    fix = (act == "fix") & has
+    rem = (act == "remove") & has
+    out = {
+        "matched": int(has.sum()),
+        "fixes": int(fix.sum()),
+        "fix_confirmed": round(float(np.mean(np.asarray(fix_ok)[fix])) if fix.any() else 0.0, 6),
+        "removals": int(rem.sum()),
+        "removal_confirmed": round(float(np.mean(np.asarray(rem_ok)[rem])) if rem.any() else 0.0, 6),
+        "accuracy": {},
+    }
+    by_id = dict(zip(decisions["sample_id"], sets))
+    vc = set(clean_ids) if clean_ids is not None else set()
+    for m, t in (top1 or {}).items():
+        res = {}
+        for name, ids in (("V", list(by_id)), ("V_c", [i for i in by_id if i in vc])):
+            ok = [(t[i] in by_id[i]) for i in ids if by_id[i] and i in t.index]
+            res[name] = round(float(np.mean(ok)), 6) if ok else None
+            res[f"{name}_n"] = len(ok)
+        out["accuracy"][m] = res
+    return out
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def score_all(params: Params, *, workdir: str | Path = ".", real_path: str | Path | None = None) -> dict:
+    """Score every split that has decisions; write ``metrics/detection.json``.
+
+    Splits without decisions (not cleaned, e.g. an evaluation-only split, or
+    skipped) are listed under ``not_cleaned``.
+
+    Raises:
+        FileNotFoundError: the truth table named in params is missing.
+    """
+    w = Path(workdir)
+    result: dict = {"splits": {}}
+    truth = None
+    if params.dataset.truth:
+        tp = Path(params.dataset.truth)
+        tp = tp if tp.is_absolute() else w / tp
+        truth = read_table(tp)
+    for split in params.splits:
+        f = w / "data" / "decisions" / f"{split}.parquet"
+        if not f.is_file() or read_metadata(f).get("skipped") == "true":
+            result.setdefault("not_cleaned", []).append(split)
+            continue
+        dec = read_table(f)
+        if truth is not None:
+            result["splits"][split] = score_decisions(dec, truth[truth["split"] == split])
+        if params.dataset.real_labels and split == REAL_SPLIT:
+            top1 = {}
+            for m in params.models:
+                f = w / "data" / "predictions" / split / f"{m}.parquet"
+                if f.is_file():
+                    t = read_table(f, columns=["sample_id", "status", "top5"])
+                    t = t[t["status"] == "ok"]
+                    top1[m] = pd.Series([int(x[0]) for x in t["top5"]], index=t["sample_id"])
+            clean = read_table(w / "data" / "clean" / f"{split}.parquet", columns=["sample_id", "action"])
+            result["real"] = score_real(dec, real=load_real_labels(real_path), top1=top1,
+                                        clean_ids=clean.loc[clean["action"] != "placeholder", "sample_id"])
+    write_json(w / "metrics" / "detection.json", result)
+    return result

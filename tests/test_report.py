@@ -1,0 +1,125 @@
+"""The Markdown report, the changes-per-class plot data and the paper's reference figures."""
+
+import pandas as pd
+import pytest
+from test_table1 import MODELS, make_project, make_split
+from test_table2 import FakeBackend, _params
+
+from imagenet_clean.evaluate import paper
+from imagenet_clean.evaluate.ablations import write_ablations
+from imagenet_clean.evaluate.accuracy import RoundPaths
+from imagenet_clean.evaluate.report import changes_per_class, render_report, write_report
+from imagenet_clean.evaluate.table1 import write_table1
+from imagenet_clean.evaluate.table2 import write_table2
+from imagenet_clean.evaluate.table3 import write_table3
+
+
+def test_paper_figures_transcribed():
+    assert len(paper.PAPER_TABLE1) == 14 and len(paper.PAPER_TABLE2) == 7 and len(paper.PAPER_TABLE3) == 4
+    assert paper.PAPER_TABLE1[0] == ("SqueezeNet", 13716, (56.15, 79.38), (63.78, 85.66))
+    assert paper.PAPER_TABLE1[9] == ("ENet-B2 (NS)", 4658, (81.41, 95.94), (90.73, 99.37))
+    assert paper.PAPER_TABLE2[2][1][2] == (83.11, 96.78)
+    assert paper.PAPER_TABLE2[6][1] == ((88.35, 98.65), (90.87, 99.25), None, (80.10, 95.86), (84.12, 97.81))
+    assert paper.PAPER_TABLE3[2] == ("180x320 (P)", ((-1.03, -0.30), (+0.25, +0.33)))
+    # the pretrained rows of table 2 repeat table 1's V and V_c figures
+    t1 = {m: (v, vc) for m, _, v, vc in paper.PAPER_TABLE1}
+    for m, cells in paper.PAPER_TABLE2[3:]:
+        key = {"IG-ResNeXt101": "IG-ResNeXt101"}.get(m, m)
+        assert (cells[0], cells[1]) == t1[key]
+
+
+def test_report_with_only_table1_notes_the_rest(tmp_path):
+    paths = make_project(tmp_path, splits=("val",))
+    write_table1(list(MODELS), ["val"], paths=paths)
+    out = write_report(["val"], data=paths.data, metrics=paths.metrics)
+    md = out.read_text()
+    assert "## Table 1" in md and "| m1 | 3 | 81.82/100.00 | 100.00/100.00 | +18.18/+0.00 |" in md
+    assert "*table2: not computed.*" in md and "*ablations: not computed.*" in md
+    assert "13716" in md  # the paper's figures beside ours
+
+
+def test_report_renders_all_tables(tmp_path):
+    paths = make_project(tmp_path, n=40)
+    write_table1(list(MODELS), ["val", "v2"], paths=paths)
+    fake = FakeBackend()
+    write_table2(_params(archs=["a1"], seeds=2), paths=paths, backend=fake)
+    write_table3(_params(archs=["a1"], seeds=2, resolutions=True), paths=paths, backend=fake)
+    write_ablations(_params(archs=["a1"], seeds=2), paths=paths, backend=fake)  # switched off
+    md = write_report(["train", "val", "v2"], data=paths.data, metrics=paths.metrics).read_text()
+    assert "## Table 2" in md and "T_c, V_c" in md and "T_c, V2_c" in md and "±" in md
+    assert "Beyond seed spread" in md and "mean±std over 2 seed(s)" in md
+    assert "## Table 3" in md and "56x32 (L)" in md and "square 32x32" in md
+    assert "*ablations: skipped (tables.ablations is false).*" in md
+    assert "83.11/96.78" in md and "+1.36/+0.75" in md
+    t3 = md[md.index("## Table 3"):]
+    assert t3.index("40x24 (L)") < t3.index("56x32 (L)") < t3.index("24x40 (P)")
+    csv = pd.read_csv(paths.metrics / "plots" / "changes_per_class.csv")
+    assert list(csv.columns) == ["split", "class", "fixes", "removals"]
+    val = csv[csv["split"] == "val"].set_index("class")
+    assert val["fixes"].sum() == 2 and val["removals"].sum() == 2
+
+
+def test_report_ablations_and_rounds(tmp_path):
+    paths = make_project(tmp_path, n=40)
+    write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
+    r2 = RoundPaths(2, paths.data, paths.metrics)
+    make_split(r2, "val")
+    write_table1(list(MODELS), ["val"], paths=r2)
+    md = write_report(["val"], rounds=2, data=paths.data, metrics=paths.metrics).read_text()
+    assert "# Round 1" in md and "# Round 2" in md
+    r1 = md[md.index("# Round 1"):md.index("# Round 2")]
+    assert "## Ablations" in r1 and "*table1: not computed.*" in r1
+    rows = [line.split("|")[1].strip() for line in r1.splitlines() if line.startswith("| ") and "Variant" not in line]
+    assert rows == ["none", "fixes", "removals", "merges", "all"]
+    assert "## Table 1" in md[md.index("# Round 2"):]
+
+
+def test_report_bad_metrics_file(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "table1.json").write_text("{not json")
+    with pytest.raises(ValueError, match="table1.json: not valid JSON"):
+        write_report([], data=tmp_path / "data", metrics=tmp_path / "metrics")
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        write_report([], rounds=0, data=tmp_path / "data", metrics=tmp_path / "metrics")
+
+
+def test_empty_report_and_empty_table():
+    md = render_report({1: {"table1.json": {}, "table2.json": None}})
+    assert "*table1: empty.*" in md and "*table2: not computed.*" in md
+
+
+def test_changes_per_class():
+    dec = pd.DataFrame({"wnid": ["b", "a", "a", "b", "c"], "action": ["fix", "remove", "keep", "fix", "keep"]})
+    out = changes_per_class({"val": dec})
+    assert out.to_dict("records") == [
+        {"split": "val", "class": "a", "fixes": 0, "removals": 1},
+        {"split": "val", "class": "b", "fixes": 2, "removals": 0},
+        {"split": "val", "class": "c", "fixes": 0, "removals": 0},
+    ]
+    assert list(changes_per_class({}).columns) == ["split", "class", "fixes", "removals"]
+    with pytest.raises(ValueError, match=r"split 'val': missing column\(s\) \['wnid'\]"):
+        changes_per_class({"val": dec.drop(columns="wnid")})
+
+
+def test_cli_report(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+
+    make_project(tmp_path, splits=("val",))
+    (tmp_path / "params.yaml").write_text("splits:\n  val: {root: data/raw/val}\n")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["report"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "metrics" / "report.md").is_file()
+    assert (tmp_path / "metrics" / "plots" / "changes_per_class.csv").read_text().startswith("split,class,fixes,removals\n")
+
+
+def test_report_orders_val_first_and_ablations_use_val_clean(tmp_path):
+    paths = make_project(tmp_path, n=40)
+    write_table1(list(MODELS), ["val", "v2"], paths=paths)
+    write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
+    md = write_report([], data=paths.data, metrics=paths.metrics).read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Model | Label errors"))
+    assert header.index("(V)") < header.index("(V2)")
+    assert "a1: V_c top-1/top-5" in md
