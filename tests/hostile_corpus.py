@@ -232,3 +232,53 @@ def text_of_tree(folder: str | Path) -> bytes:
         if p.is_file() and not p.is_symlink():
             out.append(p.read_bytes())
     return b"\n".join(out)
+
+
+# ------------------------------------------------------------------ a tiny project for subprocess runs
+
+TIMING_FIELDS = ("seconds", "files_per_s")
+"""Metrics fields that measure time: the only ones allowed to differ between two runs."""
+TINY_GENERATE = {"n_train": 60, "n_val": 30, "n_v2": 30, "image_size": 32}
+
+
+def write_tiny_project(folder: str | Path, *, params_src: str | Path | None = None, **generate) -> Path:
+    """A project folder with the repository's params.yaml shrunk to a seconds-long embedded set.
+
+    Args:
+        folder: Where to write ``params.yaml`` (created).
+        params_src: The params file to start from (default: the repository's).
+        **generate: Overrides of ``generate.*`` (default :data:`TINY_GENERATE`).
+    """
+    import yaml
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Path(params_src) if params_src else Path(__file__).resolve().parents[1] / "params.yaml"
+    p = yaml.safe_load(src.read_text())
+    p["generate"].update({**TINY_GENERATE, **generate})
+    p["ingest"]["workers"] = 1
+    (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    return folder
+
+
+def tree_bytes(folder: str | Path) -> dict[str, bytes]:
+    """``relative path -> bytes`` of every regular file under ``folder`` (empty when it is missing)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return {}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def metrics_without_timing(path: str | Path) -> dict:
+    """A metrics JSON with the :data:`TIMING_FIELDS` removed."""
+    import json
+
+    return {k: v for k, v in json.loads(Path(path).read_text()).items() if k not in TIMING_FIELDS}
+
+
+def manifest_without_mtime(path: str | Path):
+    """A manifest's rows (a DataFrame) without ``mtime_ns``, plus its schema metadata, for comparison."""
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path)
+    return t.drop(["mtime_ns"]).to_pandas(), t.schema.metadata

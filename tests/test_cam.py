@@ -166,6 +166,7 @@ class TinyNet(torch.nn.Module):
 
     def __init__(self, seed: int, num_classes: int = 5) -> None:
         super().__init__()
+        self.num_classes = num_classes
         torch.manual_seed(seed)
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, 2, 1), torch.nn.ReLU())
         self.stage = torch.nn.Sequential(torch.nn.Conv2d(6, 10, 3, 2, 1), torch.nn.ReLU())
@@ -337,5 +338,9 @@ def test_bad_candidates_and_config_raise_with_values(tmp_path):
     with pytest.raises(ValueError, match="'lime'"):
         find_exemptions(cands, root=tmp_path, load_model=_loader(), cfg=CamConfig(methods=("gradcam", "lime")),
                         cache_dir=None)
+    bad = cands.copy()
+    bad.at[0, "label"] = 7
+    with pytest.raises(ValueError, match="'s0', 7"):
+        find_exemptions(bad, root=tmp_path, load_model=_loader(), cfg=CamConfig(), cache_dir=None)
     with pytest.raises(ValueError, match="min_methods=4"):
         find_exemptions(cands, root=tmp_path, load_model=_loader(), cfg=CamConfig(min_methods=4), cache_dir=None)

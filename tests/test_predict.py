@@ -9,7 +9,6 @@ import textwrap
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -288,3 +287,27 @@ def test_heatmap_back_to_original_pixels():
     assert back[25, 35:48].min() > 0.9 and back[25, :25].max() == 0 and back[25, 53:].max() < 0.1
     with pytest.raises(ValueError, match="not positive"):
         eval_geometry(cfg, 0, 10)
+
+
+class _OomAbove(torch.nn.Module):
+    """Wraps a model; raises CUDA out-of-memory for batches larger than ``limit`` (simulated GPU)."""
+
+    def __init__(self, model, limit):
+        super().__init__()
+        self.model, self.limit, self.num_classes, self.sizes = model, limit, model.num_classes, []
+
+    def forward(self, x):
+        self.sizes.append(len(x))
+        if len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.model(x)
+
+
+def test_out_of_memory_halves_the_batch_and_continues(tmp_path, tiny):
+    manifest = make_images(tmp_path, n=7)
+    model, cfg = load_tiny(tiny)
+    wrapped = _OomAbove(model, limit=2)
+    table = predict_samples(wrapped, cfg, tmp_path, manifest, batch_size=8, workers=0)
+    assert wrapped.sizes[:3] == [7, 4, 2] and max(wrapped.sizes[3:]) <= 2
+    ref = predict_samples(model, cfg, tmp_path, manifest, batch_size=2, workers=0)
+    assert np.allclose(np.asarray(table["probs"].to_pylist(), np.float32), np.asarray(ref["probs"].to_pylist(), np.float32), atol=1e-3)

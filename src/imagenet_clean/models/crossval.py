@@ -290,3 +290,83 @@ def _assemble(manifest: pd.DataFrame, parts: list[pa.Table], *, num_classes: int
     if pos.index.duplicated().any() or len(ids) != len(manifest):
         raise ValueError(f"out-of-fold predictions cover {len(ids)} rows for {len(manifest)} manifest rows (fold files inconsistent)")
     return table.take(pa.array(pos.loc[manifest["sample_id"].to_numpy()].to_numpy()))
+
+
+def run_fit(
+    model_name: str,
+    params,
+    *,
+    manifest: str | Path = "data/manifests/train.parquet",
+    models_dir: str | Path = "data/models",
+    predictions_dir: str | Path = "data/predictions/train",
+    live_root: str | Path | None = "metrics/train",
+) -> dict | None:
+    """Stage fit@model: cross-validate one configured model on the training split.
+
+    Reads ``params.models[model_name]``, ``params.train``, ``params.seed``,
+    ``params.dataset.classes`` and the training manifest (its image root comes
+    from the manifest's metadata, else ``splits.train.root``); writes
+    ``<models_dir>/<model_name>/`` (fold and full checkpoints) and
+    ``<predictions_dir>/<model_name>.parquet`` (out-of-fold predictions).
+
+    Args:
+        model_name: A key of ``params.models``.
+        params: The loaded :class:`~imagenet_clean.config.Params`.
+        manifest: The training split's manifest.
+        models_dir: Parent folder of the models' folders.
+        predictions_dir: Folder of the training split's prediction files.
+        live_root: dvclive root (``<live_root>/<model_name>/fold<k>``); None logs nothing.
+
+    Returns:
+        A summary (``n``, ``n_error``, ``top1``, ``top5`` out-of-fold, per-fold
+        held-out top-1 and training seconds) on rank 0; None on other ranks.
+
+    Raises:
+        KeyError: ``model_name`` is not configured.
+        ValueError: the manifest's class count differs from the class list's, or see
+            :func:`cross_validate`.
+        ModelError: the model entry cannot be built (checked before any training).
+    """
+    import torch
+
+    from ..classes import load_classes
+    from ..io import read_metadata, read_table
+    from .distributed import env_info
+    from .factory import check_model
+    from .predict import accuracy_summary
+
+    if model_name not in params.models:
+        raise KeyError(f"model {model_name!r} is not in params.yaml models (configured: {', '.join(params.models) or 'none'})")
+    arch_cfg = params.models[model_name]
+    cfg = params.train
+    num_classes = len(load_classes(params.dataset.classes))
+    meta = read_metadata(manifest) if Path(manifest).is_file() else {}
+    frame = read_table(manifest)
+    if "num_classes" in meta and int(meta["num_classes"]) != num_classes:
+        raise ValueError(f"{manifest} was ingested with {meta['num_classes']} classes but {params.dataset.classes} lists {num_classes}")
+    root = meta.get("root") or (params.splits["train"].root if "train" in params.splits else None)
+    if not root:
+        raise ValueError(f"{manifest}: no image root in its metadata and no splits.train.root in params.yaml")
+    if cfg.finetune and arch_cfg.weights != "train":
+        from .train import build_train_model
+
+        build_train_model(arch_cfg, num_classes=num_classes, finetune=True)  # fails fast on missing/unfitting weights
+    else:
+        check_model(dataclasses.replace(arch_cfg, weights="train"), num_classes=num_classes)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    table = cross_validate(frame, root, model_name=model_name, arch_cfg=arch_cfg, num_classes=num_classes, cfg=cfg,
+                           seed=params.seed, out_dir=Path(models_dir) / model_name,
+                           live_dir=None if live_root is None else Path(live_root) / model_name)
+    if env_info().rank != 0:
+        return None
+    out = Path(predictions_dir) / f"{model_name}.parquet"
+    write_predictions(out, table, model=model_name, arch=arch_cfg.arch, split="train", num_classes=num_classes)
+    summary = {"model": model_name, "arch": arch_cfg.arch, "folds": cfg.folds, **accuracy_summary(table, frame["label"].to_numpy())}
+    for k in [*range(cfg.folds), FULL]:
+        done = _paths(Path(models_dir) / model_name, k)["done"]
+        if done.is_file():
+            m = json.loads(done.read_text())
+            summary["full" if k == FULL else f"fold{k}"] = {key: m.get(key) for key in ("heldout_top1", "train_s") if key in m}
+    write_json(Path(models_dir) / model_name / "summary.json", summary)
+    return summary

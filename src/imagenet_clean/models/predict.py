@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..io import atomic_path, read_metadata, write_table
+from ..io import read_metadata, write_table
 from ..predictions import predictions_table
 from ..progress import progress
 from .distributed import barrier
@@ -547,7 +547,7 @@ def run_predict_split(
             table = predict_samples(
                 model, data_cfg, root, df, batch_size=pc.batch_size, bf16=pc.bf16, channels_last=pc.channels_last,
                 workers=pc.workers, shard_dir=shard_dir, shard_size=pc.shard_size, rank=info.rank,
-                world_size=info.world_size, device=info.device, desc=f"{split}/{name}",
+                world_size=info.world_size, device=info.device, max_pixels=params.ingest.max_pixels, desc=f"{split}/{name}",
             )
             seconds = time.perf_counter() - t0
             if info.is_main:
