@@ -170,7 +170,7 @@ def test_bad_manifests_are_rejected_before_training(data, tmp_path, mutate, matc
 
 _SCRIPT = textwrap.dedent(
     """
-    import sys, pandas as pd
+    import os, sys, pandas as pd
     from imagenet_clean.config import ModelConfig, TrainConfig
     from imagenet_clean.models.crossval import cross_validate
     from imagenet_clean.predictions import write_predictions
@@ -178,7 +178,8 @@ _SCRIPT = textwrap.dedent(
     cfg = TrainConfig(folds=2, epochs=2, batch_size=8, lr=0.05, warmup_epochs=0, cooldown_epochs=0, threads=1)
     t = cross_validate(manifest, root, model_name="m", arch_cfg=ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32)),
                        num_classes=3, cfg=cfg, seed=0, out_dir=out)
-    write_predictions(out + "/oof.parquet", t, model="m")
+    if os.environ.get("RANK", "0") == "0":
+        write_predictions(out + "/oof.parquet", t, model="m")
     """
 )
 
@@ -275,3 +276,25 @@ def test_fit_rejects_a_manifest_of_another_class_list(data, tmp_path, capsys):
     (tmp_path / "classes.tsv").write_text("a\tA\nb\tB\n")
     code, _, err = _fit(tmp_path, "tiny", capsys)
     assert code == 1 and "ingested with 3 classes" in err and "lists 2" in err
+
+
+# ---------------------------------------------------------------- torchrun
+
+
+@pytest.mark.slow
+def test_cross_validation_under_torchrun_with_two_gloo_processes(data, tmp_path):
+    root, manifest = data
+    mf = tmp_path / "manifest.parquet"
+    manifest.to_parquet(mf)
+    out = tmp_path / "ddp"
+    script = tmp_path / "cv.py"
+    script.write_text(_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", str(script), str(root), str(mf), str(out)]
+    res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    preds = read_predictions(out / "oof.parquet")
+    assert list(preds.sample_ids) == manifest["sample_id"].tolist()
+    ok = manifest["status"].to_numpy() == "ok"
+    assert np.array_equal(preds.fold[ok], assign_folds(manifest.loc[ok, "label"].to_numpy(), folds=2, seed=0))
+    assert (preds.status[ok] == "ok").all()
+    assert (out / "full.safetensors").is_file() and not list(out.glob(".*shards"))

@@ -276,3 +276,89 @@ def read_json(path):
     import json
 
     return json.loads(Path(path).read_text())
+
+
+# ------------------------------------------------------------------ prediction over the corpus, untrusted checkpoints
+
+
+class _Evil:
+    """Unpickling this runs code: it creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    import torch
+
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models.factory import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model, _ = build_model(ModelConfig(arch="resnet10t", weights="train", input_size=(3, 32, 32)), num_classes=3)
+    save_checkpoint(model, path)
+    return path
+
+
+def _main(args, capsys):
+    from imagenet_clean.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("where", ["top", "nested"])
+def test_code_executing_checkpoint_is_refused_by_the_predict_command(tmp_path, corpus, workdir, capsys, monkeypatch, where):
+    import torch
+
+    monkeypatch.setenv("IMAGENET_CLEAN_TRACEBACK", "0")
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save(_Evil(marker) if where == "top" else {"state_dict": {"w": _Evil(marker)}}, evil)
+    code, _, err = _main(["predict", "--model", "resnet10t", "--weights", str(evil), "--images", str(corpus.root),
+                          "--classes", str(corpus.classes_tsv), "--out", "p.parquet", "--input-size", "3,32,32"], capsys)
+    assert code == 1 and err.startswith("imagenet-clean: error:") and err.count("\n") == 1, err
+    assert "refusing to load checkpoint" in err and "evil.pth" in err
+    assert not marker.exists()
+    assert not Path("p.parquet").exists()
+
+
+def test_predict_over_the_hostile_manifest_gives_a_row_per_sample_and_reads_nothing_outside(corpus, workdir, tmp_path):
+    """Every manifest row gets a prediction row; rows ingest refused keep their status and reason."""
+    import pyarrow.parquet as pq
+
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models.predict import predict_to_file
+
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    df, _ = _ingest("train")
+    ok = df[df["status"] == "ok"]
+    cfg = ModelConfig(arch="resnet10t", weights=str(ckpt), input_size=(3, 32, 32))
+    with audited() as events:
+        predict_to_file(cfg, out="pred.parquet", manifest="data/manifests/train.parquet",
+                        classes=str(corpus.classes_tsv), batch_size=4, workers=0)
+    pred = pq.read_table("pred.parquet").to_pandas()
+    assert list(pred["sample_id"]) == list(df["sample_id"])
+    p = pred.set_index("sample_id")
+    for sid in ok["sample_id"]:
+        if sid in corpus.escaping:
+            continue
+        assert p.loc[sid, "status"] == "ok", (sid, p.loc[sid, "reason"])
+        assert abs(float(np.sum(p.loc[sid, "probs"])) - 1) < 1e-2
+    for sid, exp in corpus.train.items():
+        if exp.status == "error":
+            assert p.loc[sid, "status"] != "ok" and p.loc[sid, "reason"].startswith(exp.reason), sid
+    written = {q for _, q, w in events if w}
+    assert all(_under(q, workdir) for q in written), sorted(q for q in written if not _under(q, workdir))
+    # outside the root, only the targets of the escaping links are opened (their policy: the xfail tests above)
+    targets = {os.path.realpath(corpus.root / s) for s in corpus.escaping}
+    outside = {q for e, q, _ in events if e == "open" and _under(q, corpus.outside)}
+    assert all(any(q == t or _under(q, t) for t in targets) for q in outside), outside

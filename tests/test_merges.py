@@ -1,5 +1,4 @@
 """Category merges: the paper's table A.1, the embedded pair, custom tables, placeholders."""
-import numpy as np
 import pytest
 
 from imagenet_clean.classes import ClassList, imagenet_classes

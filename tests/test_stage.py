@@ -273,3 +273,17 @@ def test_cli_clean_and_diff(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         main(["clean", "--split", "nope"])
     assert "split nope skipped" in capsys.readouterr().out
+
+
+def test_empty_split_gives_empty_outputs(tmp_path):
+    params, manifest, _ = make_project(tmp_path)
+    empty = manifest.iloc[:0]
+    write_table(tmp_path / "data/manifests/val.parquet", empty,
+                metadata={"root": "raw/val", "layout": "val", "split": "val", "classes": "classes.tsv", "num_classes": K})
+    for m in MODELS:
+        write_predictions(tmp_path / f"data/predictions/val/{m}.parquet",
+                          predictions_table(np.array([], object), np.zeros((0, K))), model=m, arch="x", split="val", num_classes=K)
+    metrics = clean_split("val", params, workdir=tmp_path, cam=False)
+    assert metrics["samples"] == 0 and metrics["fix"] == 0
+    assert read_table(tmp_path / "data/decisions/val.parquet").empty
+    assert (read_table(tmp_path / "data/clean/val.parquet")["action"] == "placeholder").all()

@@ -159,6 +159,7 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class CamConfig:
+    enabled: bool = True
     methods: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
     heat: float = field(default=0.75, metadata=_PROB)
     pass_score: float = field(default=0.01, metadata=_PROB)

@@ -96,7 +96,7 @@ def _check_annotation_pairs(*, train, train_boxes, val, val_labels, val_boxes) -
     if val is not None and val_labels is None and _has_flat_images(Path(val)):
         problems.append(
             f"--val {val}: flat ILSVRC2012_val_*.JPEG files need their labels: add --val-labels LOC_val_solution.csv "
-            "(Kaggle) or a '<file> <wnid>' labels file"
+            "(Kaggle), the validation box XML folder (ILSVRC2012_bbox_val_v3) or a '<file> <wnid>' labels file"
         )
     if val_labels is not None and Path(val_labels).is_file() and Path(val_labels).suffix.lower() == ".csv":
         with open(val_labels, newline="") as f:

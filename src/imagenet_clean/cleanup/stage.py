@@ -464,14 +464,14 @@ def _full_decisions(manifest: pd.DataFrame, dec: pd.DataFrame, valid_rows: np.nd
         "wnid": manifest["wnid"].to_numpy(),
         "action": np.full(n, "remove", dtype=object),
         "new_label": labels.copy(),
-        "rules": [[RULE_UNREADABLE] for _ in range(n)],
+        "rules": pd.Series([[RULE_UNREADABLE] for _ in range(n)], dtype=object),
         "n_flagged": np.zeros(n, np.int64),
-        "flagged_models": [[] for _ in range(n)],
-        "candidates": [[] for _ in range(n)],
+        "flagged_models": pd.Series([[] for _ in range(n)], dtype=object),
+        "candidates": pd.Series([[] for _ in range(n)], dtype=object),
         "c_s": np.zeros(n, np.int64),
         "cam_scores": np.full(n, "{}", dtype=object),
         "exempted_by": np.full(n, "", dtype=object),
-        "content_hash": manifest["content_hash"].to_numpy() if "content_hash" in manifest else None,
+        "content_hash": manifest["content_hash"].to_numpy(dtype=object) if "content_hash" in manifest else np.full(n, None, object),
         "reason": reason,
     })
     for col in ("action", "new_label", "n_flagged", "c_s", "cam_scores", "exempted_by"):
@@ -482,7 +482,7 @@ def _full_decisions(manifest: pd.DataFrame, dec: pd.DataFrame, valid_rows: np.nd
         vals = out[col].tolist()
         for i, v in zip(valid_rows.tolist(), dec[col].tolist()):
             vals[i] = v
-        out[col] = vals
+        out[col] = pd.Series(vals, dtype=object, index=out.index)
     return out
 
 

@@ -143,11 +143,11 @@ def _train_and_save(frame: pd.DataFrame, root, *, fold: int, fp: str, held: pd.D
                     num_classes: int, cfg: TrainConfig, seed: int, out_dir: Path, live_dir: Path | None, model_name: str) -> dict:
     """Train (or reuse a matching checkpoint), save, predict ``held`` and write the done marker."""
     from .factory import build_model, save_checkpoint
-    from .distributed import barrier
-    from .train import dist_info, train_model
+    from .distributed import barrier, env_info
+    from .train import train_model
 
     paths = _paths(out_dir, fold)
-    rank, _ = dist_info()
+    rank = env_info().rank
     name = f"{model_name} {'full' if fold == FULL else f'fold {fold}'}"
     t0 = time.perf_counter()
     trained = False
@@ -264,7 +264,10 @@ def cross_validate(
         if not _done(_paths(out_dir, FULL), fp, need_preds=False):
             _train_and_save(usable, root, fold=FULL, fp=fp, held=None, arch_cfg=arch_cfg, num_classes=num_classes,
                             cfg=cfg, seed=seed, out_dir=out_dir, live_dir=live_dir, model_name=model_name)
-    _remove_stale(out_dir, cfg.folds)
+    from .distributed import env_info
+
+    if env_info().rank == 0:
+        _remove_stale(out_dir, cfg.folds)
     return _assemble(manifest, parts, num_classes=num_classes)
 
 
