@@ -146,6 +146,7 @@ class TrainConfig:
     bf16: bool = False
     workers: int = field(default=0, metadata=_NONNEG)
     finetune: bool = False
+    opt: str = field(default="sgd", metadata=_check(lambda v: v in ("sgd", "momentum", "adamw", "adam", "lamb", "rmsprop"), "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
 
 
 @dataclass(frozen=True)
@@ -249,7 +250,7 @@ def _build(cls, data, path: str):
         raise ConfigError(f"{path or 'params'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=repr)
     if unknown:
         where = f"{path}." if path else ""
         raise ConfigError(f"unknown key {where}{unknown[0]!r}; allowed keys: {', '.join(sorted(fields))}")

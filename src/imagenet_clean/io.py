@@ -19,6 +19,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 class OutputError(OSError):
     """An output could not be written (full disk, read-only folder, ...)."""
 
@@ -36,6 +45,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are as readable as any new file
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     tmp = Path(tmp)
