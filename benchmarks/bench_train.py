@@ -14,7 +14,6 @@ import dataclasses
 import json
 import time
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -30,7 +29,7 @@ def _root(manifest: str, df: pd.DataFrame, given: str | None) -> str:
 def main() -> None:
     import torch
 
-    from imagenet_clean.config import TrainConfig, load_params
+    from imagenet_clean.config import load_params
     from imagenet_clean.models.train import train_model
     from imagenet_clean.models.transforms import eval_transform
     from imagenet_clean.models.datasets import ImageSamples, make_loader
@@ -58,7 +57,6 @@ def main() -> None:
     for name in names:
         mc = params.models[name]
         t0 = time.perf_counter()
-        model, data_cfg = None, None
         model = train_model(tr[["path", "label"]], _root(args.train, tr, args.train_root), arch_cfg=mc, num_classes=k, cfg=cfg, seed=params.seed)
         t_train = time.perf_counter() - t0
         from imagenet_clean.models.factory import data_config

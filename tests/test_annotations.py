@@ -117,3 +117,18 @@ def test_kind_dispatch_and_missing_source(tmp_path, classes3):
         load_annotations(tmp_path / "nowhere.csv", classes=classes3)
     with pytest.raises(ValueError, match="unknown annotation kind 'yaml'"):
         load_annotations(tmp_path, classes=classes3, kind="yaml")
+
+
+@pytest.mark.parametrize("name", ["LOC_val_solution.csv", "val.txt"])
+def test_non_utf8_text_file_is_a_valueerror_naming_the_file(tmp_path, classes3, name):
+    p = tmp_path / name
+    p.write_bytes(b"ImageId,PredictionString\nILSVRC2012_val_00000001,n00000001 1 1 2 2 \xff\xfe\n")
+    with pytest.raises(ValueError, match=rf"{name}: not a UTF-8 text file \(byte \d+: invalid start byte\)"):
+        load_annotations(p, classes=classes3)
+
+
+def test_utf8_bom_is_accepted(tmp_path, classes3):
+    p = tmp_path / "LOC_val_solution.csv"
+    p.write_bytes("ImageId,PredictionString\nILSVRC2012_val_00000001,n00000001 1 1 2 2\n".encode("utf-8-sig"))
+    ann = load_annotations(p, classes=classes3)
+    assert ann.errors == [] and ann.labels["ILSVRC2012_val_00000001"].wnid == "n00000001"

@@ -49,9 +49,6 @@ def test_two_fresh_runs_give_identical_data_manifests_and_metrics(two_runs):
         assert metrics_without_timing(a / f"metrics/ingest/{split}.json") == metrics_without_timing(b / f"metrics/ingest/{split}.json")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "manifests record mtime_ns and generate does not pin the mtimes of the files it writes, so two fresh "
-    "runs differ in that column; fix proposed in docs/reliability.md"))
 def test_two_fresh_runs_give_byte_identical_manifest_files(two_runs):
     a, b = two_runs
     for split in ("train", "val", "v2"):

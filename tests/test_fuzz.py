@@ -145,9 +145,6 @@ def test_labels_file_on_arbitrary_text(tmp_path, text):
         assert e.startswith(f"{p}:"), e
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "data/annotations.py: a non-UTF-8 CSV/labels file raises a bare UnicodeDecodeError that names no file; "
-    "fix in docs/reliability.md (bug list)"))
 @FUZZ
 @given(data=st.binary(max_size=200), kind=st.sampled_from(["LOC_val_solution.csv", "val.txt"]))
 def test_annotation_files_that_are_not_utf8_are_an_error_naming_the_file(tmp_path, data, kind):

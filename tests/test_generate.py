@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,56 @@ def test_cli_generate(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["generate"])
     assert res.exit_code == 0, res.output
     assert "train: 20 images" in res.output and Path("data/raw/truth.parquet").is_file()
+
+
+def test_file_times_are_a_constant_of_seed_and_config(raw, tmp_path):
+    from imagenet_clean.data.generate import file_mtime_ns
+
+    out, _ = raw
+    t = file_mtime_ns(small(out), seed=3)
+    assert {p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == {t}
+    assert file_mtime_ns(small(tmp_path / "elsewhere"), seed=3) == t  # the output folder does not count
+    assert file_mtime_ns(small(out), seed=4) != t and file_mtime_ns(small(out, n_train=99), seed=3) != t
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
+
+
+def test_disk_full_is_one_outputerror_and_keeps_the_old_tree(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image
+
+    from imagenet_clean.io import OutputError
+
+    out = tmp_path / "raw"
+    generate(small(out, n_train=20, n_val=10, n_v2=10), seed=0)
+    before = tree_digest(out)
+    real_save = Image.Image.save
+
+    def save(self, fp, *a, **kw):
+        if str(fp).endswith("_5.JPEG"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *a, **kw)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    with pytest.raises(OutputError, match=rf"^cannot write {out}: No space left on device$"):
+        generate(small(out, n_train=30, n_val=10, n_v2=10), seed=1)
+    assert tree_digest(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # the temporary tree is gone
+
+
+def test_leftovers_of_killed_runs_are_removed_but_not_others(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "raw"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    for name in (f".raw.tmp-{pid}-abc_123", f".raw.old-{pid}", f".raw.tmp-{os.getpid()}-live",
+                 ".raw.tmp-notapid", ".raw.old-12x", f".other.old-{pid}", "mine"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_bytes(b"x")
+    generate(small(out, enabled=False), seed=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f".raw.tmp-{os.getpid()}-live", ".raw.tmp-notapid", ".raw.old-12x", f".other.old-{pid}", "mine", "raw"])

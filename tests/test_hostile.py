@@ -242,7 +242,6 @@ SYMLINK_BUG = ("data/layouts.py list_files follows symlinks out of the dataset r
                "fix proposed in docs/reliability.md (symlink policy)")
 
 
-@pytest.mark.xfail(strict=True, reason=SYMLINK_BUG)
 def test_symlinks_leaving_the_root_are_reported_not_followed(corpus, workdir):
     _ingest("train")  # warm up lazy imports
     with audited() as events:
@@ -257,7 +256,6 @@ def test_symlinks_leaving_the_root_are_reported_not_followed(corpus, workdir):
     assert secret_hash not in set(df["content_hash"].dropna())
 
 
-@pytest.mark.xfail(strict=True, reason=SYMLINK_BUG)
 def test_dangling_symlink_is_reported_not_dropped(corpus, workdir):
     df, _ = _ingest("train")
     r = _rows(df)

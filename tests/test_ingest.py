@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -249,3 +250,42 @@ def test_cli_root_form(train_tree, classes3, tmp_path):
     assert res.exit_code == 0, res.output
     assert "4 files, 4 ok, 2 with boxes" in res.output
     assert len(read_table(out)) == 4
+
+
+def test_symlinks_leaving_the_root_or_dangling_are_listed_never_opened(tmp_path, classes3, write_image):
+    root, outside = tmp_path / "t", tmp_path / "outside"
+    write_image(root / W1 / "a.JPEG", seed=1)
+    write_image(outside / "secret.JPEG", seed=2)
+    write_image(outside / "folder" / "b.JPEG", seed=3)
+    (root / W1 / "inside.JPEG").symlink_to(root / W1 / "a.JPEG")
+    (root / W1 / "escape.JPEG").symlink_to(outside / "secret.JPEG")
+    (root / W1 / "escape_dir").symlink_to(outside / "folder", target_is_directory=True)
+    (root / W2).mkdir()
+    (root / W2 / "dangling.JPEG").symlink_to(tmp_path / "gone.JPEG")
+    (root / W2 / "relative_up.JPEG").symlink_to("../../outside/secret.JPEG")
+    df, stats = ingest_split(root, layout="train", classes=classes3, max_pixels=BIG)
+    r = {x.sample_id: x for x in df.itertuples()}
+    assert sorted(r) == [f"{W1}/a.JPEG", f"{W1}/escape.JPEG", f"{W1}/escape_dir", f"{W1}/inside.JPEG",
+                         f"{W2}/dangling.JPEG", f"{W2}/relative_up.JPEG"]  # nothing listed inside escape_dir
+    assert r[f"{W1}/inside.JPEG"].status == "ok" and r[f"{W1}/inside.JPEG"].content_hash == r[f"{W1}/a.JPEG"].content_hash
+    assert r[f"{W1}/escape.JPEG"].reason == f"symlink outside the dataset root: {W1}/escape.JPEG -> {outside / 'secret.JPEG'}"
+    assert r[f"{W1}/escape_dir"].reason.startswith("symlink outside the dataset root: ")
+    assert r[f"{W2}/relative_up.JPEG"].reason.endswith("-> ../../outside/secret.JPEG")
+    assert r[f"{W2}/dangling.JPEG"].reason == f"broken symlink: {W2}/dangling.JPEG -> {tmp_path / 'gone.JPEG'}"
+    for sid in (f"{W1}/escape.JPEG", f"{W1}/escape_dir", f"{W2}/dangling.JPEG", f"{W2}/relative_up.JPEG"):
+        x = r[sid]
+        assert (x.status, x.width, x.height, x.size, x.mtime_ns) == ("error", -1, -1, -1, -1), sid
+        assert pd.isna(x.content_hash), sid
+        assert x.label >= 0  # the class of the folder is kept for the record
+    assert stats["errors_by_reason"] == {"broken symlink": 1, "symlink outside the dataset root": 3}
+
+
+def test_val_flat_symlink_leaving_the_root_keeps_its_label_and_reason(tmp_path, classes3, write_image):
+    write_image(tmp_path / "outside.JPEG")
+    (tmp_path / "val").mkdir()
+    (tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG").symlink_to(tmp_path / "outside.JPEG")
+    labels = tmp_path / "val.txt"
+    labels.write_text(f"ILSVRC2012_val_00000001.JPEG {W2}\n")
+    df, _ = ingest_split(tmp_path / "val", layout="val", classes=classes3, labels=labels, max_pixels=BIG)
+    assert (df["label"][0], df["status"][0]) == (1, "error")
+    assert df["reason"][0].startswith("symlink outside the dataset root: ILSVRC2012_val_00000001.JPEG -> ")

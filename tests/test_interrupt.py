@@ -156,9 +156,6 @@ def test_rerun_after_regenerate_gives_the_same_manifest_apart_from_mtimes(tmp_pa
     assert got.equals(want) and got_meta == want_meta
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "io.atomic_path (tempfile.mkstemp: mode 0600) and generate (tempfile.mkdtemp: mode 0700) make outputs "
-    "private to their owner; fix proposed in docs/reliability.md"))
 def test_outputs_are_readable_like_any_new_file(reference):
     """Atomic writes must not narrow permissions: outputs are as readable as files written with open()."""
     umask = os.umask(0)
@@ -297,9 +294,6 @@ def test_read_only_output_folder_is_one_line_and_keeps_the_old_file(ingested, mo
     assert not list(ingested.rglob("*.tmp"))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "generate.py writes images with PIL/open inside its temporary tree: an OSError (disk full) escapes as a "
-    "traceback because cli/__init__._known_errors has no plain OSError; fix in docs/reliability.md"))
 def test_disk_full_during_generate_is_one_line_and_keeps_the_old_raw(ingested, monkeypatch, capsys):
     import errno
 

@@ -127,3 +127,20 @@ def test_init_embedded_accepts_set(tmp_path):
     res = CliRunner().invoke(app, ["init", "embedded", "--params", str(tmp_path / "p.yaml"), "--set", "train.epochs=2"])
     assert res.exit_code == 0, res.output
     assert parse_params(yaml.safe_load((tmp_path / "p.yaml").read_text())).train.epochs == 2
+
+
+def test_imagenet_preset_lists_every_knob_dvc_yaml_may_name(tmp_path):
+    # dvc refuses a stage whose params key is missing from params.yaml (e.g. retrain's tables.epochs)
+    import dataclasses
+
+    from imagenet_clean.config import Params
+
+    _tree(tmp_path / "v2", ["0"])
+    params = imagenet_params(v2=tmp_path / "v2", models=["efficientnet_lite0"])
+    for f in dataclasses.fields(Params):
+        assert f.name in params, f.name
+        sub = getattr(Params(), f.name)
+        if dataclasses.is_dataclass(sub):
+            missing = [g.name for g in dataclasses.fields(sub) if g.name not in params[f.name]]
+            assert not missing, (f.name, missing)
+    assert "epochs" in params["tables"] and "input_size" in params["tables"]

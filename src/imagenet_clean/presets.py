@@ -204,6 +204,7 @@ def imagenet_params(
     params["train"] = {**params["train"], "epochs": 90, "batch_size": 256, "cooldown_epochs": 10, "folds": 4}
     params["predict"] = {**params["predict"], "batch_size": 256}
     params["tables"] = {**params["tables"], "archs": ["efficientnet_b0"], "seeds": 1}
+    params = complete_params(params)
     try:
         parse_params(params)
     except ConfigError as e:  # a bug in this preset, not in the user's input
@@ -211,6 +212,47 @@ def imagenet_params(
     if sets:
         params = apply_overrides(params, sets)
     return params
+
+
+def complete_params(params: dict) -> dict:
+    """``params`` with every missing key of the fixed sections set to its default.
+
+    dvc.yaml names params keys one by one (``tables.epochs``); DVC refuses to run
+    a stage whose key is absent from params.yaml, so the written file lists every
+    knob of every section (the name-keyed maps ``models`` and ``splits`` are left
+    as given).
+    """
+    import dataclasses
+
+    from .config import Params
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    defaults = plain(Params())
+
+    def fill(node: dict, base: dict) -> dict:
+        out = dict(node)
+        for k, v in base.items():
+            if k not in out:
+                out[k] = v
+            elif isinstance(v, dict) and isinstance(out[k], dict):
+                out[k] = fill(out[k], v)
+        return out
+
+    out = dict(params)
+    for key, base in defaults.items():
+        if key in _NAMED_MAPS:
+            out.setdefault(key, base)
+        elif isinstance(base, dict):
+            out[key] = fill(out.get(key) or {}, base)
+        else:
+            out.setdefault(key, base)
+    return out
 
 
 def parse_override(text: str) -> tuple[str, object]:

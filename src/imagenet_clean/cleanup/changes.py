@@ -3,6 +3,11 @@
 One row per changed image: fixes, removals, merges (a kept or fixed image whose
 class was merged) and the placeholders of emptied classes, with the old and new
 class (index, wnid, name) and a one-line reason a reviewer can check.
+
+The list is meant to be opened in a spreadsheet, so text cells that a
+spreadsheet would run as a formula (a file named ``=cmd|' /C calc'!A0.JPEG``)
+are escaped with a leading apostrophe (:func:`escape_formula`); the exact
+paths are in ``data/decisions/<split>.parquet``.
 """
 from __future__ import annotations
 
@@ -15,6 +20,17 @@ from ..classes import ClassList
 from .rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_UNREADABLE
 
 CHANGE_COLUMNS = ("file", "old_label", "old_wnid", "old_name", "new_label", "new_wnid", "new_name", "action", "reason")
+TEXT_COLUMNS = ("file", "old_wnid", "old_name", "new_wnid", "new_name", "action", "reason")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet cell a formula (CSV injection, OWASP)."""
+
+
+def escape_formula(text: str) -> str:
+    """``text`` with a leading apostrophe when a spreadsheet would read it as a formula.
+
+    Example: ``escape_formula("=1+1")`` is ``"'=1+1"``; ``"cat.JPEG"`` is unchanged.
+    """
+    return f"'{text}" if isinstance(text, str) and text.startswith(FORMULA_START) else text
 
 
 def _reason(row, n_models: int, thresholds: dict) -> str:
@@ -53,7 +69,8 @@ def change_list(decisions: pd.DataFrame, clean: pd.DataFrame, classes: ClassList
     Returns:
         Columns :data:`CHANGE_COLUMNS`: fixes (``fix``, or ``fix+merge`` with the
         final class) and removals in decision order, then merges of kept images,
-        then placeholders. Removals have new label -1.
+        then placeholders. Removals have new label -1. Text cells starting like a
+        formula are escaped (:func:`escape_formula`).
     """
     thresholds = thresholds or {}
     names = np.asarray(classes.names, dtype=object)
@@ -96,7 +113,10 @@ def change_list(decisions: pd.DataFrame, clean: pd.DataFrame, classes: ClassList
             "new_label": int(r.label), "new_wnid": r.wnid, "new_name": names[r.label],
             "action": "placeholder", "reason": "black placeholder keeps the emptied (merged) class",
         })
-    return pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
+    out = pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
+    for c in TEXT_COLUMNS:
+        out[c] = [escape_formula(v) for v in out[c]]
+    return out
 
 
 def cam_summary(cam_scores: str) -> dict:

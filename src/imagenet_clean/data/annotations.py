@@ -88,7 +88,8 @@ def load_annotations(path: str | Path, *, classes: ClassList, kind: str | None =
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: ``kind`` is not a registered reader.
+        ValueError: ``kind`` is not a registered reader, or a CSV or labels
+            file is not UTF-8 text (the message names the file and byte).
     """
     path = Path(path)
     if not path.exists():
@@ -96,7 +97,10 @@ def load_annotations(path: str | Path, *, classes: ClassList, kind: str | None =
     kind = kind or annotation_kind(path)
     if kind not in ANNOTATION_READERS:
         raise ValueError(f"unknown annotation kind {kind!r}; known: {', '.join(sorted(ANNOTATION_READERS))}")
-    return ANNOTATION_READERS[kind](path, classes=classes)
+    try:
+        return ANNOTATION_READERS[kind](path, classes=classes)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte {e.start}: {e.reason})") from None
 
 
 # ------------------------------------------------------------------ VOC XML
@@ -194,7 +198,7 @@ def read_voc(path: Path, *, classes: ClassList) -> Annotations:
 def read_kaggle_csv(path: Path, *, classes: ClassList) -> Annotations:
     """A Kaggle ``LOC_*_solution.csv``; the first box's wnid is the image's label."""
     ann = Annotations()
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:2]] != ["ImageId", "PredictionString"]:
@@ -232,7 +236,7 @@ def read_kaggle_csv(path: Path, *, classes: ClassList) -> Annotations:
 def read_labels_file(path: Path, *, classes: ClassList) -> Annotations:
     """``<file name> <wnid or integer class index>`` per line (``#`` comments allowed)."""
     ann = Annotations()
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         where = f"{path}:{lineno}"
         text = line.split("#", 1)[0].replace(",", " ").split()
         if not text:

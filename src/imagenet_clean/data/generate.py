@@ -366,18 +366,101 @@ def _generate_split(split: str, cfg, *, seed: int, out: Path, images: np.ndarray
     return rows
 
 
+def _tmp_prefix(out: Path, pid: int) -> str:
+    return f".{out.name}.tmp-{pid}-"
+
+
+def _old_name(out: Path, pid: int) -> str:
+    return f".{out.name}.old-{pid}"
+
+
+_LEFTOVER = r"\.{name}\.(?:tmp-(\d+)-[A-Za-z0-9_]+|old-(\d+))"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_leftovers(out: Path) -> list[Path]:
+    """Remove the temporary trees that killed runs of :func:`generate` left beside ``out``.
+
+    Only folders named as generate names them (``.<name>.tmp-<pid>-<random>``,
+    ``.<name>.old-<pid>``) whose process is gone are removed: a running
+    generate's folders and anything else are left alone.
+
+    Returns:
+        The folders removed.
+    """
+    import re
+
+    pattern = re.compile(_LEFTOVER.format(name=re.escape(out.name)))
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for p in sorted(out.parent.iterdir()):
+        m = pattern.fullmatch(p.name)
+        if m is None or not p.is_dir() or p.is_symlink() or _alive(int(m.group(1) or m.group(2))):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Move the freshly written ``tmp`` onto ``out``, refusing to delete a folder generate did not write."""
     if out.exists():
         if any(out.iterdir()) and not (out / MARKER).is_file():
             raise ValueError(f"{out}: refusing to replace a non-empty folder that `generate` did not write (no {MARKER}); "
                              "set generate.out to another folder or empty it")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(_old_name(out, os.getpid()))
         os.replace(out, old)
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if out.exists():  # another generate got there first: its tree stays
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(old, out)
+            raise
         shutil.rmtree(old)
     else:
         os.replace(tmp, out)
+
+
+def file_mtime_ns(cfg, *, seed: int) -> int:
+    """The modification time (ns) given to every generated file: a function of the seed and config only.
+
+    A fixed time makes two runs' manifests (which record ``mtime_ns``)
+    byte-identical; deriving it from the config as well means files of a
+    different configuration never share size, name *and* time with the old
+    ones (tools caching hashes by ``(inode, mtime, size)``, like DVC, see a change).
+    """
+    import dataclasses
+    import json
+
+    fields = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
+    fields.pop("out", None)
+    key = json.dumps({"seed": seed, "generate": fields}, sort_keys=True, default=str)
+    frac = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10**9
+    return 946_684_800 * 10**9 + frac  # within the first second of 2000-01-01 UTC
+
+
+def _pin_mtimes(folder: Path, t: int) -> None:
+    for dirpath, _, files in os.walk(folder):
+        for f in files:
+            os.utime(os.path.join(dirpath, f), ns=(t, t))
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def generate(cfg, *, seed: int) -> dict:
@@ -386,6 +469,11 @@ def generate(cfg, *, seed: int) -> dict:
     With ``cfg.enabled`` false (real-ImageNet configurations) only the class
     list and the ``generate.json`` marker are written, so the DVC stage stays
     cheap and its output exists.
+
+    Every file gets the modification time :func:`file_mtime_ns`. The tree is
+    written to a hidden temporary folder beside ``cfg.out`` and renamed onto
+    it, so a killed or failed run leaves the previous tree as it was;
+    temporary folders of killed runs are removed at the next start.
 
     Args:
         cfg: The :class:`~imagenet_clean.config.GenerateConfig`.
@@ -396,17 +484,22 @@ def generate(cfg, *, seed: int) -> dict:
 
     Raises:
         ValueError: ``cfg.out`` is a non-empty folder not written by ``generate``.
+        OutputError: writing failed (full disk, read-only folder, ...); the
+            previous tree is untouched and the temporary one removed.
     """
     from sklearn.datasets import load_digits
 
     from ..classes import write_classes
-    from ..io import write_json, write_table
+    from ..io import OutputError, write_json, write_table
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out)
+        tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out, os.getpid()), dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private (0700)
         classes = embedded_classes(synonym=cfg.synonym)
         write_classes(tmp / "classes.tsv", classes)
         summary: dict = {"enabled": bool(cfg.enabled), "seed": seed, "classes": len(classes)}
@@ -427,9 +520,13 @@ def generate(cfg, *, seed: int) -> dict:
             }
             summary["n_train_boxes"] = int(round(cfg.box_fraction * cfg.n_train))
         write_json(tmp / MARKER, summary)
+        _pin_mtimes(tmp, file_mtime_ns(cfg, seed=seed))
         _replace_dir(tmp, out)
+    except OSError as e:
+        cause = e.__cause__ if isinstance(e, OutputError) and isinstance(e.__cause__, OSError) else e
+        raise OutputError(f"cannot write {out}: {cause.strerror or cause}") from e
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary

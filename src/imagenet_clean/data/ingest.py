@@ -18,7 +18,7 @@ import pyarrow as pa
 from ..classes import ClassList
 from .annotations import Annotations, load_annotations
 from .images import inspect_image
-from .layouts import LAYOUTS
+from .layouts import LAYOUTS, LINK_ERRORS
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -79,7 +79,7 @@ def inspect_files(root: str | Path, rels: list[str], *, max_pixels: int, hash: b
 # Reason kinds counted in the stats (the reason text starts with one of them).
 REASON_KINDS = (
     "empty file", "truncated file", "not an image", "unreadable header", "unreadable file", "decompression bomb",
-    "unknown class folder", "unknown class", "no label", "not in a class folder",
+    "unknown class folder", "unknown class", "no label", "not in a class folder", *LINK_ERRORS,
 )
 
 
@@ -150,7 +150,10 @@ def ingest_split(
         for stem in sorted(set(label_src) - stems - set(ann.boxes)):
             errors.append(f"{label_src[stem].where}: no image named {stem!r} under {root}")
 
-    infos = inspect_files(root, [e.path for e in entries], max_pixels=max_pixels, hash=hash, workers=workers)
+    # links leaving the root or dangling are never opened: no size, time or hash
+    opened = [e for e in entries if not e.error.startswith(LINK_ERRORS)]
+    read = iter(inspect_files(root, [e.path for e in opened], max_pixels=max_pixels, hash=hash, workers=workers))
+    infos = [(-1, -1, -1, -1, None, "") if e.error.startswith(LINK_ERRORS) else next(read) for e in entries]
     rows = []
     for e, (w, h, size, mtime, digest, reason) in zip(entries, infos):
         reason = e.error or reason

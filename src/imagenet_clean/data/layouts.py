@@ -11,7 +11,8 @@ A registry (:data:`LAYOUTS`) of readers ``fn(root, *, classes, labels) -> list[E
 
 Every regular file found is returned: a file that cannot be given a class
 (unknown class folder, no label, outside any class folder) carries an
-``error`` and is kept, so the manifest lists it.
+``error`` and is kept, so the manifest lists it. So does a symlink that leaves
+the root or dangles (:data:`LINK_ERRORS`): it is listed, never opened.
 """
 from __future__ import annotations
 
@@ -54,17 +55,43 @@ def register_layout(name: str):
     return deco
 
 
-def list_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[str]:
+SYMLINK_OUTSIDE = "symlink outside the dataset root"
+BROKEN_SYMLINK = "broken symlink"
+LINK_ERRORS = (SYMLINK_OUTSIDE, BROKEN_SYMLINK)
+"""Reason prefixes of links that are listed but never opened (their target is not a file of the dataset)."""
+
+
+def _link_error(path: str, rel: str, root_real: str) -> str:
+    """Why the symlink ``path`` may not be followed, or ``""`` when it stays inside the root."""
+    target = os.readlink(path)
+    real = os.path.realpath(path)
+    if not os.path.exists(real):
+        return f"{BROKEN_SYMLINK}: {rel} -> {target}"
+    if real != root_real and not real.startswith(root_real.rstrip(os.sep) + os.sep):
+        return f"{SYMLINK_OUTSIDE}: {rel} -> {target}"
+    return ""
+
+
+def list_files(root: Path, *, skip: tuple[Path, ...] = (), errors: dict[str, str] | None = None) -> list[str]:
     """Every regular file under ``root`` (recursively), relative POSIX paths, sorted.
+
+    Symlinks resolving inside the root are followed like the files and folders
+    they point to (a cycle is followed once). A symlink leaving the root, or
+    dangling, is listed without being opened or descended into, and its reason
+    (``symlink outside the dataset root: <name> -> <target>`` or ``broken
+    symlink: ...``) is put in ``errors``.
 
     Args:
         root: The split root.
         skip: Files or folders not to list (an annotation source stored inside the root).
+        errors: Filled with ``relative path -> reason`` for the links that may not be followed.
     """
     skip_abs = {os.path.abspath(p) for p in skip}
+    errors = {} if errors is None else errors
+    root_real = os.path.realpath(root)
     out: list[str] = []
     stack = [(str(root), "")]
-    seen = {os.path.realpath(root)}
+    seen = {root_real}
     while stack:
         folder, rel = stack.pop()
         with os.scandir(folder) as it:
@@ -72,6 +99,12 @@ def list_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[str]:
                 if os.path.abspath(e.path) in skip_abs:
                     continue
                 r = f"{rel}{e.name}"
+                if e.is_symlink():
+                    why = _link_error(e.path, r, root_real)
+                    if why:
+                        out.append(r)
+                        errors[r] = why
+                        continue
                 if e.is_dir(follow_symlinks=True):
                     real = os.path.realpath(e.path)
                     if real not in seen:  # symlink cycles are followed once
@@ -81,6 +114,14 @@ def list_files(root: Path, *, skip: tuple[Path, ...] = ()) -> list[str]:
                     out.append(r)
     out.sort()
     return out
+
+
+def _with_link_errors(entries: list[Entry], errors: Mapping[str, str]) -> list[Entry]:
+    """Give the links that may not be followed their reason (the class, when known, is kept for the record)."""
+    for e in entries:
+        if e.path in errors:
+            e.error = errors[e.path]
+    return entries
 
 
 def _class_folder_entry(rel: str, folder_class: Callable[[str], tuple[str, int] | None]) -> Entry:
@@ -105,7 +146,9 @@ def _by_wnid(classes: ClassList):
 def read_folders(root: Path, *, classes: ClassList, labels: Mapping[str, LabelRef] | None = None, skip=()) -> list[Entry]:
     """``<wnid>/...`` class folders (ImageNet train, any ImageFolder tree)."""
     folder_class = _by_wnid(classes)
-    return [_class_folder_entry(rel, folder_class) for rel in list_files(root, skip=skip)]
+    errors: dict[str, str] = {}
+    return _with_link_errors([_class_folder_entry(rel, folder_class) for rel in list_files(root, skip=skip, errors=errors)],
+                             errors)
 
 
 @register_layout("val")
@@ -114,7 +157,8 @@ def read_val(root: Path, *, classes: ClassList, labels: Mapping[str, LabelRef] |
     folder_class = _by_wnid(classes)
     labels = labels or {}
     entries = []
-    for rel in list_files(root, skip=skip):
+    errors: dict[str, str] = {}
+    for rel in list_files(root, skip=skip, errors=errors):
         if "/" in rel:
             entries.append(_class_folder_entry(rel, folder_class))
             continue
@@ -126,7 +170,7 @@ def read_val(root: Path, *, classes: ClassList, labels: Mapping[str, LabelRef] |
             entries.append(Entry(rel, wnid=ref.wnid, error=f"unknown class {ref.wnid!r} ({ref.where})"))
         else:
             entries.append(Entry(rel, wnid=ref.wnid, label=classes.index(ref.wnid)))
-    return entries
+    return _with_link_errors(entries, errors)
 
 
 @register_layout("v2")
@@ -139,4 +183,6 @@ def read_v2(root: Path, *, classes: ClassList, labels: Mapping[str, LabelRef] | 
         i = int(name)
         return classes.wnids[i], i
 
-    return [_class_folder_entry(rel, folder_class) for rel in list_files(root, skip=skip)]
+    errors: dict[str, str] = {}
+    return _with_link_errors([_class_folder_entry(rel, folder_class) for rel in list_files(root, skip=skip, errors=errors)],
+                             errors)

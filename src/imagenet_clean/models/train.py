@@ -101,7 +101,7 @@ def _pretrained_num_classes(arch_cfg: ModelConfig) -> int | None:
         if source.pretrained:
             import timm
 
-            return int(timm.get_pretrained_cfg(arch_cfg.arch).num_classes or 1000)
+            return int(getattr(timm.get_pretrained_cfg(arch_cfg.arch), "num_classes", None) or 1000)
         return None
     shapes = state_dict_shapes(arch_cfg.weights)
     heads = [s for n, s in shapes.items() if n.endswith("weight") and len(s) == 2]
