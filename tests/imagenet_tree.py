@@ -16,10 +16,11 @@ their top-5 for every augmented copy (checked by ``test_imagenet_e2e``):
 chelsea = tabby cat, coffee = espresso, camera = tripod, rocket = missile.
 
 A few labels are wrong on purpose (:data:`MISLABELED`), so the cleanup has
-something to find, including one validation image whose wrong label is in the
-top-5 of exactly one model (:data:`CAM_CASE`): its top-5 consensus count is 2 of
-3 (a removal candidate at the paper's validation ``h3 = 2|M|/3``), it has a box,
-so that one model's Grad-CAM / Grad-CAM++ / Score-CAM scores must be computed.
+something to find, including validation images whose wrong label is in the
+top-5 of exactly one model (:data:`CAM_CASES`): their top-5 consensus count is 2
+of 3 (a removal candidate at the paper's validation ``h3 = 2|M|/3``) and they
+have a box, so that one model's Grad-CAM / Grad-CAM++ (/ Score-CAM) scores must
+be computed.
 """
 from __future__ import annotations
 
@@ -39,13 +40,23 @@ PHOTOS: dict[str, tuple[str, tuple[int, int, int, int] | None, tuple[int, int, i
 V2_INDEX = {"n02123045": 281, "n07920052": 967, "n04485082": 872, "n03773504": 657}
 """ImageNet-1k class index of each wnid (ImageNetV2 folders are named by it)."""
 
-CAM_CASE = ("n03773504", "n03355925")
-"""(photo wnid, given wrong wnid): the rocket photo labelled "flagpole", second in efficientnet_lite0's top-5 only."""
+CAM_CASES: list[tuple[str, str]] = [
+    # (photo wnid, given wrong wnid): the plain photo's wrong label is in the top-5 of one pretrained model only
+    # (ranks 0-based, lite0 / lite1 / lite2): flagpole 1/~5/39, obelisk 3/12/15, violin 3/34/10
+    ("n03773504", "n03355925"),  # rocket labelled flagpole
+    ("n03773504", "n03837869"),  # rocket labelled obelisk
+    ("n04485082", "n04536866"),  # camera (tripod) labelled violin
+]
+"""Wrong validation labels meant to be top-5 consensus candidates (2 of 3 models miss) that one model can exempt.
+
+Fine-tuning in ``fit`` moves ranks near the top-5 border a little, so there are
+several; the end-to-end test needs at least one to land there.
+"""
 
 MISLABELED: dict[str, list[tuple[str, str]]] = {
     # split -> (photo wnid, wrong given wnid) appended after the clean images
     "train": [("n07920052", "n03773504"), ("n04485082", "n02123045")],
-    "val": [CAM_CASE, ("n02123045", "n04485082")],
+    "val": [*CAM_CASES, ("n02123045", "n04485082")],
     "v2": [("n03773504", "n07920052")],
 }
 

@@ -298,3 +298,34 @@ def test_cross_validation_under_torchrun_with_two_gloo_processes(data, tmp_path)
     assert np.array_equal(preds.fold[ok], assign_folds(manifest.loc[ok, "label"].to_numpy(), folds=2, seed=0))
     assert (preds.status[ok] == "ok").all()
     assert (out / "full.safetensors").is_file() and not list(out.glob(".*shards"))
+
+
+def test_fit_of_a_pretrained_entry_writes_folds_and_out_of_fold_predictions_but_no_full_model(data, tmp_path, capsys):
+    import torch
+    import yaml
+
+    from imagenet_clean.models.factory import build_model, load_trained, save_checkpoint
+
+    root, manifest = data
+    params = _project(tmp_path, root, manifest)
+    torch.manual_seed(0)
+    pretrained, _ = build_model(ARCH, num_classes=3)
+    save_checkpoint(pretrained, tmp_path / "pretrained.safetensors")
+    p = yaml.safe_load(params.read_text())
+    p["models"]["pre"] = {"arch": "test_efficientnet", "weights": str(tmp_path / "pretrained.safetensors"), "input_size": [3, 32, 32]}
+    params.write_text(yaml.safe_dump(p))
+    out = tmp_path / "models" / "pre"
+    out.mkdir(parents=True)
+    (out / "full.safetensors").write_bytes(b"stale")  # of an earlier `weights: train` configuration
+    (out / "full.json").write_text("{}")
+    code, stdout, err = _fit(tmp_path, "pre", capsys)
+    assert code == 0, err
+    assert sorted(f.name for f in out.glob("*.safetensors")) == ["fold0.safetensors", "fold1.safetensors"]
+    assert not (out / "full.json").exists() and "full" not in json.loads(stdout.strip().splitlines()[-1])
+    preds = read_predictions(tmp_path / "pred" / "pre.parquet")
+    assert list(preds.sample_ids) == manifest["sample_id"].tolist() and set(preds.fold[preds.ok]) == {0, 1}
+    entry = ModelConfig(arch="test_efficientnet", weights=str(tmp_path / "pretrained.safetensors"), input_size=(3, 32, 32))
+    model, _ = load_trained("pre", entry, num_classes=3, models_dir=tmp_path / "models")  # validation/V2: the pretrained model
+    assert torch.equal(model.conv_stem.weight, pretrained.conv_stem.weight)
+    fold0, _ = load_trained("pre", entry, num_classes=3, fold=0, models_dir=tmp_path / "models")
+    assert not torch.equal(fold0.conv_stem.weight, pretrained.conv_stem.weight)

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from imagenet_clean.config import ModelConfig
-from imagenet_clean.models.distributed import env_info
+from imagenet_clean.models.distributed import env_info, relaunch_command
 from imagenet_clean.models.factory import build_model, save_checkpoint
 from imagenet_clean.models.predict import predict_samples, rank_shards
 
@@ -90,3 +90,77 @@ def test_torchrun_two_gloo_ranks_equal_single_process(tmp_path):
 
     single = predict_samples(model, cfg, root, manifest, batch_size=2, shard_size=2, workers=0)
     assert merged.equals(single)
+
+
+# ---------------------------------------------------------------- IMAGENET_CLEAN_LAUNCHER
+
+LAUNCH = {"IMAGENET_CLEAN_LAUNCHER": "torchrun --nproc-per-node 8"}
+
+
+@pytest.mark.parametrize(
+    "argv, env, expected",
+    [
+        (["fit", "--model", "resnet"], LAUNCH, ["torchrun", "--nproc-per-node", "8", "-m", "imagenet_clean", "fit", "--model", "resnet"]),
+        (["--traceback", "predict-split", "--split", "val"], LAUNCH,
+         ["torchrun", "--nproc-per-node", "8", "-m", "imagenet_clean", "--traceback", "predict-split", "--split", "val"]),
+        (["predict", "--out", "a b.parquet"], {"IMAGENET_CLEAN_LAUNCHER": "python -m torch.distributed.run --nproc-per-node '2'"},
+         ["python", "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "imagenet_clean", "predict", "--out", "a b.parquet"]),
+        (["clean", "--split", "val"], LAUNCH, None),  # not a distributed command
+        (["fit", "--help"], LAUNCH, None),
+        (["fit", "--model", "resnet"], {**LAUNCH, "RANK": "0"}, None),  # already under torchrun
+        (["fit", "--model", "resnet"], {**LAUNCH, "LOCAL_RANK": "1"}, None),
+        (["fit", "--model", "resnet"], {"IMAGENET_CLEAN_LAUNCHER": "  "}, None),
+        (["fit", "--model", "resnet"], {}, None),
+        ([], LAUNCH, None),
+    ],
+)
+def test_relaunch_command(argv, env, expected):
+    assert relaunch_command(argv, env) == expected
+
+
+def test_a_bad_launcher_is_a_one_line_error(monkeypatch, capsys):
+    from imagenet_clean.cli import main
+
+    for var in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for launcher, match in [("no-such-launcher-1f3a --nproc-per-node 2", "cannot run 'no-such-launcher-1f3a'"),
+                            ("torchrun 'unbalanced", "is not a valid command line")]:
+        monkeypatch.setenv("IMAGENET_CLEAN_LAUNCHER", launcher)
+        with pytest.raises(SystemExit) as e:
+            main(["predict-split", "--split", "val"])
+        assert e.value.code == 1 and match in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None or shutil.which("imagenet-clean") is None, reason="torchrun or the console script missing")
+def test_the_launcher_runs_a_command_under_torchrun_end_to_end(tmp_path):
+    import json
+
+    from imagenet_clean.predictions import read_predictions
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "img"
+    for i in range(5):
+        (root / f"n0000000{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray((rng.random((28 + i, 36, 3)) * 255).astype(np.uint8)).save(root / f"n0000000{i % 2}" / f"{i}.png")
+    (tmp_path / "classes.tsv").write_text("n00000000\tzero\nn00000001\tone\nn00000002\ttwo\n")
+    torch.manual_seed(0)
+    model, cfg = build_model(TINY, num_classes=3)
+    save_checkpoint(model, tmp_path / "tiny.safetensors")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env["OMP_NUM_THREADS"] = "1"
+    def predict(out, **extra_env):
+        cmd = ["imagenet-clean", "predict", "--model", "test_efficientnet", "--weights", str(tmp_path / "tiny.safetensors"),
+               "--images", str(root), "--classes", str(tmp_path / "classes.tsv"), "--out", str(tmp_path / out),
+               "--input-size", "3,32,32", "--batch-size", "2", "--workers", "0", "--shard-dir", str(tmp_path / f"{out}-shards")]
+        return subprocess.run(cmd, capture_output=True, text=True, env={**env, **extra_env}, cwd=tmp_path)
+
+    proc = predict("p.parquet", IMAGENET_CLEAN_LAUNCHER="torchrun --standalone --nproc-per-node 2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "IMAGENET_CLEAN_LAUNCHER: running torchrun --standalone --nproc-per-node 2 -m imagenet_clean predict" in proc.stderr
+    summaries = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1 and json.loads(summaries[0])["n"] == 5  # printed by rank 0 only
+    single = predict("single.parquet")
+    assert single.returncode == 0 and "IMAGENET_CLEAN_LAUNCHER" not in single.stderr
+    a, b = read_predictions(tmp_path / "p.parquet"), read_predictions(tmp_path / "single.parquet")
+    assert np.array_equal(a.sample_ids, b.sample_ids) and np.allclose(a.probs, b.probs, atol=1e-3)

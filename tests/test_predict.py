@@ -311,3 +311,136 @@ def test_out_of_memory_halves_the_batch_and_continues(tmp_path, tiny):
     assert wrapped.sizes[:3] == [7, 4, 2] and max(wrapped.sizes[3:]) <= 2
     ref = predict_samples(model, cfg, tmp_path, manifest, batch_size=2, workers=0)
     assert np.allclose(np.asarray(table["probs"].to_pylist(), np.float32), np.asarray(ref["probs"].to_pylist(), np.float32), atol=1e-3)
+
+
+# ---------------------------------------------------------------- skipped splits and class subsets
+
+
+def _stage_kw(tmp_path):
+    return dict(manifests_dir=tmp_path / "manifests", models_dir=tmp_path / "models", out_dir=tmp_path / "pred", cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("how", ["null root", "empty manifest"])
+def test_a_skipped_split_gets_one_empty_prediction_file_per_model(tmp_path, how):
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.data.ingest import manifest_table_empty
+    from imagenet_clean.io import read_metadata, write_table
+    from imagenet_clean.models.predict import run_predict_split
+
+    (tmp_path / "classes.tsv").write_text("c0\tzero\nc1\tone\nc2\ttwo\n")
+    root = None if how == "null root" else str(tmp_path / "img")
+    # what ingest writes for a skipped split: no rows, empty root, 0 classes
+    write_table(tmp_path / "manifests" / "imagenet_r.parquet", manifest_table_empty(), metadata={"root": "", "num_classes": 0})
+    params = parse_params({
+        "dataset": {"classes": str(tmp_path / "classes.tsv")},
+        "splits": {"imagenet_r": {"root": root, "layout": "folders"}},
+        # neither model was fitted: a skipped split must not need them
+        "models": {"a": {"arch": "test_efficientnet"}, "b": {"arch": "test_resnet", "weights": "pypi"}},
+    })
+    summary = run_predict_split("imagenet_r", params, **_stage_kw(tmp_path))
+    assert set(summary) == {"a", "b"} and all(s["n"] == 0 and s["skipped"] for s in summary.values())
+    for name in ("a", "b"):
+        path = tmp_path / "pred" / "imagenet_r" / f"{name}.parquet"
+        preds = read_predictions(path)
+        assert len(preds.sample_ids) == 0 and preds.probs.shape == (0, 3)
+        assert read_metadata(path)["skipped"] == "true" and preds.meta["model"] == name
+
+
+def test_a_missing_manifest_of_a_configured_split_is_an_error(tmp_path):
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.models.predict import run_predict_split
+
+    params = parse_params({"splits": {"val": {"root": str(tmp_path)}}, "models": {"a": {"arch": "test_efficientnet"}}})
+    with pytest.raises(FileNotFoundError):
+        run_predict_split("val", params, **_stage_kw(tmp_path))
+
+
+def _probs(table) -> np.ndarray:
+    return np.asarray([p if p is not None else [0.0] * table.schema.field("probs").type.list_size for p in table["probs"].to_pylist()], np.float32)
+
+
+def test_restrict_table_keeps_error_rows_and_moves_top5_into_the_subset():
+    from imagenet_clean.data.imagenet_r import load_subset
+    from imagenet_clean.models.predict import restrict_table
+    from imagenet_clean.predictions import predictions_table
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(1000), size=4).astype(np.float32)
+    outside = np.setdiff1d(np.arange(1000), load_subset().indices)
+    p[0, outside[:5]] = 5.0  # row 0's unrestricted top-5 lies wholly outside ImageNet-R
+    p /= p.sum(1, keepdims=True)
+    table = predictions_table(list("abcd"), p, status=["ok", "ok", "error", "ok"], reason=["", "", "gone", ""], fold=[-1] * 4)
+    assert set(table["top5"][0].as_py()) <= set(outside.tolist())
+    out = restrict_table(table, subset="imagenet_r")
+    subset = set(load_subset().indices.tolist())
+    assert out["status"].to_pylist() == ["ok", "ok", "error", "ok"] and out["reason"][2].as_py() == "gone"
+    assert out["probs"][2].as_py() is None and out["top5"][2].as_py() is None
+    q = _probs(out)
+    ok = [0, 1, 3]
+    assert np.allclose(q[ok].sum(1), 1, atol=1e-2) and (q[:, outside] == 0).all()
+    assert all(set(out["top5"][i].as_py()) <= subset for i in ok)
+    with pytest.raises(ValueError, match=r"must be \(N, 1000\)"):
+        restrict_table(predictions_table(["a"], np.full((1, 3), 1 / 3, np.float32)), subset="imagenet_r")
+
+
+@pytest.fixture(scope="module")
+def tiny1k(tmp_path_factory):
+    """A seeded 1000-class tiny model as a checkpoint file (a 'path' weight source)."""
+    torch.manual_seed(1)
+    model, _ = build_model(TINY, num_classes=1000)
+    path = tmp_path_factory.mktemp("ckpt1k") / "tiny1k.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+def load_tiny_1k(path):
+    return build_model(TINY, num_classes=1000, checkpoint=path)
+
+
+def test_imagenet_r_predictions_are_restricted_to_its_200_classes(tmp_path, tiny1k):
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.data.imagenet_r import load_subset, restrict_probs
+    from imagenet_clean.io import write_table
+    from imagenet_clean.models.predict import run_predict_split
+
+    root = tmp_path / "img"
+    manifest = make_images(root, n=4)
+    manifest.loc[2, ["status", "reason"]] = ["error", "empty file: 0 bytes"]
+    for split in ("val", "imagenet_r"):
+        write_table(tmp_path / "manifests" / f"{split}.parquet", manifest, metadata={"root": str(root), "num_classes": 1000})
+    params = parse_params({
+        "dataset": {"classes": "imagenet-1k"},
+        "splits": {"val": {"root": str(root)}, "imagenet_r": {"root": str(root), "layout": "folders"}},
+        "models": {"m": {"arch": "test_efficientnet", "weights": str(tiny1k), "input_size": [3, 32, 32]}},
+        "predict": {"workers": 0},
+    })
+    # a full.safetensors of another configuration must not be used: a path entry predicts with its own weights
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    torch.manual_seed(9)
+    save_checkpoint(build_model(TINY, num_classes=1000)[0], tmp_path / "models" / "m" / "full.safetensors")
+    run_predict_split("val", params, **_stage_kw(tmp_path))
+    run_predict_split("imagenet_r", params, **_stage_kw(tmp_path))
+    full = read_predictions(tmp_path / "pred" / "val" / "m.parquet")
+    r = read_predictions(tmp_path / "pred" / "imagenet_r" / "m.parquet")
+    model, cfg = load_tiny_1k(tiny1k)
+    direct = _probs(predict_samples(model, cfg, root, manifest, batch_size=4, workers=0))
+    assert np.allclose(full.probs, direct, atol=1e-3)  # the pretrained (path) weights, not the stale full model
+    ok = r.ok
+    assert list(r.status) == ["ok", "ok", "error", "ok"] and r.meta["subset"] == "imagenet_r"
+    subset = load_subset()
+    assert (np.delete(r.probs, subset.indices, axis=1) == 0).all()
+    assert np.allclose(r.probs[ok], restrict_probs(full.probs[ok]), atol=2e-3)
+    assert np.isin(r.top5[ok], subset.indices).all()
+
+
+def test_imagenet_r_needs_the_imagenet_class_list(tmp_path, tiny):
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.io import write_table
+    from imagenet_clean.models.predict import run_predict_split
+
+    root = tmp_path / "img"
+    write_table(tmp_path / "manifests" / "imagenet_r.parquet", make_images(root, n=2), metadata={"root": str(root), "num_classes": 3})
+    params = parse_params({"splits": {"imagenet_r": {"root": str(root), "layout": "folders"}},
+                           "models": {"m": {"arch": "test_efficientnet", "weights": str(tiny), "input_size": [3, 32, 32]}}})
+    with pytest.raises(ValueError, match="imagenet_r subset of the 1000 ImageNet-1k classes, but .* has 3 classes"):
+        run_predict_split("imagenet_r", params, **_stage_kw(tmp_path))

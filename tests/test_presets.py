@@ -144,3 +144,33 @@ def test_imagenet_preset_lists_every_knob_dvc_yaml_may_name(tmp_path):
             missing = [g.name for g in dataclasses.fields(sub) if g.name not in params[f.name]]
             assert not missing, (f.name, missing)
     assert "epochs" in params["tables"] and "input_size" in params["tables"]
+
+
+def test_val_label_sources_go_where_ingest_reads_them(tmp_path):
+    (tmp_path / "val").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
+    csv = tmp_path / "LOC_val_solution.csv"
+    csv.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01440764 1 1 5 5\n")
+    txt = tmp_path / "val.txt"
+    txt.write_text("ILSVRC2012_val_00000001.JPEG n01440764\n")
+    (tmp_path / "xml").mkdir()
+    v = imagenet_params(val=tmp_path / "val", val_labels=csv, models=["efficientnet_lite0"])["splits"]["val"]
+    assert v["annotations"] == str(csv.resolve()) and v["labels"] is None  # the CSV gives labels and boxes
+    v = imagenet_params(val=tmp_path / "val", val_labels=txt, val_boxes=tmp_path / "xml", models=["efficientnet_lite0"])["splits"]["val"]
+    assert v["annotations"] == str((tmp_path / "xml").resolve()) and v["labels"] == str(txt.resolve())
+    with pytest.raises(PresetError, match="already gives labels and boxes; drop --val-boxes"):
+        imagenet_params(val=tmp_path / "val", val_labels=csv, val_boxes=tmp_path / "xml", models=["efficientnet_lite0"])
+
+
+@pytest.mark.parametrize("n_models", [3, 6, 8, 9, 10, 12])
+def test_paper_validation_thresholds_resolve_to_the_papers_counts(tmp_path, n_models):
+    import math
+
+    from imagenet_clean.config import resolve_threshold
+
+    _tree(tmp_path / "v2", ["0"])
+    p = parse_params(imagenet_params(v2=tmp_path / "v2", models=["efficientnet_lite0"]))
+    t = p.thresholds("val")
+    # a count c passes at c >= resolved; the smallest passing count must be the paper's ceil(2|M|/3) and ceil(|M|/2)
+    assert math.ceil(resolve_threshold(t.h3, n_models)) == math.ceil(2 * n_models / 3)
+    assert math.ceil(resolve_threshold(t.h1, n_models)) == math.ceil(n_models / 2)

@@ -5,6 +5,8 @@ manifests, decisions and predictions of two cleanup models for train/val/v2
 under a temporary folder, following the data contracts in docs/architecture.md.
 """
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +81,35 @@ def make_project(tmp: Path, *, splits=("train", "val", "v2"), round: int = 1, n:
     return paths
 
 
+def skip_split(params, split: str, workdir: Path) -> None:
+    """Write what the real `ingest` and `clean` stages write for a split params.yaml skips (root null)."""
+    from imagenet_clean.cleanup.stage import clean_split
+    from imagenet_clean.data.ingest import run_ingest
+
+    cwd = os.getcwd()
+    os.chdir(workdir)
+    try:
+        run_ingest(split, params)
+    finally:
+        os.chdir(cwd)
+    clean_split(split, params, workdir=workdir)
+
+
+def strict_json(path: Path):
+    """Parse a metrics file as strict JSON (NaN/Infinity rejected, as DVC and browsers do)."""
+    def no_constant(name):
+        raise ValueError(f"{path}: non-standard JSON constant {name}")
+
+    return json.loads(Path(path).read_text(), parse_constant=no_constant)
+
+
+TABLES_PARAMS = (
+    "models:\n  m1: {arch: resnet10t}\n  m2: {arch: resnet10t}\n"
+    "splits:\n  train: {root: data/raw/train, layout: train}\n  val: {root: data/raw/val}\n"
+    "  v2: {root: data/raw/v2, layout: v2}\n  imagenet_r: {root: null, layout: folders}\n"
+)
+
+
 def test_issue_counts_from_flagged_models():
     dec = pd.DataFrame({"flagged_models": [["a"], ["a", "b"], [], None, ["a", "a"]]})
     assert issue_counts(dec, ["a", "b", "c"]) == {"a": 3, "b": 1, "c": 0}
@@ -141,7 +172,9 @@ def test_cli_tables(tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "wrote metrics/table1.json" in res.output
     t = json.loads((tmp_path / "metrics" / "table1.json").read_text())
-    assert set(t) == {"m1", "m2"} and "v2" not in t["m1"]
+    assert set(t) == {"m1", "m2", "skipped_splits"} and "v2" not in t["m1"]
+    assert t["skipped_splits"] == {"v2": "splits.v2.root is null"}
+    assert "split v2 skipped: splits.v2.root is null" in res.output
     res = CliRunner().invoke(app, ["tables", "--round", "2"])
     assert res.exit_code != 0 and "beyond rounds" in str(res.exception)
 
@@ -155,3 +188,63 @@ def test_uncleaned_split_is_scored_on_original_labels_only(tmp_path):
     paths.clean("val").unlink()
     with pytest.raises(FileNotFoundError, match="no clean manifest.*clean --split val"):
         table1(list(MODELS), ["val"], paths=paths)
+
+
+def test_cli_tables_reports_skipped_splits_and_runs_on_the_rest(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+    from imagenet_clean.config import load_params
+
+    paths = make_project(tmp_path, splits=("val", "v2"))
+    (tmp_path / "params.yaml").write_text(TABLES_PARAMS)
+    skip_split(load_params(tmp_path / "params.yaml"), "imagenet_r", tmp_path)  # empty manifest, skipped decisions/clean
+    folder = paths.round_data / "predictions" / "v2"
+    shutil.rmtree(folder)
+    folder.mkdir()  # predict ran but wrote nothing
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["tables"])
+    assert res.exit_code == 0, res.output
+    t = strict_json(tmp_path / "metrics" / "table1.json")
+    assert set(t["m1"]) == {"issues", "val", "val_clean"}
+    assert t["skipped_splits"] == {"v2": "no prediction file in data/predictions/v2", "imagenet_r": "splits.imagenet_r.root is null"}
+    assert "split imagenet_r skipped: splits.imagenet_r.root is null" in res.output and "m1: issues" in res.output
+    shutil.rmtree(folder)  # predict never ran for it: the same
+    assert CliRunner().invoke(app, ["tables"]).exit_code == 0
+    assert "v2" in strict_json(tmp_path / "metrics" / "table1.json")["skipped_splits"]
+
+
+def test_split_with_no_readable_image_is_skipped(tmp_path):
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.evaluate.splits import usable_splits
+
+    paths = make_project(tmp_path, splits=("val", "v2"))
+    manifest = pd.read_parquet(paths.manifest("v2")).assign(status="error")
+    write_table(paths.manifest("v2"), manifest, metadata={"root": "r"})
+    params = parse_params({"splits": {"train": {"root": "t"}, "val": {"root": "v"}, "v2": {"root": "w"}}})
+    assert usable_splits(params, paths) == (["val"], {"v2": f"{paths.manifest('v2')} has no readable image"})
+
+
+def test_every_split_skipped_writes_a_skipped_table1(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+
+    (tmp_path / "params.yaml").write_text("models:\n  m1: {arch: resnet10t}\nsplits:\n  train: {root: data/raw/train}\n  val: {root: null}\n")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["tables"])
+    assert res.exit_code == 0, res.output
+    t = strict_json(tmp_path / "metrics" / "table1.json")
+    assert t == {"skipped": True, "reason": "no evaluated split besides the training split can be used",
+                 "skipped_splits": {"val": "splits.val.root is null"}}
+    assert "skipped: no evaluated split" in res.output
+
+
+def test_empty_cleaned_set_has_null_accuracy(tmp_path):
+    paths = make_project(tmp_path, splits=("val",))
+    clean = pd.read_parquet(paths.clean("val"))
+    write_table(paths.clean("val"), clean[clean["action"] == "placeholder"], metadata={"root": "r"})  # everything removed
+    out = write_table1(list(MODELS), ["val"], paths=paths)
+    t = strict_json(out)
+    assert t["m1"]["val_clean"] == {"n": 0, "top1": None, "top5": None, "n_error": 0}
+    assert t["m1"]["val"]["n"] == 11

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_table1 import K, make_project, make_split
+from test_table1 import K, make_project, make_split, skip_split, strict_json
 
 from imagenet_clean.config import parse_params
 from imagenet_clean.evaluate.ablations import VARIANTS, merge_map, placeholder_free, variant_manifest, write_ablations
@@ -79,7 +79,7 @@ def test_table2_trains_T_and_Tc_per_seed_and_reports_spread(project):
     assert len(fake.fits) == 2 * 2 * 3  # archs x {T, T_c} x seeds
     t = json.loads(out.read_text())
     row = t["a1"]
-    assert set(row) == {"T", "T_c", "gain"}
+    assert set(row) == {"T", "T_c", "gain", "headline"}
     assert set(row["T"]) == {"val", "val_clean", "v2", "v2_clean"}
     assert row["T"]["val_clean"]["top1"]["n"] == 3
     g = row["gain"]["val_clean"]["top1"]
@@ -91,6 +91,22 @@ def test_table2_trains_T_and_Tc_per_seed_and_reports_spread(project):
     assert set(runs["a1"]["T"]) == {"seed0", "seed1", "seed2"}
     # T: readable training rows with original labels (40 - 1 unreadable); T_c: 40 - 2 removed
     assert {f[3] for f in fake.fits} == {39, 38}
+    # the headline: both means, the gain, the spread and a boolean, on V_c, over 3 seeds
+    h = row["headline"]
+    assert h["set"] == "val_clean" and h["seeds"] == 3
+    assert h["top1"] == {"T": row["T"]["val_clean"]["top1"]["mean"], "T_c": row["T_c"]["val_clean"]["top1"]["mean"], **g}
+    assert isinstance(h["top1"]["beyond_spread"], bool) and isinstance(h["top5"]["gain"], float)
+    assert "skipped_splits" not in t
+
+
+def test_table2_has_every_paper_cell_and_uses_tables_input_size(project):
+    fake = FakeBackend()
+    t = json.loads(write_table2(_params(archs=["a1"], seeds=2, input_size=48), paths=project, backend=fake).read_text())["a1"]
+    for train_set, eval_set in [("T", "val"), ("T", "val_clean"), ("T_c", "val_clean"), ("T", "v2"), ("T_c", "v2"), ("T_c", "v2_clean")]:
+        for m in ("top1", "top5"):
+            cell = t[train_set][eval_set][m]
+            assert cell["n"] == 2 and cell["mean"] is not None and cell["std"] >= 0, (train_set, eval_set, m)
+    assert {f[2] for f in fake.fits} == {(3, 48, 48)}
 
 
 def test_table2_rerun_is_cached_and_identical(project):
@@ -138,9 +154,11 @@ def test_run_key_depends_on_labels_seed_and_size(project):
 
 
 def test_empty_archs_and_bad_training_rows(project):
+    from imagenet_clean.evaluate.table2 import cached_run, load_context, table2
+
+    ctx = load_context(["val"], paths=project, backend=FakeBackend())
     with pytest.raises(ValueError, match="tables.archs is empty"):
-        write_table2(_params(archs=[]), paths=project, backend=FakeBackend())
-    from imagenet_clean.evaluate.table2 import cached_run
+        table2(ctx, [], seeds=[0], train_sets={})
 
     ctx = load_context(["val"], paths=project, backend=FakeBackend())
     with pytest.raises(ValueError, match="has no samples"):
@@ -216,7 +234,8 @@ def test_merge_map():
 
 def test_ablations_switch(project):
     out = write_ablations(_params(), paths=project, backend=FakeBackend())
-    assert json.loads(out.read_text()) == {"skipped": "tables.ablations is false"}
+    assert json.loads(out.read_text()) == {"skipped": True, "reason": "tables.ablations is false"}
+    assert json.loads(project.metric("runs/ablations.json").read_text())["skipped"] is True
     fake = FakeBackend()
     out = write_ablations(_params(ablations=True, archs=["a1"], seeds=2), paths=project, backend=fake)
     t = json.loads(out.read_text())["a1"]
@@ -242,7 +261,8 @@ def test_nonsquare_sizes_match_the_paper_at_224():
 
 def test_table3_switch_and_differences(project):
     out = write_table3(_params(), paths=project, backend=FakeBackend())
-    assert json.loads(out.read_text()) == {"skipped": "tables.resolutions is false"}
+    assert json.loads(out.read_text()) == {"skipped": True, "reason": "tables.resolutions is false"}
+    assert json.loads(project.metric("runs/table3.json").read_text())["skipped"] is True
     # the square T_c runs are table 2's: computed first, then reused from the cache
     write_table2(_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
     fake = FakeBackend()
@@ -315,7 +335,7 @@ def test_cli_retrain_table3_ablations(tmp_path, monkeypatch):
     from imagenet_clean.evaluate import table2 as t2
 
     make_project(tmp_path, n=40)
-    monkeypatch.setitem(t2.BACKENDS, "timm", lambda train, batch_size: FakeBackend())
+    monkeypatch.setitem(t2.BACKENDS, "timm", lambda **kw: FakeBackend())
     (tmp_path / "params.yaml").write_text(
         "splits:\n  train: {root: data/raw/train, layout: train}\n  val: {root: data/raw/val}\n"
         "tables: {archs: [a1], seeds: 2, epochs: 1, ablations: true, resolutions: false}\n"
@@ -324,7 +344,7 @@ def test_cli_retrain_table3_ablations(tmp_path, monkeypatch):
     runner = CliRunner()
     res = runner.invoke(app, ["retrain"])
     assert res.exit_code == 0, res.output
-    assert "a1: T_c - T top-1 on val_clean:" in res.output and "wrote metrics/table2.json" in res.output
+    assert "a1: T_c - T top-1 on val_clean:" in res.output and "over 2 seed(s)" in res.output and "wrote metrics/table2.json" in res.output
     res = runner.invoke(app, ["table3"])
     assert res.exit_code == 0 and json.loads((tmp_path / "metrics/table3.json").read_text())["skipped"]
     res = runner.invoke(app, ["ablations"])
@@ -346,3 +366,100 @@ def test_ablation_baselines_reuse_table2_runs(project):
     write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=project, backend=fake)
     # 'none' is T and 'all' is T_c (cached by table 2); 'merges' has no merges here, so it is 'none'
     assert len(fake.fits) == 2 * 2 and {f[3] for f in fake.fits} == {39, 38}
+
+
+# ------------------------------------------------------------------ skipped inputs
+
+
+def _run_cli(tmp_path, monkeypatch, params_yaml: str, command: str):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+    from imagenet_clean.evaluate import table2 as t2
+
+    fake = FakeBackend()
+    monkeypatch.setitem(t2.BACKENDS, "timm", lambda **kw: fake)
+    (tmp_path / "params.yaml").write_text(params_yaml)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, [command])
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res, fake
+
+
+SPLITS_YAML = "splits:\n  train: {root: data/raw/train, layout: train}\n  val: {root: data/raw/val}\n"
+
+
+def test_cli_retrain_without_archs_skips_cleanly(tmp_path, monkeypatch):
+    res, fake = _run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: []}\n", "retrain")  # no data at all
+    for name in ("table2.json", "runs/table2.json"):
+        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "reason": "tables.archs is empty"}
+    assert "skipped: tables.archs is empty" in res.output and fake.fits == []
+
+
+def test_retrain_leaves_out_skipped_splits(tmp_path, monkeypatch):
+    paths = make_project(tmp_path, n=40)
+    params = parse_params({
+        "splits": {"train": {"root": "data/raw/train", "layout": "train"}, "val": {"root": "data/raw/val"},
+                   "v2": {"root": None, "layout": "v2"}, "imagenet_r": {"root": None, "layout": "folders"}},
+        "tables": {"archs": ["a1"], "seeds": 2},
+    })
+    for split in ("v2", "imagenet_r"):
+        skip_split(params, split, tmp_path)  # the real ingest/clean outputs of a skipped split
+    fake = FakeBackend()
+    t = strict_json(write_table2(params, paths=paths, backend=fake))
+    assert set(t["a1"]["T"]) == {"val", "val_clean"} and t["a1"]["headline"]["set"] == "val_clean"
+    assert t["skipped_splits"] == {"v2": "splits.v2.root is null", "imagenet_r": "splits.imagenet_r.root is null"}
+    assert len(fake.fits) == 2 * 2
+
+
+def test_retrain_skips_when_the_training_split_is_skipped_or_emptied(tmp_path, monkeypatch):
+    paths = make_project(tmp_path, splits=("val", "v2"), n=40)
+    params = parse_params({"splits": {"train": {"root": None, "layout": "train"}, "val": {"root": "data/raw/val"}}, "tables": {"archs": ["a1"]}})
+    skip_split(params, "train", tmp_path)
+    t = strict_json(write_table2(params, paths=paths, backend=FakeBackend()))
+    assert t == {"skipped": True, "reason": "training split skipped: splits.train.root is null"}
+    # T_c with no image (only placeholders left): nothing to train on
+    make_split(paths, "train", n=40)
+    from imagenet_clean.io import write_table
+
+    clean = read_table(paths.clean("train"))
+    write_table(paths.clean("train"), clean[clean["action"] == "placeholder"])
+    t = strict_json(write_table2(_params(), paths=paths, backend=FakeBackend()))
+    assert t["skipped"] is True and t["reason"].endswith("has no training image (T_c is empty)")
+    assert strict_json(paths.metric("runs/table2.json"))["skipped"] is True
+
+
+def test_timm_backend_gets_the_tables_recipe_size_and_model_kwargs(project):
+    from imagenet_clean.evaluate.table2 import make_backend, train_config
+
+    params = parse_params({
+        "models": {"r": {"arch": "test_resnet", "kwargs": {"output_stride": 8, "pretrained_cfg_overlay": {"crop_pct": 1.0}}}},
+        "train": {"epochs": 15, "opt": "adamw", "cache_images": True, "scale": [0.6, 1.0], "hflip": 0.0, "threads": 1},
+        "tables": {"archs": ["test_resnet", "resnet10t"], "epochs": 2, "input_size": 32},
+    })
+    backend = make_backend(params)
+    assert backend.train == train_config(params) and backend.train.epochs == 2
+    assert (backend.train.opt, backend.train.cache_images, backend.train.scale, backend.train.hflip) == ("adamw", True, (0.6, 1.0), 0.0)
+    cfg = backend._cfg("test_resnet", (3, 32, 32))
+    assert cfg.kwargs == {"output_stride": 8, "pretrained_cfg_overlay": {"crop_pct": 1.0}} and cfg.input_size == (3, 32, 32)
+    assert backend._cfg("resnet10t", None).kwargs == {}
+    # speed-only fields do not change the run cache key; recipe fields do
+    import dataclasses
+
+    from imagenet_clean.evaluate.table2 import BACKENDS
+
+    faster = BACKENDS["timm"](train=dataclasses.replace(backend.train, threads=8, cache_images=False, workers=2), kwargs=backend.kwargs)
+    assert faster.fingerprint == backend.fingerprint
+    assert BACKENDS["timm"](train=dataclasses.replace(backend.train, opt="sgd"), kwargs=backend.kwargs).fingerprint != backend.fingerprint
+
+
+def test_timm_backend_passes_the_recipe_to_train_model(project, monkeypatch):
+    from imagenet_clean.evaluate.table2 import make_backend
+    from imagenet_clean.models import train as train_mod
+
+    seen = {}
+    monkeypatch.setattr(train_mod, "train_model", lambda samples, root, **kw: seen.update(kw) or "model")
+    params = parse_params({"train": {"opt": "adamw", "cache_images": True}, "tables": {"archs": ["a1"], "epochs": 3}})
+    assert make_backend(params).fit(pd.DataFrame({"path": ["x"], "label": [0]}), "r", arch="a1", num_classes=K, seed=5, input_size=(3, 16, 16)) == "model"
+    assert seen["cfg"].epochs == 3 and seen["cfg"].opt == "adamw" and seen["cfg"].cache_images is True
+    assert seen["seed"] == 5 and seen["input_size"] == (3, 16, 16) and seen["num_classes"] == K

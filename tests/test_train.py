@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,26 @@ def test_bf16_autocast_on_cpu_trains(tiny):
     model = train_model(df, root, arch_cfg=ARCH, num_classes=3, cfg=cfg, seed=0)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("dvc", [False, True], ids=["git-init", "git-and-dvc-init"])
+def test_curves_are_logged_in_a_fresh_repository_without_commits(tiny, tmp_path, monkeypatch, dvc):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    root, df = tiny
+    project = tmp_path / "project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    if dvc:
+        subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=project, check=True)
+    monkeypatch.chdir(project)
+    cfg = TrainConfig(**{**TINY.__dict__, "epochs": 2})
+    train_model(df, root, arch_cfg=ARCH, num_classes=3, cfg=cfg, seed=0, live_dir=Path("metrics/train/m"))
+    live = project / "metrics" / "train" / "m"
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert {"train", "step"} <= set(metrics) and metrics["step"] == 1
+    loss = pd.read_csv(live / "plots" / "metrics" / "train" / "loss.tsv", sep="\t")
+    assert list(loss["step"]) == [0, 1] and np.isfinite(loss["loss"]).all()

@@ -54,7 +54,7 @@ class Thresholds:
     fn: float = field(default=1.0, metadata=_FN)
     h1: Threshold = field(default=0.5, metadata=_THRESHOLD)
     h2: Threshold = field(default=3, metadata=_THRESHOLD)
-    h3: Threshold = field(default=0.667, metadata=_THRESHOLD)
+    h3: Threshold = field(default=0.6666, metadata=_THRESHOLD)
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,7 @@ class TrainConfig:
     bf16: bool = False
     workers: int = field(default=0, metadata=_NONNEG)
     finetune: bool = False
+    cache_images: bool = False  # keep decoded training images in RAM across epochs (small datasets)
     opt: str = field(default="sgd", metadata=_check(lambda v: v in ("sgd", "momentum", "adamw", "adam", "lamb", "rmsprop"), "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
 
 
@@ -184,7 +185,7 @@ class Params:
     fn: float = field(default=1.0, metadata=_FN)
     h1: Threshold = field(default=0.5, metadata=_THRESHOLD)
     h2: Threshold = field(default=3, metadata=_THRESHOLD)
-    h3: Threshold = field(default=0.667, metadata=_THRESHOLD)
+    h3: Threshold = field(default=0.6666, metadata=_THRESHOLD)
     rounds: int = field(default=1, metadata=_POS)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -280,9 +281,16 @@ def _convert(value, tp, key: str, f=None):
             ok = False
         if not ok:
             raise ConfigError(f"{key}: {value!r} is out of range; allowed: {f.metadata['allowed']}")
-    if origin is tuple and value is not None:
+    if isinstance(value, list) and _accepts_tuple(tp):
         return tuple(value)
     return value
+
+
+def _accepts_tuple(tp) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_accepts_tuple(a) for a in typing.get_args(tp))
+    return origin is tuple
 
 
 def parse_params(data: dict) -> Params:

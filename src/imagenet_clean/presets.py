@@ -18,8 +18,11 @@ SPLIT_NAMES = ("train", "val", "v2", "imagenet_r")
 """The fixed split vocabulary of dvc.yaml; a split whose root is null is skipped by every stage."""
 
 PAPER_THRESHOLDS = {
-    # paper section 4.1 (validation, M_val): fn=1, h1=|M|/2, h2=3, h3=2|M|/3 -> the top-level defaults
-    "defaults": {"fn": 1.0, "h1": 0.5, "h2": 3, "h3": 0.667},
+    # paper section 4.1 (validation, M_val): fn=1, h1=|M|/2, h2=3, h3=2|M|/3 -> the top-level defaults.
+    # h3 is written just below 2/3: a count passes at count >= h3 * |M|, and 0.667 * 3 = 2.001 would demand
+    # all 3 models where the paper's 2|M|/3 is 2 (likewise for every |M| divisible by 3); 0.6666 resolves to
+    # ceil(2|M|/3) for any ensemble below 15 000 models.
+    "defaults": {"fn": 1.0, "h1": 0.5, "h2": 3, "h3": 0.6666},
     # section 4.2 (training, 4-fold CV): h1=|M|, h2=|M|/2, h3=|M|
     "train": {"h1": "all", "h2": 0.5, "h3": "all"},
     # section 4.3 (ImageNetV2): fn=0.9, h1=|M|, h2=|M|/2, h3=|M|
@@ -98,12 +101,31 @@ def _check_annotation_pairs(*, train, train_boxes, val, val_labels, val_boxes) -
             f"--val {val}: flat ILSVRC2012_val_*.JPEG files need their labels: add --val-labels LOC_val_solution.csv "
             "(Kaggle), the validation box XML folder (ILSVRC2012_bbox_val_v3) or a '<file> <wnid>' labels file"
         )
+    if val_labels is not None and val_boxes is not None and _gives_boxes(val_labels):
+        problems.append(
+            f"--val-labels {val_labels} already gives labels and boxes; drop --val-boxes, or give --val-labels as a "
+            "plain '<file> <wnid>' labels file"
+        )
     if val_labels is not None and Path(val_labels).is_file() and Path(val_labels).suffix.lower() == ".csv":
         with open(val_labels, newline="") as f:
             head = f.readline().strip()
         if not head.replace(" ", "").startswith("ImageId,PredictionString"):
             problems.append(f"--val-labels {val_labels}: a .csv must be Kaggle's LOC_val_solution.csv with header 'ImageId,PredictionString'; found {head[:60]!r}")
     return problems
+
+
+def _gives_boxes(path: Path) -> bool:
+    """A Kaggle CSV or a VOC XML folder/file holds labels and boxes; anything else is a plain labels file."""
+    from .data.annotations import annotation_kind
+
+    return annotation_kind(path) in ("kaggle", "voc")
+
+
+def _val_sources(val_labels: Path | None, val_boxes: Path | None) -> dict:
+    """``splits.val.annotations`` / ``labels``: a box source (which also labels flat files) and a plain labels file."""
+    if val_labels is not None and _gives_boxes(val_labels):
+        return {"annotations": _s(val_labels), "labels": None}
+    return {"annotations": _s(val_boxes), "labels": _s(val_labels)}
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -191,7 +213,7 @@ def imagenet_params(
     params["generate"] = {**params["generate"], "enabled": False}
     params["splits"] = {
         "train": {"root": _s(train), "layout": "train", "annotations": _s(train_boxes), **PAPER_THRESHOLDS["train"]},
-        "val": {"root": _s(val), "layout": "val", "annotations": _s(val_boxes or val_labels), "labels": _s(val_labels)},
+        "val": {"root": _s(val), "layout": "val", **_val_sources(val_labels, val_boxes)},
         "v2": {"root": _s(v2), "layout": "v2", **PAPER_THRESHOLDS["v2"]},
         "imagenet_r": {"root": _s(imagenet_r), "layout": "folders"},
     }

@@ -32,13 +32,31 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, OutputError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError, KeyError)
 
 
+def _relaunch(argv: list[str], *, traceback: bool) -> None:
+    """Replace this process by ``$IMAGENET_CLEAN_LAUNCHER -m imagenet_clean argv`` when it applies (see models.distributed)."""
+    from ..models.distributed import LAUNCHER_ENV, relaunch_command
+
+    cmd = relaunch_command(argv, os.environ)
+    if cmd is None:
+        return
+    print(f"imagenet-clean: {LAUNCHER_ENV}: running {' '.join(cmd)}", file=sys.stderr)
+    env = {**os.environ, **({"IMAGENET_CLEAN_TRACEBACK": "1"} if traceback else {})}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(cmd[0], cmd, env)  # the launcher gets this process's signals (DVC's Ctrl-C) and exit code
+    except OSError as e:
+        raise ValueError(f"{LAUNCHER_ENV}: cannot run {cmd[0]!r}: {e.strerror or e}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point."""
+    """Console entry point; under ``IMAGENET_CLEAN_LAUNCHER`` the distributed commands re-execute under the launcher."""
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = os.environ.get("IMAGENET_CLEAN_TRACEBACK") == "1"
     if argv[:1] == ["--traceback"]:
         argv, show_tb = argv[1:], True
     try:
+        _relaunch(argv, traceback=show_tb)
         app(args=argv, prog_name="imagenet-clean")
     except _known_errors() as e:
         if show_tb:

@@ -20,20 +20,38 @@ def _setup(params: Path, round: int):
     return p, RoundPaths(round)
 
 
+def _echo_skips(table: dict) -> bool:
+    """Print a skipped table's reason and its skipped splits; returns whether the whole table was skipped."""
+    from ..evaluate.splits import SKIPPED_SPLITS, skip_reason_of
+
+    for split, why in (table.get(SKIPPED_SPLITS) or {}).items():
+        typer.echo(f"split {split} skipped: {why}")
+    why = skip_reason_of(table)
+    if why:
+        typer.echo(f"skipped: {why}")
+    return why is not None
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def tables(
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
     round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
 ) -> None:
     """Table 1: issues found and accuracy of every cleanup model on original vs cleaned splits (no training)."""
+    from ..evaluate.splits import table_rows, usable_splits
     from ..evaluate.table1 import write_table1
-    from ..evaluate.table2 import eval_splits
 
     p, paths = _setup(params, round)
-    out = write_table1(list(p.models), eval_splits(p), paths=paths)
+    splits, skipped = usable_splits(p, paths, predictions=True)
+    out = write_table1(list(p.models), splits, paths=paths, skipped=skipped)
     rows = json.loads(out.read_text())
-    for model, row in rows.items():
-        cells = [f"{s}: {row[s]['top1']:.2f}/{row[s]['top5']:.2f}" for s in row if s != "issues"]
-        typer.echo(f"{model}: issues {row['issues']}; " + "; ".join(cells))
+    if not _echo_skips(rows):
+        for model, row in table_rows(rows).items():
+            cells = [f"{s}: {_pct(row[s]['top1'])}/{_pct(row[s]['top5'])}" for s in row if s != "issues"]
+            typer.echo(f"{model}: issues {row['issues']}; " + "; ".join(cells))
     typer.echo(f"wrote {out}")
 
 
@@ -42,14 +60,18 @@ def retrain(
     round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
 ) -> None:
     """Table 2: train tables.archs on T and T_c over tables.seeds seeds; evaluate on every split (cached, resumable)."""
-    from ..evaluate.table2 import headline, primary_split, write_table2
+    from ..evaluate.table2 import headline, write_table2
 
     p, paths = _setup(params, round)
     out = write_table2(p, paths=paths)
     table = json.loads(out.read_text())
-    set_name = primary_split(p) + "_clean"
-    for arch, g in headline(table, set_name=set_name).items():
-        typer.echo(f"{arch}: T_c - T top-1 on {set_name}: {g['gain']} points (seed spread {g['spread']}; beyond the spread: {g['beyond_spread']})")
+    if not _echo_skips(table):
+        for arch, h in headline(table).items():
+            g = h["top1"]
+            typer.echo(
+                f"{arch}: T_c - T top-1 on {h['set']}: {g['gain']} points over {h['seeds']} seed(s) "
+                f"(seed spread {g['spread']}; beyond the spread: {g['beyond_spread']})"
+            )
     typer.echo(f"wrote {out}")
 
 
@@ -61,7 +83,9 @@ def table3(
     from ..evaluate.table3 import write_table3
 
     p, paths = _setup(params, round)
-    typer.echo(f"wrote {write_table3(p, paths=paths)}")
+    out = write_table3(p, paths=paths)
+    _echo_skips(json.loads(out.read_text()))
+    typer.echo(f"wrote {out}")
 
 
 def ablations(
@@ -72,7 +96,9 @@ def ablations(
     from ..evaluate.ablations import write_ablations
 
     p, paths = _setup(params, round)
-    typer.echo(f"wrote {write_ablations(p, paths=paths)}")
+    out = write_ablations(p, paths=paths)
+    _echo_skips(json.loads(out.read_text()))
+    typer.echo(f"wrote {out}")
 
 
 def report(params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP)) -> None:
@@ -81,7 +107,7 @@ def report(params: Path = typer.Option(Path("params.yaml"), "--params", help=PAR
     from ..evaluate.report import write_report
 
     p = load_params(params)
-    splits = [name for name, sc in p.splits.items() if sc.root is not None]
+    splits = [name for name, sc in p.splits.items() if sc.root is not None]  # skipped splits' decision files are ignored too
     typer.echo(f"wrote {write_report(splits, rounds=p.rounds)}")
 
 

@@ -78,9 +78,9 @@ class Style:
 
 
 STYLES = {
-    "train": Style(("solid", "gradient", "noise"), (20 / 64, 44 / 64), 0.0, False),
-    "val": Style(("solid", "gradient", "noise"), (20 / 64, 44 / 64), 0.0, False),
-    "v2": Style(("stripes", "checker", "noise"), (18 / 64, 34 / 64), 20.0, True),
+    "train": Style(("solid", "gradient", "noise"), (30 / 64, 50 / 64), 0.0, False),
+    "val": Style(("solid", "gradient", "noise"), (30 / 64, 50 / 64), 0.0, False),
+    "v2": Style(("stripes", "checker", "noise"), (26 / 64, 44 / 64), 20.0, True),
 }
 
 BACKGROUNDS: dict[str, Callable[[np.random.Generator, int, np.ndarray], np.ndarray]] = {}

@@ -16,6 +16,7 @@ Each variant is trained with the table-2 seeds and evaluated on every set.
                               "d_top1": 0.4, "beyond_spread": false}}}
 
 ``d_top1`` is the variant's mean top-1 on the primary cleaned set minus ``none``'s.
+``skipped_splits`` and the skipped-file format are table 2's.
 """
 from __future__ import annotations
 
@@ -26,8 +27,23 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..io import read_table, write_json
-from .accuracy import CLEAN_SUFFIX, PLACEHOLDER, TRAIN_SPLIT, RoundPaths
-from .table2 import CONTENT_COLUMNS, RetrainBackend, RetrainContext, aggregate, compare, per_metric, primary_split, runs_json, seed_runs, seeds_of, square_size, stage_context
+from .accuracy import PLACEHOLDER, TRAIN_SPLIT, RoundPaths
+from .splits import primary_set, write_skipped
+from .table2 import (
+    CONTENT_COLUMNS,
+    RetrainBackend,
+    RetrainContext,
+    aggregate,
+    compare,
+    per_metric,
+    runs_json,
+    seed_runs,
+    seeds_of,
+    square_size,
+    stage_context,
+    stage_skip_reason,
+    with_skipped,
+)
 
 
 @dataclass(frozen=True)
@@ -167,20 +183,31 @@ def ablations(
 
 
 def write_ablations(params, *, paths: RoundPaths, backend: RetrainBackend | None = None) -> Path:
-    """Write ``ablations.json`` of this round: the table, or ``{"skipped": reason}`` when ``tables.ablations`` is off."""
-    out = paths.metric("ablations.json")
+    """Write ``ablations.json`` and ``runs/ablations.json`` of this round.
+
+    Both are ``{"skipped": true, "reason": ...}`` when ``tables.ablations`` is off, when
+    :func:`.table2.stage_skip_reason` says so (the training decisions included), or when
+    no evaluated split has a cleaned version.
+    """
+    names = ["ablations.json", "runs/ablations.json"]
     if not params.tables.ablations:
-        write_json(out, {"skipped": "tables.ablations is false"})
-        return out
-    ctx = stage_context(params, paths=paths, backend=backend)
+        return write_skipped(paths, names, "tables.ablations is false")
+    why, splits, skipped = stage_skip_reason(params, paths=paths, decisions=True)
+    if why:
+        return write_skipped(paths, names, why, skipped_splits=skipped)
+    ctx = stage_context(params, paths=paths, backend=backend, splits=splits)
+    set_name = primary_set(list(ctx.eval_sets))
+    if set_name is None:
+        return write_skipped(paths, names, f"no evaluated split has a cleaned version (evaluated: {', '.join(splits)})", skipped_splits=skipped)
     manifest = read_table(paths.input(TRAIN_SPLIT))
     decisions = read_table(paths.decisions(TRAIN_SPLIT))
     clean = read_table(paths.clean(TRAIN_SPLIT))
     merges = merge_map(clean, decisions, source=str(paths.clean(TRAIN_SPLIT)))
     variants = {name: variant_manifest(manifest, decisions, merges, variant=name) for name in VARIANTS}
-    table, runs = ablations(ctx, list(params.tables.archs), seeds=seeds_of(params), variants=variants, input_size=square_size(params), set_name=primary_split(params) + CLEAN_SUFFIX)
-    write_json(out, table)
-    write_json(paths.metric("runs/ablations.json"), runs)
+    table, runs = ablations(ctx, list(params.tables.archs), seeds=seeds_of(params), variants=variants, input_size=square_size(params), set_name=set_name)
+    out = paths.metric(names[0])
+    write_json(out, with_skipped(table, skipped))
+    write_json(paths.metric(names[1]), runs)
     return out
 
 

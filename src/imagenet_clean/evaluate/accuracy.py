@@ -134,7 +134,9 @@ class Accuracy:
     n_error: int = 0
 
     def as_dict(self) -> dict:
-        return {"n": self.n, "top1": self.top1, "top5": self.top5, "n_error": self.n_error}
+        """JSON-ready fields; the ``nan`` accuracies of an empty set become ``None`` (JSON null)."""
+        nan_to_none = lambda x: None if x != x else x  # noqa: E731
+        return {"n": self.n, "top1": nan_to_none(self.top1), "top5": nan_to_none(self.top5), "n_error": self.n_error}
 
 
 def _check_columns(df: pd.DataFrame, columns: Sequence[str], source: str) -> None:

@@ -3,21 +3,29 @@
 Reads the metrics files of each cleaning round (``table1.json``, ``table2.json``,
 ``table3.json``, ``ablations.json``; a missing or skipped one is noted, not an
 error) and writes ``metrics/report.md``, with the paper's own ImageNet figures
-(:mod:`.paper`) under each table for reference. Also writes the DVC plots data
-``metrics/plots/changes_per_class.csv`` (split, class, fixes, removals).
+(:mod:`.paper`) under each table for reference. A table written as
+``{"skipped": true, "reason": ...}`` becomes a one-line note with the reason,
+splits a table left out (``skipped_splits``) are listed under it, and a table
+that cannot be rendered is noted with the error rather than failing the report.
+Also writes the DVC plots data ``metrics/plots/changes_per_class.csv`` (split,
+class, fixes, removals) from the decisions of the splits that were cleaned.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
 
-from ..io import read_table, write_text
+from ..io import read_metadata, read_table, write_text
 from . import paper
 from .accuracy import CLEAN_SUFFIX, SYMBOLS, RoundPaths, symbol
+from .splits import SKIPPED_SPLITS, primary_set, skip_reason_of, table_rows
+
+log = logging.getLogger(__name__)
 
 TABLE_FILES = ("table1.json", "table2.json", "table3.json", "ablations.json")
 
@@ -70,11 +78,26 @@ def _splits_of(row: Mapping) -> list[str]:
 def _skipped(obj) -> str | None:
     if obj is None:
         return "not computed"
-    if isinstance(obj, Mapping) and "skipped" in obj:
-        return f"skipped ({obj['skipped']})"
-    if not obj:
+    why = skip_reason_of(obj)
+    if why:
+        return f"skipped ({why})"
+    if not isinstance(obj, Mapping) or not table_rows(obj):
         return "empty"
     return None
+
+
+def _skipped_splits_note(obj) -> str:
+    skipped = obj.get(SKIPPED_SPLITS) if isinstance(obj, Mapping) else None
+    if not skipped:
+        return ""
+    return "Skipped splits: " + "; ".join(f"{s} ({why})" for s, why in sorted(skipped.items(), key=lambda kv: _split_order(kv[0]))) + ".\n"
+
+
+def _diff(a: Mapping | None, b: Mapping | None) -> str:
+    """``+d1/+d5``: cleaned minus original top-1/top-5 of two accuracy cells."""
+    if not (a and b) or any(x.get(k) is None for x in (a, b) for k in ("top1", "top5")):
+        return "-"
+    return f"{_num(b['top1'] - a['top1'], sign=True)}/{_num(b['top5'] - a['top5'], sign=True)}"
 
 
 # ------------------------------------------------------------------ tables
@@ -82,6 +105,7 @@ def _skipped(obj) -> str | None:
 
 def render_table1(t1: Mapping) -> str:
     """Table 1: issues found by confident learning and accuracy on original vs cleaned splits."""
+    t1 = table_rows(t1)
     first = next(iter(t1.values()))
     splits = _splits_of(first)
     header = ["Model"]
@@ -92,8 +116,7 @@ def render_table1(t1: Mapping) -> str:
         cells = [model]
         for s in splits:
             a, b = row.get(s), row.get(s + CLEAN_SUFFIX)
-            gain = "-" if not (a and b) else f"{_num(b['top1'] - a['top1'], sign=True)}/{_num(b['top5'] - a['top5'], sign=True)}"
-            cells += [str(row.get("issues", {}).get(s, "-")), _pair(a), _pair(b), gain]
+            cells += [str(row.get("issues", {}).get(s, "-")), _pair(a), _pair(b), _diff(a, b)]
         rows.append(cells)
     n = {s: first.get(s, {}).get("n") for s in splits}
     nc = {s: first.get(s + CLEAN_SUFFIX, {}).get("n") for s in splits}
@@ -111,38 +134,52 @@ def render_table1(t1: Mapping) -> str:
 
 
 def render_table2(t2: Mapping) -> str:
-    """Table 2: models trained on T and T_c, in the paper's columns, mean±std over seeds."""
+    """Table 2: models trained on T and T_c, in the paper's columns, mean±std over seeds.
+
+    Columns: (T, V), (T, V_c), (T_c, V_c) for the primary split, then (T, S), (T_c, S),
+    (T, S_c), (T_c, S_c) for every other split S (the paper's V2 columns are its T_c
+    models'), then the headline: T_c minus T on the primary cleaned set and whether
+    that exceeds the seed spread.
+    """
+    t2 = table_rows(t2)
     first = next(iter(t2.values()))
-    splits = _splits_of(first.get("T", {}))
-    primary = "val" if "val" in splits else splits[0]
-    header, cols = ["Model"], []
-    for s in splits:
+    sets = list(first.get("T", {}))
+    primary = (first.get("headline") or {}).get("set") or primary_set(sets)
+    base = primary.removesuffix(CLEAN_SUFFIX) if primary else None
+    cols = []
+    for s in sorted({x.removesuffix(CLEAN_SUFFIX) for x in sets}, key=_split_order):
         c = s + CLEAN_SUFFIX
-        if s == primary:
+        if s == base:
             cols += [("T", s), ("T", c), ("T_c", c)]
         else:
-            cols += [("T", s), ("T_c", s), ("T", c), ("T_c", c)]
-    header += [f"{t}, {symbol(s)}" for t, s in cols]
-    header += [f"Gain T_c-T top-1 on {symbol(primary + CLEAN_SUFFIX)}", "Beyond seed spread"]
+            cols += [("T", s), ("T_c", s)] + ([("T", c), ("T_c", c)] if c in sets else [])
+    header = ["Model", *(f"{t}, {symbol(s)}" for t, s in cols)]
+    if primary:
+        header += [f"Gain T_c-T on {symbol(primary)} top-1/top-5", "Beyond seed spread (top-1)"]
     rows = []
     for arch, row in t2.items():
-        g = row.get("gain", {}).get(primary + CLEAN_SUFFIX, {}).get("top1", {})
-        beyond = {True: "yes", False: "no", None: "n/a (1 seed)"}[g.get("beyond_spread")]
-        spread = f" (spread {_num(g.get('spread'))})" if g.get("spread") is not None else ""
-        rows.append([arch] + [_pair(row.get(t, {}).get(s)) for t, s in cols] + [_num(g.get("gain"), sign=True) + spread, beyond])
-    seeds = first.get("T", {}).get(primary, {}).get("top1", {}).get("n", "?")
+        cells = [arch] + [_pair(row.get(t, {}).get(s)) for t, s in cols]
+        if primary:
+            g = row.get("gain", {}).get(primary, {})
+            g1, g5 = g.get("top1", {}), g.get("top5", {})
+            beyond = {True: "yes", False: "no", None: "n/a (1 seed)"}[g1.get("beyond_spread")]
+            spread = f" (spread {_num(g1.get('spread'))})" if g1.get("spread") is not None else ""
+            cells += [f"{_num(g1.get('gain'), sign=True)}/{_num(g5.get('gain'), sign=True)}", beyond + spread]
+        rows.append(cells)
+    seeds = first.get("T", {}).get(sets[0] if sets else "", {}).get("top1", {}).get("n", "?")
     ref = _md(["Model", *paper.PAPER_TABLE2_COLUMNS], [[m, *(_paper_pair(c) for c in cells)] for m, cells in paper.PAPER_TABLE2])
     return (
         "## Table 2: models retrained on the original (T) and cleaned (T_c) training split\n\n"
         + _md(header, rows)
         + f"\nTop-1/top-5 in percent, mean±std over {seeds} seed(s). The gain is beyond the seed spread when it exceeds "
-        "the larger of the two standard deviations.\n\n"
-        + f"<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE2_CAPTION}\n\n{ref}\n</details>\n"
+        "the larger of the two standard deviations (spread in points).\n"
+        + f"\n<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE2_CAPTION}\n\n{ref}\n</details>\n"
     )
 
 
 def render_table3(t3: Mapping) -> str:
     """Table 3: non-square input sizes as top-1/top-5 differences to the square model."""
+    t3 = table_rows(t3)
     archs = list(t3)
     names = sorted((k for k in t3[archs[0]] if k != "square"), key=lambda k: (k[-2], t3[archs[0]][k]["pixels"]))
     set_name = next(k for k in t3[archs[0]]["square"] if k != "input_size")
@@ -162,8 +199,10 @@ def render_table3(t3: Mapping) -> str:
 
 def render_ablations(ab: Mapping) -> str:
     """Ablations: training-set variants, accuracy on the primary cleaned set and difference to T."""
-    archs = list(ab)
     from .ablations import VARIANTS
+
+    ab = table_rows(ab)
+    archs = list(ab)
 
     variants = sorted(ab[archs[0]], key=lambda v: (list(VARIANTS).index(v) if v in VARIANTS else len(VARIANTS), v))
     first = ab[archs[0]][variants[0]]
@@ -210,15 +249,23 @@ def load_round(paths: RoundPaths) -> dict[str, object]:
 
 
 def render_round(tables: Mapping[str, object]) -> str:
-    """Markdown of one round's tables; missing or skipped tables become a one-line note."""
+    """Markdown of one round's tables; missing, skipped or unrenderable tables become a one-line note.
+
+    Splits a table left out (``skipped_splits``) are listed under it.
+    """
     parts = []
     for name in TABLE_FILES:
         obj = tables.get(name)
+        title = name.removesuffix(".json")
         why = _skipped(obj)
         if why:
-            parts.append(f"*{name.removesuffix('.json')}: {why}.*\n")
-        else:
-            parts.append(RENDERERS[name](obj))
+            parts.append(f"*{title}: {why}.*\n" + _skipped_splits_note(obj))
+            continue
+        try:
+            parts.append(RENDERERS[name](obj) + _skipped_splits_note(obj))
+        except (KeyError, TypeError, ValueError, IndexError, StopIteration, AttributeError) as e:
+            log.warning("report: %s could not be rendered: %r", name, e)
+            parts.append(f"*{title}: could not be rendered ({type(e).__name__}: {e}); see metrics/{name}.*\n")
     return "\n".join(parts)
 
 
@@ -260,11 +307,17 @@ def changes_per_class(decisions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _cleaned(decisions: Path) -> bool:
+    """Whether a decisions file exists and was not written for a skipped split."""
+    return decisions.is_file() and read_metadata(decisions).get("skipped") != "true"
+
+
 def write_report(splits: Sequence[str], *, rounds: int = 1, data: str | Path = "data", metrics: str | Path = "metrics") -> Path:
     """Write ``metrics/report.md`` and ``metrics/plots/changes_per_class.csv``; returns the report path.
 
     Args:
-        splits: Splits whose decisions feed the changes plot (missing decision files are skipped).
+        splits: Splits whose decisions feed the changes plot (missing decision files, and those
+            written for a skipped split, are left out).
         rounds: Number of cleaning rounds to report (params.yaml ``rounds``).
         data: Data folder.
         metrics: Metrics folder.
@@ -275,7 +328,7 @@ def write_report(splits: Sequence[str], *, rounds: int = 1, data: str | Path = "
     out = Path(metrics) / "report.md"
     write_text(out, render_report(per_round))
     first = RoundPaths(1, Path(data), Path(metrics))
-    decisions = {s: read_table(first.decisions(s), columns=["wnid", "action"]) for s in splits if first.decisions(s).is_file()}
+    decisions = {s: read_table(first.decisions(s), columns=["wnid", "action"]) for s in splits if _cleaned(first.decisions(s))}
     csv = changes_per_class(decisions).to_csv(index=False, lineterminator="\n")
     write_text(Path(metrics) / "plots" / "changes_per_class.csv", csv)
     return out

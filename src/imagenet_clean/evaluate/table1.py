@@ -10,17 +10,23 @@ each original split (``val``, ``v2``) and on its cleaned version (``val_clean``,
 
     {"<model>": {"issues": {"val": 41, "v2": 12},
                  "val": {"n": 500, "top1": 81.2, "top5": 97.0, "n_error": 0},
-                 "val_clean": {...}, "v2": {...}, "v2_clean": {...}}}
+                 "val_clean": {...}, "v2": {...}, "v2_clean": {...}},
+     "skipped_splits": {"imagenet_r": "splits.imagenet_r.root is null"}}
+
+``skipped_splits`` is present when a configured split was left out (see
+:mod:`.splits`); with no usable split the file is ``{"skipped": true, "reason": ...}``.
+An empty evaluation set has ``null`` accuracies.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from ..io import read_table, write_json
 from .accuracy import CLEAN_SUFFIX, RoundPaths, evaluate_file, split_sets
+from .splits import SKIPPED_SPLITS, write_skipped
 
 
 def issue_counts(decisions: pd.DataFrame, models: Sequence[str], *, source: str = "decisions") -> dict[str, int]:
@@ -74,15 +80,27 @@ def table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -
     return out
 
 
-def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -> Path:
-    """Compute table 1 and write it to this round's ``table1.json``; returns the path."""
-    result = table1(models, splits, paths=paths)
+def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths, skipped: Mapping[str, str] | None = None) -> Path:
+    """Compute table 1 and write it to this round's ``table1.json``; returns the path.
+
+    Args:
+        models: Cleanup model names.
+        splits: Usable evaluated splits (see :func:`.splits.usable_splits`).
+        paths: The round's file layout.
+        skipped: Evaluated splits left out, with the reason; stored under ``skipped_splits``.
+            With no usable split the file is ``{"skipped": true, "reason": ...}``.
+    """
     path = paths.metric("table1.json")
+    if not splits:
+        return write_skipped(paths, ["table1.json"], "no evaluated split besides the training split can be used", skipped_splits=skipped)
+    result = table1(models, splits, paths=paths)
+    if skipped:
+        result[SKIPPED_SPLITS] = dict(skipped)
     write_json(path, result)
     return path
 
 
-def gains(row: dict, split: str) -> dict[str, float]:
-    """Cleaned minus original accuracy of one table-1 row on ``split`` (percentage points)."""
+def gains(row: dict, split: str) -> dict[str, float | None]:
+    """Cleaned minus original accuracy of one table-1 row on ``split`` (percentage points; ``None`` for an empty set)."""
     a, b = row[split], row[split + CLEAN_SUFFIX]
-    return {k: round(b[k] - a[k], 4) for k in ("top1", "top5")}
+    return {k: None if a[k] is None or b[k] is None else round(b[k] - a[k], 4) for k in ("top1", "top5")}

@@ -23,12 +23,28 @@ at the first unfinished (arch, set, seed).
 
     {"<arch>": {"T":   {"val": {"top1": {"mean", "std", "n"}, "top5": {...}}, "val_clean": ..., ...},
                 "T_c": {...},
-                "gain": {"val_clean": {"top1": {"gain", "spread", "beyond_spread"}, "top5": ...}, ...}}}
+                "gain": {"val_clean": {"top1": {"gain", "spread", "beyond_spread"}, "top5": ...}, ...},
+                "headline": {"set": "val_clean", "seeds": 3,
+                             "top1": {"T", "T_c", "gain", "spread", "beyond_spread"}, "top5": {...}}},
+     "skipped_splits": {"imagenet_r": "splits.imagenet_r.root is null"}}
 
-``gain`` is mean(T_c) - mean(T) in points, ``spread`` the larger of the two
-seed standard deviations (ddof 1), and ``beyond_spread`` whether the gain
-exceeds it (null with a single seed). Per-seed accuracies go to
-``metrics/runs/table2.json`` (kept out of the metrics so ``dvc exp show`` stays readable).
+Every (training set, evaluation set) pair of the paper's table 2 is there:
+(T, V), (T, V_c), (T_c, V_c), (T, V2), (T_c, V2), (T, V2_c), (T_c, V2_c), as mean
+and sample std over seeds. ``gain`` is mean(T_c) - mean(T) in points, ``spread``
+the larger of the two seed standard deviations (ddof 1), and ``beyond_spread``
+whether the gain exceeds it (null with a single seed). ``headline`` repeats it
+for the primary cleaned set (V_c, else the first cleaned set) with both means.
+``skipped_splits`` lists configured splits left out (see :mod:`.splits`). When
+the table cannot be computed (``tables.archs`` empty, the training split skipped,
+no usable evaluated split) both files are ``{"skipped": true, "reason": ...}``.
+Per-seed accuracies go to ``metrics/runs/table2.json`` (kept out of the metrics
+so ``dvc exp show`` stays readable).
+
+Training uses ``params.train`` (every recipe field: optimizer, augmentation,
+``cache_images``, ``threads``, ...) with ``tables.epochs`` if set, at the square
+``tables.input_size``; an architecture that is also a cleanup model in
+``params.models`` is built with that entry's timm ``kwargs`` (e.g. the embedded
+default's ``crop_pct: 1.0``), so it sees images as the cleanup models do.
 """
 from __future__ import annotations
 
@@ -55,6 +71,7 @@ from .accuracy import (
     accuracy,
     split_sets,
 )
+from .splits import SKIPPED_SPLITS, primary_set, table_rows, train_skip_reason, usable_splits, write_skipped
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +94,34 @@ class RetrainBackend(Protocol):
     def default_input_size(self, arch: str, *, num_classes: int) -> InputSize: ...
 
 
+RESULT_NEUTRAL = ("threads", "workers", "cache_images")
+"""``TrainConfig`` fields that change speed, not the trained model: left out of the run cache key."""
+
+
 @dataclass
 class TimmBackend:
     """Trains with ``models.train.train_model`` and predicts with ``models.predict.predict_samples``.
 
     Args:
-        train: The training recipe (epochs already set for the tables).
+        train: The training recipe (``TrainConfig``, epochs already set for the tables).
         batch_size: Prediction batch size.
+        kwargs: timm ``create_model`` kwargs per architecture (default: none).
     """
 
     train: object
     batch_size: int = 128
+    kwargs: dict = field(default_factory=dict)
     fingerprint: dict = field(init=False)
 
     def __post_init__(self):
-        self.fingerprint = {"backend": "timm", "train": dataclasses.asdict(self.train)}
+        recipe = {k: v for k, v in dataclasses.asdict(self.train).items() if k not in RESULT_NEUTRAL}
+        self.fingerprint = {"backend": "timm", "train": recipe, "kwargs": {a: self.kwargs[a] for a in sorted(self.kwargs)}}
 
     def _cfg(self, arch: str, input_size: InputSize | None):
         from ..config import ModelConfig
 
-        return ModelConfig(arch=arch, weights="train", input_size=None if input_size is None else tuple(input_size))
+        size = None if input_size is None else tuple(input_size)
+        return ModelConfig(arch=arch, weights="train", input_size=size, kwargs=dict(self.kwargs.get(arch, {})))
 
     def fit(self, samples, root, *, arch, num_classes, seed, input_size):
         from ..models.train import train_model
@@ -152,6 +177,7 @@ class RetrainContext:
     backend: RetrainBackend
     cache_dir: Path
     log: list = field(default_factory=list)
+    skipped_splits: dict = field(default_factory=dict)
 
 
 def _root_of(path: Path, fallback: str | None) -> str:
@@ -291,15 +317,15 @@ def cached_run(ctx: RetrainContext, samples: pd.DataFrame, *, arch: str, seed: i
 
 
 def run_accuracies(ctx: RetrainContext, folder: Path, set_names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """Top-1/top-5 (percent) of a cached run on each evaluation set."""
+    """Top-1/top-5 (percent; ``None`` for an empty set) of a cached run on each evaluation set."""
     out, preds = {}, {}
     for name, s in ctx.eval_sets.items():
         if set_names is not None and name not in set_names:
             continue
         if s.split not in preds:
             preds[s.split] = read_predictions(folder / f"{s.split}.parquet")
-        acc = accuracy(preds[s.split], s.sample_ids, s.labels, source=str(folder / f"{s.split}.parquet"))
-        out[name] = {"top1": acc.top1, "top5": acc.top5}
+        acc = accuracy(preds[s.split], s.sample_ids, s.labels, source=str(folder / f"{s.split}.parquet")).as_dict()
+        out[name] = {"top1": acc["top1"], "top5": acc["top5"]}
     return out
 
 
@@ -323,9 +349,13 @@ def seed_runs(
 # ------------------------------------------------------------------ statistics
 
 
-def summarize(values: Sequence[float]) -> dict:
-    """Mean, sample standard deviation (ddof 1; 0 for one value) and count, rounded to 4 decimals."""
-    v = np.asarray(values, np.float64)
+def summarize(values: Sequence[float | None]) -> dict:
+    """Mean, sample standard deviation (ddof 1; 0 for one value) and count, rounded to 4 decimals.
+
+    ``None`` and ``nan`` (the accuracy of an empty evaluation set) are left out of the count.
+    """
+    v = np.asarray([np.nan if x is None else x for x in values], np.float64)
+    v = v[np.isfinite(v)]
     if len(v) == 0:
         return {"mean": None, "std": None, "n": 0}
     std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
@@ -400,30 +430,38 @@ def table2(
             s: {m: compare(per_metric(per_set["T"], s, m), per_metric(per_set["T_c"], s, m)) for m in ("top1", "top5")}
             for s in ctx.eval_sets
         }
+        primary = primary_set(list(ctx.eval_sets))
+        if primary is not None:
+            row["headline"] = headline_row(row, primary, seeds=len(seeds))
         table[arch] = row
         runs[arch] = {name: runs_json(r) for name, r in per_set.items()}
     return table, runs
 
 
-def headline(table: Mapping, *, set_name: str) -> dict:
-    """Per arch: T_c-vs-T top-1 gain on ``set_name`` and whether it exceeds the seed spread."""
-    return {arch: row["gain"][set_name]["top1"] for arch, row in table.items() if "gain" in row and set_name in row["gain"]}
+def headline_row(row: Mapping, set_name: str, *, seeds: int) -> dict:
+    """The answer to "does T_c beat T on ``set_name`` beyond the seed spread?" for one table-2 row.
+
+    Returns:
+        ``{"set", "seeds", "top1": {"T", "T_c", "gain", "spread", "beyond_spread"}, "top5": {...}}``;
+        ``T``/``T_c`` are mean accuracies, ``gain`` their difference in points.
+    """
+    out: dict = {"set": set_name, "seeds": int(seeds)}
+    for m in ("top1", "top5"):
+        out[m] = {"T": row["T"][set_name][m]["mean"], "T_c": row["T_c"][set_name][m]["mean"], **row["gain"][set_name][m]}
+    return out
+
+
+def headline(table: Mapping) -> dict:
+    """Per arch of a table-2 file: its ``headline`` (see :func:`headline_row`); skipped or headline-less rows are left out."""
+    return {arch: row["headline"] for arch, row in table_rows(table).items() if isinstance(row, Mapping) and "headline" in row}
 
 
 # ------------------------------------------------------------------ stage glue
 
 
 def eval_splits(params) -> list[str]:
-    """Evaluated splits: every configured split with a root, except the training split."""
+    """Configured evaluated splits: every split with a root, except the training split (files are not read)."""
     return [name for name, sc in params.splits.items() if name != TRAIN_SPLIT and sc.root is not None]
-
-
-def primary_split(params) -> str:
-    """The split the headline compares on: ``val`` when evaluated, else the first evaluated split."""
-    splits = eval_splits(params)
-    if not splits:
-        raise ValueError("no evaluated split: params.yaml splits has no split with a root besides the training split")
-    return "val" if "val" in splits else splits[0]
 
 
 def seeds_of(params) -> list[int]:
@@ -431,14 +469,29 @@ def seeds_of(params) -> list[int]:
     return [params.seed + i for i in range(params.tables.seeds)]
 
 
-def make_backend(params, *, name: str = "timm") -> RetrainBackend:
-    """The retraining backend for params: the section-5 recipe with ``tables.epochs`` if set."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown retraining backend {name!r}; known: {sorted(BACKENDS)}")
+def train_config(params):
+    """The tables' training recipe: ``params.train`` with ``tables.epochs`` when set."""
     train = params.train
     if params.tables.epochs is not None:
         train = dataclasses.replace(train, epochs=params.tables.epochs)
-    return BACKENDS[name](train=train, batch_size=params.predict.batch_size)
+    return train
+
+
+def arch_kwargs(params, archs: Sequence[str]) -> dict[str, dict]:
+    """timm kwargs per table architecture: those of the first ``params.models`` entry with that arch, if any."""
+    out = {}
+    for arch in archs:
+        entry = next((m for m in params.models.values() if m.arch == arch), None)
+        if entry is not None and entry.kwargs:
+            out[arch] = dict(entry.kwargs)
+    return out
+
+
+def make_backend(params, *, name: str = "timm") -> RetrainBackend:
+    """The retraining backend for params: :func:`train_config`, ``predict.batch_size`` and :func:`arch_kwargs`."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown retraining backend {name!r}; known: {sorted(BACKENDS)}")
+    return BACKENDS[name](train=train_config(params), batch_size=params.predict.batch_size, kwargs=arch_kwargs(params, params.tables.archs))
 
 
 def square_size(params) -> InputSize | None:
@@ -447,27 +500,70 @@ def square_size(params) -> InputSize | None:
     return None if side is None else (3, int(side), int(side))
 
 
-def stage_context(params, *, paths: RoundPaths, backend: RetrainBackend | None = None) -> RetrainContext:
-    """The :class:`RetrainContext` of a tables stage from params and this round's files."""
-    return load_context(
-        eval_splits(params),
+def stage_skip_reason(params, *, paths: RoundPaths, decisions: bool = False) -> tuple[str | None, list[str], dict[str, str]]:
+    """Whether a retraining stage (table 2, 3, ablations) can run, from params and this round's files.
+
+    Returns:
+        ``(reason, splits, skipped)``: why the stage is skipped (``None`` when it runs), the usable
+        evaluated splits and ``{split: reason}`` for the evaluated splits left out.
+    """
+    splits, skipped = usable_splits(params, paths)
+    if not params.tables.archs:
+        return "tables.archs is empty", splits, skipped
+    why = train_skip_reason(params, paths, decisions=decisions)
+    if why:
+        return f"training split skipped: {why}", splits, skipped
+    if not splits:
+        return "no evaluated split besides the training split can be used", splits, skipped
+    return None, splits, skipped
+
+
+def stage_context(params, *, paths: RoundPaths, backend: RetrainBackend | None = None, splits: Sequence[str] | None = None) -> RetrainContext:
+    """The :class:`RetrainContext` of a tables stage from params and this round's files.
+
+    Args:
+        params: Loaded params.
+        paths: The round's file layout.
+        backend: Trains and predicts (default: :func:`make_backend`).
+        splits: Evaluated splits (default: :func:`.splits.usable_splits`; the others are
+            recorded in ``skipped_splits``).
+    """
+    skipped = {}
+    if splits is None:
+        splits, skipped = usable_splits(params, paths)
+    ctx = load_context(
+        splits,
         paths=paths,
         backend=backend or make_backend(params),
         roots={name: sc.root for name, sc in params.splits.items()},
     )
+    ctx.skipped_splits = dict(skipped)
+    return ctx
+
+
+def with_skipped(table: dict, skipped: Mapping[str, str]) -> dict:
+    """``table`` with ``skipped_splits`` added when any split was left out."""
+    return {**table, SKIPPED_SPLITS: dict(skipped)} if skipped else table
 
 
 def write_table2(params, *, paths: RoundPaths, backend: RetrainBackend | None = None) -> Path:
-    """Run (or re-score from cache) table 2 and write ``table2.json`` and ``runs/table2.json`` of this round."""
-    ctx = stage_context(params, paths=paths, backend=backend)
+    """Run (or re-score from cache) table 2 and write ``table2.json`` and ``runs/table2.json`` of this round.
+
+    Both files are ``{"skipped": true, "reason": ...}`` when :func:`stage_skip_reason` says so.
+    """
+    names = ["table2.json", "runs/table2.json"]
+    why, splits, skipped = stage_skip_reason(params, paths=paths)
+    if why:
+        return write_skipped(paths, names, why, skipped_splits=skipped)
+    ctx = stage_context(params, paths=paths, backend=backend, splits=splits)
     train_sets = {
         "T": original_train(read_table(paths.manifest(TRAIN_SPLIT))),
         "T_c": cleaned_train(read_table(paths.clean(TRAIN_SPLIT))),
     }
     table, runs = table2(ctx, list(params.tables.archs), seeds=seeds_of(params), train_sets=train_sets, input_size=square_size(params))
-    out = paths.metric("table2.json")
-    write_json(out, table)
-    write_json(paths.metric("runs/table2.json"), runs)
+    out = paths.metric(names[0])
+    write_json(out, with_skipped(table, skipped))
+    write_json(paths.metric(names[1]), runs)
     for entry in ctx.log:
         log.info("retrain run %s", entry)
     return out

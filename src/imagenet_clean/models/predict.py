@@ -476,6 +476,67 @@ def predict_to_file(
     return summary
 
 
+SPLIT_SUBSETS: dict[str, str] = {"imagenet_r": "imagenet_r"}
+"""Splits whose images cover a class subset (:mod:`imagenet_clean.data.imagenet_r`): their
+predictions are restricted to it (zeros elsewhere, renormalised, top-5 among the subset)."""
+
+
+def restrict_table(table: pa.Table, *, subset: str) -> pa.Table:
+    """A predictions table with its probabilities and top-5 restricted to a class subset of ImageNet-1k.
+
+    Error rows keep their status and reason (and null probabilities).
+
+    Raises:
+        ValueError: the table's probabilities are not 1000-wide, or ``subset`` is unknown.
+    """
+    from ..data.imagenet_r import restrict_probs
+
+    n, k = table.num_rows, table.schema.field("probs").type.list_size
+    status = np.asarray(table["status"].to_pylist(), dtype=object)
+    probs = np.zeros((n, k), np.float32)
+    ok = status == "ok"
+    if ok.any():
+        col = table["probs"].combine_chunks()
+        flat = col.values.to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, k)
+        probs[ok] = flat[ok] if len(flat) == n else flat
+    probs = restrict_probs(probs, subset=subset, keep_shape=True, renormalize=True)
+    return predictions_table(table["sample_id"].to_pylist(), probs, status=status, reason=table["reason"].to_pylist(),
+                             fold=table["fold"].to_numpy())
+
+
+def _skip_reason(split: str, params, manifest_path: Path) -> str | None:
+    """Why ``split`` is skipped (null root in params.yaml, or no manifest rows, as ``ingest`` writes then); None when it is not."""
+    sc = params.splits.get(split)
+    if sc is not None and not sc.root:
+        return f"splits.{split}.root is null"
+    if not manifest_path.is_file():
+        return "not configured in params.yaml splits and no manifest" if sc is None else None
+    if pq.ParquetFile(manifest_path).metadata.num_rows == 0:
+        return f"{manifest_path} has no rows"
+    return None
+
+
+def _write_skipped(split: str, params, names: list[str], *, why: str, manifest_path: Path, out_dir: Path) -> dict:
+    """One empty prediction file per model (the contract schema, ``skipped`` metadata) for a skipped split."""
+    from ..classes import load_classes
+    from ..predictions import write_predictions
+    from .distributed import env_info
+
+    meta = read_metadata(manifest_path) if manifest_path.is_file() else {}
+    k = int(meta.get("num_classes") or 0) or len(load_classes(params.dataset.classes))
+    summaries = {}
+    if env_info().rank != 0:
+        return summaries
+    empty = predictions_table([], np.zeros((0, k), np.float32))
+    for name in names:
+        write_predictions(out_dir / split / f"{name}.parquet", empty, model=name, arch=params.models[name].arch, split=split,
+                          num_classes=k, skipped="true", why=why)
+        summaries[name] = {"n": 0, "n_error": 0, "skipped": why}
+    (out_dir / split).mkdir(parents=True, exist_ok=True)
+    _log.info("split %s skipped (%s): wrote %d empty prediction files", split, why, len(names))
+    return summaries
+
+
 def run_predict_split(
     split: str,
     params,
@@ -488,18 +549,28 @@ def run_predict_split(
 ) -> dict:
     """The ``predict@split`` stage: every configured model predicts one split, one model at a time.
 
-    A ``weights: train`` model loads ``<models_dir>/<model>/full.safetensors``; other
-    sources use that file when present, else their own weights. Every model is
+    Which weights predict (:func:`~imagenet_clean.models.factory.resolve_checkpoint`):
+    a ``weights: train`` model loads ``<models_dir>/<model>/full.safetensors``; other
+    sources predict with their pretrained weights, as in the paper. Every model is
     checked before the first prediction starts. Shards go to
     ``<cache_dir>/<split>/<model>/`` (resumable) and are removed once the model's
     file ``<out_dir>/<split>/<model>.parquet`` is written. Works under torchrun.
 
+    A split whose root is null in params.yaml, or whose manifest has no rows (what
+    ``ingest`` writes for a skipped split), is skipped: one empty prediction file
+    per model (metadata ``skipped``: ``true``, ``why``), so that DVC finds the
+    stage's output; ``clean`` and ``tables`` skip such splits by params.yaml. A split in :data:`SPLIT_SUBSETS`
+    (``imagenet_r``) has its probabilities restricted to its classes.
+
     Returns:
-        ``{model: summary}`` (see :func:`accuracy_summary`), on rank 0; ``{}`` on other ranks.
+        ``{model: summary}`` (see :func:`accuracy_summary`; a skipped split's
+        summaries hold ``skipped``: why), on rank 0; ``{}`` on other ranks.
 
     Raises:
         ModelError: a model is misconfigured or its checkpoint is missing or does not fit.
         FileNotFoundError: the split's manifest is missing.
+        ValueError: unknown model names, no image root, or a subset split whose
+            class list is not ImageNet-1k.
     """
     import shutil
     import time
@@ -507,41 +578,51 @@ def run_predict_split(
     from ..io import read_table
     from ..predictions import write_predictions
     from .distributed import process_group
-    from .factory import check_model, load_trained, trained_checkpoint_path
+    from .factory import build_model, check_model, resolve_checkpoint
     from .weights import ModelError
 
+    names = list(params.models) if models is None else list(models)
+    unknown = [n for n in names if n not in params.models]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; params.yaml models: {', '.join(params.models)}")
     manifest_path = Path(manifests_dir) / f"{split}.parquet"
+    why = _skip_reason(split, params, manifest_path)
+    if why is not None:
+        return _write_skipped(split, params, names, why=why, manifest_path=manifest_path, out_dir=Path(out_dir))
     df = read_table(manifest_path)
     meta = read_metadata(manifest_path)
     root = meta.get("root") or (params.splits[split].root if split in params.splits else None)
     if not root:
-        raise ValueError(f"{manifest_path}: no root in its metadata and no splits.{split}.root in params")
+        raise ValueError(f"{manifest_path}: no root in its metadata and no splits.{split}.root in params.yaml")
     if meta.get("num_classes"):
         k = int(meta["num_classes"])
     else:
         from ..classes import load_classes
 
         k = len(load_classes(params.dataset.classes))
-    names = list(params.models) if models is None else list(models)
-    unknown = [n for n in names if n not in params.models]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; params.yaml models: {', '.join(params.models)}")
+    subset = SPLIT_SUBSETS.get(split)
+    if subset is not None:
+        from ..data.imagenet_r import NUM_IMAGENET_CLASSES
+
+        if k != NUM_IMAGENET_CLASSES:
+            raise ValueError(f"split {split!r} is evaluated on the {subset} subset of the {NUM_IMAGENET_CLASSES} ImageNet-1k classes, "
+                             f"but {manifest_path} has {k} classes (dataset.classes {params.dataset.classes!r})")
+    checkpoints = {}
     for name in names:  # fail before any long work
         cfg = params.models[name]
-        ckpt = trained_checkpoint_path(name, models_dir=models_dir)
-        if cfg.weights == "train" and not ckpt.is_file():
-            raise ModelError(f"model {name!r}: no trained checkpoint {ckpt} (run `imagenet-clean fit --model {name}` first)")
         try:
-            check_model(cfg, num_classes=k, checkpoint=ckpt if ckpt.is_file() else None)
+            checkpoints[name] = resolve_checkpoint(name, cfg, models_dir=models_dir)
+            check_model(cfg, num_classes=k, checkpoint=checkpoints[name])
         except ModelError as e:
-            raise ModelError(f"model {name!r}: {e}") from None
+            msg = str(e)
+            raise ModelError(msg if msg.startswith(f"model {name!r}") else f"model {name!r}: {msg}") from None
 
     pc = params.predict
     summaries = {}
     with process_group() as info:
         for name in names:
             cfg = params.models[name]
-            model, data_cfg = load_trained(name, cfg, num_classes=k, models_dir=models_dir)
+            model, data_cfg = build_model(cfg, num_classes=k, checkpoint=checkpoints[name])
             shard_dir = Path(cache_dir) / split / name
             t0 = time.perf_counter()
             table = predict_samples(
@@ -551,7 +632,10 @@ def run_predict_split(
             )
             seconds = time.perf_counter() - t0
             if info.is_main:
-                write_predictions(Path(out_dir) / split / f"{name}.parquet", table, model=name, arch=cfg.arch, split=split, num_classes=k)
+                if subset is not None:
+                    table = restrict_table(table, subset=subset)
+                write_predictions(Path(out_dir) / split / f"{name}.parquet", table, model=name, arch=cfg.arch, split=split, num_classes=k,
+                                  **({"subset": subset} if subset else {}))
                 shutil.rmtree(shard_dir, ignore_errors=True)
                 s = accuracy_summary(table, df["label"] if "label" in df.columns else np.full(len(df), -1))
                 s.update(seconds=round(seconds, 3))

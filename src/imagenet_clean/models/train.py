@@ -34,6 +34,7 @@ import pandas as pd
 
 from ..config import ModelConfig, TrainConfig
 from .datasets import ImageSamples, make_loader, seed_everything, set_epoch
+from .transforms import decode_size
 
 log = logging.getLogger(__name__)
 
@@ -161,16 +162,65 @@ def train_transform(data_cfg: dict, cfg: TrainConfig):
 # ---------------------------------------------------------------- training
 
 
+class _TsvLive:
+    """dvclive's file layout without dvclive: ``metrics.json`` and ``plots/metrics/<name>.tsv``.
+
+    Used when dvclive cannot start, e.g. in a fresh ``git init`` project with no
+    commit (dvclive asks git for the HEAD revision and fails).
+    """
+
+    def __init__(self, live_dir: str | Path):
+        import shutil
+
+        self.dir = Path(live_dir)
+        self.step = 0
+        self.summary: dict = {}
+        shutil.rmtree(self.dir / "plots" / "metrics", ignore_errors=True)  # a fresh run, as dvclive does
+        (self.dir / "metrics.json").unlink(missing_ok=True)
+
+    def log_metric(self, name: str, value) -> None:
+        path = self.dir / "plots" / "metrics" / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.is_file()
+        with path.open("a") as f:
+            if new:
+                f.write(f"step\t{name.rsplit('/', 1)[-1]}\n")
+            f.write(f"{self.step}\t{float(value)}\n")
+        node = self.summary
+        *parents, leaf = name.split("/")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = float(value)
+
+    def next_step(self) -> None:
+        from ..io import write_json
+
+        write_json(self.dir / "metrics.json", {**self.summary, "step": self.step})
+        self.step += 1
+
+    def end(self) -> None:
+        pass
+
+
+def _open_live(live_dir: str | Path):
+    """A dvclive ``Live`` that never touches git or DVC state; the TSV fallback when dvclive cannot start."""
+    try:
+        from dvclive import Live
+
+        os.environ.setdefault("DVCLIVE_LOGLEVEL", "ERROR")
+        return Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
+    except Exception as e:  # scmrepo's "Empty git repo", a broken .dvc folder, ...: curves are not worth a crash
+        log.warning("dvclive unavailable (%s: %s); writing training curves as plain TSV to %s", type(e).__name__, e, live_dir)
+        return _TsvLive(live_dir)
+
+
 class _Live:
     """dvclive logging on rank 0 when a directory is given; a no-op otherwise."""
 
     def __init__(self, live_dir: str | Path | None, enabled: bool):
         self.live = None
         if live_dir is not None and enabled:
-            from dvclive import Live
-
-            os.environ.setdefault("DVCLIVE_LOGLEVEL", "ERROR")
-            self.live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False, report=None)
+            self.live = _open_live(live_dir)
 
     def log(self, metrics: dict) -> None:
         if self.live is not None:
@@ -257,7 +307,9 @@ def train_model(
     model, data_cfg = build_train_model(arch_cfg, num_classes=num_classes, finetune=cfg.finetune)
     model = model.to(device=device, memory_format=torch.channels_last)
 
-    dataset = ImageSamples.from_frame(samples, root, transform=train_transform(data_cfg, cfg))
+    dataset = ImageSamples.from_frame(
+        samples, root, transform=train_transform(data_cfg, cfg), draft_size=decode_size(data_cfg), cache=cfg.cache_images
+    )
     per_rank = math.ceil(len(dataset) / world)
     batch_size = min(cfg.batch_size, per_rank)
     drop_last = per_rank > batch_size  # a lone tiny last batch would upset batch norm
