@@ -7,7 +7,7 @@ from imagenet_clean.config import ConfigError, load_params, parse_params, resolv
 def test_default_params_file_is_valid():
     p = load_params("params.yaml")
     assert p.thresholds("train").h1 == "all"
-    assert p.thresholds("val").h3 == pytest.approx(0.667)
+    assert p.thresholds("val").h3 == pytest.approx(0.6666)
     assert p.thresholds("v2").fn == 0.9
 
 

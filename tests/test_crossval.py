@@ -329,3 +329,15 @@ def test_fit_of_a_pretrained_entry_writes_folds_and_out_of_fold_predictions_but_
     assert torch.equal(model.conv_stem.weight, pretrained.conv_stem.weight)
     fold0, _ = load_trained("pre", entry, num_classes=3, fold=0, models_dir=tmp_path / "models")
     assert not torch.equal(fold0.conv_stem.weight, pretrained.conv_stem.weight)
+
+
+def test_parallel_trainings_give_the_same_result_as_sequential(data, first_run, tmp_path):
+    root, manifest = data
+    _, sequential = first_run
+    cfg = TrainConfig(**{**TINY.__dict__, "parallel": 2})
+    out = tmp_path / "effnet"
+    table = cross_validate(manifest, root, model_name="effnet", arch_cfg=ARCH, num_classes=3, cfg=cfg, seed=0, out_dir=out)
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["fold0.safetensors", "fold1.safetensors", "full.safetensors"]
+    a, b = sequential.to_pandas(), table.to_pandas()
+    assert a["sample_id"].tolist() == b["sample_id"].tolist() and a["fold"].tolist() == b["fold"].tolist()
+    assert np.array_equal(np.stack(a["probs"].dropna().to_numpy()), np.stack(b["probs"].dropna().to_numpy()))

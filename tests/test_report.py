@@ -123,3 +123,67 @@ def test_report_orders_val_first_and_ablations_use_val_clean(tmp_path):
     header = next(line for line in md.splitlines() if line.startswith("| Model | Label errors"))
     assert header.index("(V)") < header.index("(V2)")
     assert "a1: V_c top-1/top-5" in md
+
+
+# ------------------------------------------------------------------ skipped tables and splits
+
+
+def test_report_renders_what_exists_and_notes_skips(tmp_path):
+    from imagenet_clean.io import write_json
+
+    paths = make_project(tmp_path, splits=("val",))
+    write_table1(list(MODELS), ["val"], paths=paths, skipped={"v2": "splits.v2.root is null"})
+    write_json(paths.metric("table2.json"), {"skipped": True, "reason": "tables.archs is empty"})
+    write_json(paths.metric("table3.json"), {"skipped": "tables.resolutions is false"})  # the older format
+    write_json(paths.metric("ablations.json"), {"a1": {"none": "not a row"}})  # unrenderable
+    md = write_report(["val"], data=paths.data, metrics=paths.metrics).read_text()
+    assert "## Table 1" in md and "Skipped splits: v2 (splits.v2.root is null)." in md
+    assert "*table2: skipped (tables.archs is empty).*" in md
+    assert "*table3: skipped (tables.resolutions is false).*" in md
+    assert "*ablations: could not be rendered (" in md
+
+
+def test_report_ignores_decisions_of_skipped_splits(tmp_path):
+    from test_table1 import skip_split
+
+    from imagenet_clean.config import parse_params
+
+    paths = make_project(tmp_path, splits=("val",))
+    skip_split(parse_params({"splits": {"v2": {"root": None, "layout": "v2"}}}), "v2", tmp_path)
+    write_report(["val", "v2"], data=paths.data, metrics=paths.metrics)
+    csv = pd.read_csv(paths.metrics / "plots" / "changes_per_class.csv")
+    assert set(csv["split"]) == {"val"}
+
+
+def test_table2_in_the_papers_layout(tmp_path):
+    paths = make_project(tmp_path, n=40)
+    write_table2(_params(archs=["a1"], seeds=3), paths=paths, backend=FakeBackend())
+    md = write_report([], data=paths.data, metrics=paths.metrics).read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| Model | T, V"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols == ["Model", "T, V", "T, V_c", "T_c, V_c", "T, V2", "T_c, V2", "T, V2_c", "T_c, V2_c",
+                    "Gain T_c-T on V_c top-1/top-5", "Beyond seed spread (top-1)"]
+    row = next(line for line in md.splitlines() if line.startswith("| a1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert all("±" in c for c in cells[1:8]) and cells[9].split(" ")[0] in ("yes", "no")
+    import json
+
+    h = json.loads(paths.metric("table2.json").read_text())["a1"]["headline"]["top1"]
+    assert cells[8].startswith(f"{h['gain']:+.2f}/") and f"spread {h['spread']:.2f}" in cells[9]
+
+
+def test_cli_report_with_skipped_metrics(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+    from imagenet_clean.io import write_json
+
+    for name in ("table1.json", "table2.json", "table3.json", "ablations.json", "runs/table2.json"):
+        write_json(tmp_path / "metrics" / name, {"skipped": True, "reason": "test"})
+    (tmp_path / "params.yaml").write_text("splits:\n  val: {root: null}\n")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["report"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "metrics" / "report.md").read_text()
+    assert md.count("skipped (test)") == 4
+    assert (tmp_path / "metrics" / "plots" / "changes_per_class.csv").read_text() == "split,class,fixes,removals\n"

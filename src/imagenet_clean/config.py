@@ -147,6 +147,7 @@ class TrainConfig:
     workers: int = field(default=0, metadata=_NONNEG)
     finetune: bool = False
     cache_images: bool = False  # keep decoded training images in RAM across epochs (small datasets)
+    parallel: int = field(default=1, metadata=_POS)  # cross-validation trainings run at once (CPU: processes of cpu_count/parallel threads)
     opt: str = field(default="sgd", metadata=_check(lambda v: v in ("sgd", "momentum", "adamw", "adam", "lamb", "rmsprop"), "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
 
 

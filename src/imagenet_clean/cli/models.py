@@ -52,7 +52,11 @@ def predict_split(
     params: Path = typer.Option(Path("params.yaml"), "--params", help="The params file."),
     model: Optional[list[str]] = typer.Option(None, "--model", help="Only these models (default: all in params.models)."),
 ) -> None:
-    """Stage predict@split: every configured model predicts data/manifests/S.parquet into data/predictions/S/."""
+    """Stage predict@split: every configured model predicts data/manifests/S.parquet into data/predictions/S/.
+
+    A split with a null root writes one empty file per model; imagenet_r is
+    restricted to its 200 classes. Runs under torchrun, or set IMAGENET_CLEAN_LAUNCHER.
+    """
     from ..config import load_params
     from ..models.predict import run_predict_split
 

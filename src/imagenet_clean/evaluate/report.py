@@ -172,7 +172,8 @@ def render_table2(t2: Mapping) -> str:
         "## Table 2: models retrained on the original (T) and cleaned (T_c) training split\n\n"
         + _md(header, rows)
         + f"\nTop-1/top-5 in percent, mean±std over {seeds} seed(s). The gain is beyond the seed spread when it exceeds "
-        "the larger of the two standard deviations (spread in points).\n"
+        "the larger of the two standard deviations (spread in points). The paper's two V2 columns "
+        "(its models trained on T_c) correspond to T_c, V2 and T_c, V2_c here.\n"
         + f"\n<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE2_CAPTION}\n\n{ref}\n</details>\n"
     )
 

@@ -35,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -57,7 +58,7 @@ FULL = -1
 # Bumped when training changes in a way that must invalidate finished folds.
 _FINGERPRINT_VERSION = 1
 # Recipe fields that do not change the trained weights' meaning (speed knobs only).
-_SPEED_ONLY = ("threads", "workers")
+_SPEED_ONLY = ("threads", "workers", "parallel", "cache_images")
 
 
 def assign_folds(labels, *, folds: int, seed: int) -> np.ndarray:
@@ -184,6 +185,34 @@ def _train_and_save(frame: pd.DataFrame, root, *, fold: int, fp: str, held: pd.D
     return marker
 
 
+def _run_jobs(jobs: dict[int, dict], *, cfg: TrainConfig, common: dict) -> None:
+    """Train the pending folds (and the full model), ``cfg.parallel`` at a time.
+
+    Each job is seeded on its own, so running several at once in separate
+    processes (each with ``cpu_count // parallel`` threads unless
+    ``cfg.threads`` says otherwise) gives the same checkpoints as running them
+    one after another with that thread count. Under torchrun the jobs run one
+    after another, each spread over the ranks.
+    """
+    from .distributed import env_info
+
+    workers = min(cfg.parallel, len(jobs))
+    if workers <= 1 or env_info().world_size > 1:
+        for k, job in jobs.items():
+            _train_and_save(job["frame"], fold=k, fp=job["fp"], held=job["held"], cfg=cfg, **common)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
+    job_cfg = dataclasses.replace(cfg, threads=threads)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_and_save, job["frame"], fold=k, fp=job["fp"], held=job["held"], cfg=job_cfg, **common)
+                   for k, job in jobs.items()]
+        for f in futures:
+            f.result()
+
+
 def _top1(table: pa.Table, labels: np.ndarray) -> float | None:
     ok = np.asarray(table["status"].to_numpy(zero_copy_only=False)) == "ok"
     if not ok.any():
@@ -248,26 +277,23 @@ def cross_validate(
         raise ValueError(f"labels outside [0, {num_classes}): sample {bad['sample_id'].iloc[0]!r} has label {int(bad['label'].iloc[0])}")
     usable["fold"] = assign_folds(usable["label"].to_numpy(), folds=cfg.folds, seed=seed)
 
-    parts = []
-    summaries = {}
+    jobs: dict[int, dict] = {}
     for k in range(cfg.folds):
-        fit, held = usable[usable["fold"] != k], usable[usable["fold"] == k]
         fp = fingerprint(usable[["sample_id", "path", "label", "fold"] + [c for c in ("content_hash",) if c in usable]],
                          arch_cfg=arch_cfg, cfg=cfg, seed=seed, num_classes=num_classes, fold=k)
-        paths = _paths(out_dir, k)
-        if _done(paths, fp, need_preds=True):
+        if _done(_paths(out_dir, k), fp, need_preds=True):
             log.info("%s fold %d: done, skipped", model_name, k)
-            summaries[k] = json.loads(paths["done"].read_text())
         else:
-            summaries[k] = _train_and_save(fit, root, fold=k, fp=fp, held=held, arch_cfg=arch_cfg, num_classes=num_classes,
-                                           cfg=cfg, seed=seed, out_dir=out_dir, live_dir=live_dir, model_name=model_name)
-        parts.append(pq.read_table(paths["preds"]))
+            jobs[k] = dict(frame=usable[usable["fold"] != k], held=usable[usable["fold"] == k], fp=fp)
     if full:
         fp = fingerprint(usable[["sample_id", "path", "label"] + [c for c in ("content_hash",) if c in usable]],
                          arch_cfg=arch_cfg, cfg=cfg, seed=seed, num_classes=num_classes, fold=FULL)
         if not _done(_paths(out_dir, FULL), fp, need_preds=False):
-            _train_and_save(usable, root, fold=FULL, fp=fp, held=None, arch_cfg=arch_cfg, num_classes=num_classes,
-                            cfg=cfg, seed=seed, out_dir=out_dir, live_dir=live_dir, model_name=model_name)
+            jobs[FULL] = dict(frame=usable, held=None, fp=fp)
+    common = dict(root=root, arch_cfg=arch_cfg, num_classes=num_classes, seed=seed, out_dir=out_dir, live_dir=live_dir,
+                  model_name=model_name)
+    _run_jobs(jobs, cfg=cfg, common=common)
+    parts = [pq.read_table(_paths(out_dir, k)["preds"]) for k in range(cfg.folds)]
     from .distributed import env_info
 
     if env_info().rank == 0:
