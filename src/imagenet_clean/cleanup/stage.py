@@ -253,8 +253,8 @@ def _prediction_index(path: Path, manifest_ids: pd.Index) -> tuple[np.ndarray, n
     return pos, status, reason
 
 
-def _trained_loader(params: Params, num_classes: int, workdir: str | Path) -> LoadModelFn:
-    models_dir = Path(workdir) / "data" / "models"
+def _trained_loader(params: Params, num_classes: int, workdir: str | Path, models_dir: str | Path | None = None) -> LoadModelFn:
+    models_dir = Path(workdir) / "data" / "models" if models_dir is None else Path(models_dir)
 
     def load(name: str, fold: int):
         from ..models.factory import load_trained
@@ -289,7 +289,8 @@ def cam_candidates(manifest: pd.DataFrame, decisions: pd.DataFrame, ens: Ensembl
     return pd.DataFrame(rows, columns=cols)
 
 
-def clean_split(split: str, params: Params, *, workdir: str | Path = ".", cam: bool | None = None,
+def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths: SplitPaths | None = None,
+                models_dir: str | Path | None = None, cam: bool | None = None,
                 find_exemptions: ExemptionFn | None = None, load_model: LoadModelFn | None = None,
                 n_jobs: int | None = 1) -> dict:
     """Clean one split: decisions, clean manifest, change list and metrics.
@@ -298,6 +299,10 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", cam: b
         split: A split name under ``splits`` in params.yaml.
         params: The validated params.
         workdir: The project folder (paths of the data contracts are relative to it).
+        paths: Where to read and write (default: ``SplitPaths.of(split, workdir)``); the
+            cleaning rounds pass their own folders.
+        models_dir: Parent of the models' checkpoint folders for the CAMs (default
+            ``<workdir>/data/models``).
         cam: Run the explainability exemption (default: ``params.cam.enabled``
             when that field exists, else True). Off: consensus removals stand.
         find_exemptions: The CAM function (default
@@ -317,7 +322,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", cam: b
         ValueError: no models, predictions that do not match the manifest or
             are not probabilities (naming file, model and row).
     """
-    paths = SplitPaths.of(split, workdir)
+    paths = paths or SplitPaths.of(split, workdir)
     sc = params.splits.get(split)
     if sc is None or not sc.root:
         why = "not configured in params.yaml splits" if sc is None else f"splits.{split}.root is null"
@@ -387,7 +392,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", cam: b
             from .cam import find_exemptions
 
             extra["max_pixels"] = params.ingest.max_pixels
-        loader = load_model or _trained_loader(params, k, workdir)
+        loader = load_model or _trained_loader(params, k, workdir, models_dir)
         root = _root(meta, params, split, workdir)
         ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=paths.cam_cache, **extra)
         dec = apply_exemptions(dec, ex)
