@@ -1,0 +1,255 @@
+"""The whole DVC pipeline end to end on a tiny embedded configuration (issues 6 and 8).
+
+One uninterrupted ``dvc repro`` of a tiny project (tests/pipeline_project.py:
+220 digit images of 32 px, two models, two folds, one epoch) is the reference.
+Each test works on a copy of it, or on a fresh project, and checks what a user
+relies on: every stage writes its outputs and ``dvc status`` is clean; a
+threshold experiment reruns only what a threshold can change and reuses the
+CAM scores; a queued sweep runs; ``dvc repro --force`` gives the same outputs;
+``dvc repro`` killed inside ``fit``, ``predict`` and ``clean`` reruns to outputs
+identical to the uninterrupted run's. Every test runs DVC in subprocesses and
+takes minutes on 2 CPU cores, so all are marked slow.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline_project import (ENV, TINY_MODELS, commit, metrics_tree, output_bytes, run, stages_run,
+                              write_pipeline_project)
+
+pytestmark = pytest.mark.slow
+
+SPLITS = ("train", "val", "v2", "imagenet_r")
+CLEAN_SPLITS = ("train", "val", "v2")
+PREDICT_SPLITS = ("val", "v2")  # imagenet_r has no root in the embedded params: skipped
+EXPENSIVE = ("generate", "ingest@", "fit@", "predict@")
+"""Stages a threshold can never change: nothing of these may rerun in a threshold experiment."""
+
+
+def dvc_status_is_clean(project: Path) -> None:
+    res = run(["dvc", "status", "-q"], project, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "", f"dvc status is not clean:\n{res.stdout}{res.stderr}"
+
+
+def copy_project(src: Path, dst: Path) -> Path:
+    """A copy of a project (git, DVC cache, workspace and the git-ignored caches under data/cache)."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def cam_rows(project: Path) -> dict[tuple, tuple[int, float]]:
+    """Every CAM score in the project's caches: ``(split, key...) -> (rowid, score)``.
+
+    ``INSERT OR REPLACE`` gives a replaced row a new rowid, so an unchanged rowid
+    means the score was not recomputed.
+    """
+    out = {}
+    for db in sorted((project / "data/cache/cams").glob("*/cam_scores.sqlite")):
+        con = sqlite3.connect(db)
+        try:
+            for rowid, *key, score in con.execute("SELECT rowid, image, label, boxes, model, fold, fingerprint, "
+                                                  "method, heat, score FROM scores"):
+                out[(db.parent.name, *key)] = (rowid, score)
+        finally:
+            con.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny project after one uninterrupted ``dvc repro``, with ``dvc.lock`` committed."""
+    project = write_pipeline_project(tmp_path_factory.mktemp("pipeline") / "ref")
+    t0 = time.perf_counter()
+    res = run(["dvc", "repro"], project)
+    seconds = time.perf_counter() - t0
+    commit(project, "reference repro")
+    return {"project": project, "output": res.stdout, "seconds": seconds}
+
+
+# ------------------------------------------------------------------ 1. every stage writes its outputs
+
+
+def test_repro_writes_every_stage_output_and_status_is_clean(reference):
+    project, output = reference["project"], reference["output"]
+    ran, _ = stages_run(output)
+    stages = set(run(["dvc", "stage", "list", "--name-only"], project).stdout.split())
+    assert ran == stages, f"stages not run: {sorted(stages - ran)}"
+
+    want = [f"data/manifests/{s}.parquet" for s in SPLITS] + [f"metrics/ingest/{s}.json" for s in SPLITS]
+    want += [f"data/models/{m}/fold{k}.safetensors" for m in TINY_MODELS for k in (0, 1)]
+    want += [f"data/predictions/train/{m}.parquet" for m in TINY_MODELS]
+    want += [f"data/predictions/{s}/{m}.parquet" for s in PREDICT_SPLITS for m in TINY_MODELS]
+    for s in CLEAN_SPLITS:
+        want += [f"data/decisions/{s}.parquet", f"data/clean/{s}.parquet", f"data/changes/{s}.csv",
+                 f"metrics/cleanup/{s}.json"]
+    want += [f"metrics/{n}.json" for n in ("detection", "table1", "table2", "table3", "ablations")]
+    want += ["metrics/report.md", "metrics/plots/changes_per_class.csv", "data/raw/truth.parquet"]
+    missing = [p for p in want if not (project / p).is_file()]
+    assert not missing, f"outputs missing after dvc repro: {missing}"
+
+    for s in CLEAN_SPLITS:  # one decision per manifest row, every model's predictions one row per sample
+        n = pq.read_metadata(project / f"data/manifests/{s}.parquet").num_rows
+        assert n > 0
+        assert pq.read_metadata(project / f"data/decisions/{s}.parquet").num_rows == n, s
+        for m in TINY_MODELS:
+            assert pq.read_metadata(project / f"data/predictions/{s}/{m}.parquet").num_rows == n, (s, m)
+    for name in ("detection", "table1", "table2"):
+        assert json.loads((project / f"metrics/{name}.json").read_text()), f"metrics/{name}.json is empty"
+    assert (project / "metrics/report.md").read_text().strip()
+    dvc_status_is_clean(project)
+
+
+# ------------------------------------------------------------------ 2. a threshold experiment
+
+
+def test_threshold_experiment_reruns_only_what_a_threshold_changes_and_reuses_cams(reference, tmp_path):
+    project = copy_project(reference["project"], tmp_path / "exp")
+    before = cam_rows(project)
+    ref_val = json.loads((project / "metrics/cleanup/val.json").read_text())
+
+    res = run(["dvc", "exp", "run", "-n", "h3-one", "-S", "h3=1"], project)
+    ran, skipped = stages_run(res.stdout)
+    assert not [s for s in ran if s.startswith(EXPENSIVE)], f"a threshold reran {sorted(ran)}"
+    assert {f"clean@{s}" for s in CLEAN_SPLITS} <= ran, sorted(ran)
+    assert {"generate", "fit@resnet", "predict@val"} <= skipped, sorted(skipped)
+
+    val = json.loads((project / "metrics/cleanup/val.json").read_text())
+    assert val["thresholds"]["h3"] == 1 and ref_val["thresholds"]["h3"] == 0.6666
+    assert val["remove"] >= ref_val["remove"], "lowering h3 can only add removals"
+
+    after = cam_rows(project)
+    recomputed = [k for k, v in before.items() if after.get(k) != v]
+    assert not recomputed, f"{len(recomputed)} cached CAM scores recomputed or lost, e.g. {recomputed[:2]}"
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    exps = _experiments(shown)
+    assert "h3-one" in exps, sorted(exps)
+    assert exps["h3-one"]["params"]["h3"] == 1
+    assert exps["h3-one"]["metrics"]["metrics/detection.json"], "detection metrics missing from dvc exp show"
+
+
+def _experiments(shown) -> dict[str, dict]:
+    """``name -> {"params": params.yaml values, "metrics": {file: values}}`` from ``dvc exp show --json``."""
+    out = {}
+
+    def visit(node):
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and "params" in data:
+                name = node.get("name") or data.get("name") or data.get("rev")
+                params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+                metrics = {f: (v or {}).get("data") for f, v in (data.get("metrics") or {}).items()}
+                out[name] = {"params": params, "metrics": metrics}
+            for v in node.values():
+                visit(v)
+        elif isinstance(node, list):
+            for v in node:
+                visit(v)
+
+    visit(shown)
+    return out
+
+
+# ------------------------------------------------------------------ 3. a queued sweep
+
+
+def test_queued_threshold_sweep_runs_every_experiment(reference, tmp_path):
+    project = copy_project(reference["project"], tmp_path / "queue")
+    run(["dvc", "exp", "run", "--queue", "-S", "h3=1,2"], project)
+    try:
+        run(["dvc", "queue", "start", "-j", "1"], project)
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline:
+            status = run(["dvc", "queue", "status"], project).stdout
+            if not any(w in status for w in ("Queued", "Running")):
+                break
+            time.sleep(5)
+        assert "Failed" not in status, f"{status}\n{run(['dvc', 'queue', 'logs', '--help'], project).stdout}"
+    finally:
+        run(["dvc", "queue", "stop"], project, check=False)
+    exps = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
+    by_h3 = {e["params"].get("h3"): e for name, e in exps.items() if name not in ("workspace", "main")}
+    assert {1, 2} <= set(by_h3), exps.keys()
+    for h3 in (1, 2):
+        det = by_h3[h3]["metrics"].get("metrics/detection.json")
+        assert det, f"experiment h3={h3} has no detection metrics"
+
+
+# ------------------------------------------------------------------ 4. determinism
+
+
+def test_repro_force_gives_identical_decisions_and_metrics(reference, tmp_path):
+    project = copy_project(reference["project"], tmp_path / "force")
+    want, want_metrics = output_bytes(project), metrics_tree(project)
+    run(["dvc", "repro", "--force"], project)
+    got = output_bytes(project)
+    assert sorted(got) == sorted(want)
+    differ = [k for k in want if got[k] != want[k]]
+    assert not differ, f"not byte-identical after dvc repro --force: {differ}"
+    assert metrics_tree(project) == want_metrics
+    dvc_status_is_clean(project)
+
+
+# ------------------------------------------------------------------ 5. SIGKILL inside the long stages
+
+
+def kill_repro(project: Path, stage: str, pattern: str | None, *, grace: float = 120.0) -> bool:
+    """Start ``dvc repro``; SIGKILL its process group once ``stage`` runs and ``pattern`` (a glob) exists.
+
+    When ``pattern`` does not appear within ``grace`` seconds of the stage's start, kill anyway.
+
+    Returns:
+        Whether the stage was running when killed.
+    """
+    log = project.parent / f"{project.name}-{stage}.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen(["dvc", "repro"], cwd=project, env={**ENV, "PYTHONUNBUFFERED": "1"},
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        started = None
+        while proc.poll() is None:
+            if started is None and f"Running stage '{stage}'" in log.read_text():
+                started = time.monotonic()
+            if started is not None and (pattern is None or list(project.glob(pattern))
+                                        or time.monotonic() - started > grace):
+                break
+            time.sleep(0.05)
+        alive = proc.poll() is None and started is not None
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        return alive
+    finally:
+        proc.wait()
+
+
+KILLS = [
+    ("fit@resnet", "data/models/resnet/fold0.safetensors"),  # fold 0 saved, fold 1 training
+    ("predict@val", "data/predictions/val/*.parquet"),  # one model's predictions written, the next running
+    ("clean@val", "data/cache/cams/val/cam_scores.sqlite"),  # CAM scores being computed
+]
+
+
+def test_killed_repro_inside_fit_predict_and_clean_reruns_to_identical_outputs(reference, tmp_path):
+    project = write_pipeline_project(tmp_path / "killed")
+    for stage, pattern in KILLS:
+        assert kill_repro(project, stage, pattern), f"the kill did not land inside {stage}"
+    res = run(["dvc", "repro"], project)
+    ran, _ = stages_run(res.stdout)
+    assert "clean@val" in ran
+    want = output_bytes(reference["project"])
+    got = output_bytes(project)
+    assert sorted(got) == sorted(want)
+    differ = [k for k in want if got[k] != want[k]]
+    assert not differ, f"outputs differ from the uninterrupted run's: {differ}"
+    assert metrics_tree(project) == metrics_tree(reference["project"])
+    dvc_status_is_clean(project)
