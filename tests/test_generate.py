@@ -106,7 +106,7 @@ def test_boxes_are_the_digit_ink_extent(raw):
         if problem == "minuscule":
             assert 4 <= y1 - y0 <= 10, (sid, y1 - y0)
         elif problem in ("none", "flip", "synonym"):
-            assert 18 <= y1 - y0 <= 46, (sid, y1 - y0)
+            assert 24 <= y1 - y0 <= 52, (sid, y1 - y0)  # STYLES: 30/64 .. 50/64 of the image height
             from PIL import Image
 
             img = np.asarray(Image.open(out / "val" / sid).convert("L"), dtype=float)

@@ -109,33 +109,49 @@ def test_repro_writes_every_stage_output_and_status_is_clean(reference):
     dvc_status_is_clean(project)
 
 
-# ------------------------------------------------------------------ 2. a threshold experiment
+# ------------------------------------------------------------------ 2. threshold experiments
+
+
+def assert_only_thresholded_stages_ran(output: str) -> set[str]:
+    ran, skipped = stages_run(output)
+    assert not [s for s in ran if s.startswith(EXPENSIVE)], f"a threshold reran {sorted(ran)}"
+    assert {f"clean@{s}" for s in CLEAN_SPLITS} <= ran, sorted(ran)
+    assert {"generate", "fit@resnet", "fit@effnet", "predict@val", "predict@v2"} <= skipped, sorted(skipped)
+    return ran
 
 
 def test_threshold_experiment_reruns_only_what_a_threshold_changes_and_reuses_cams(reference, tmp_path):
     project = copy_project(reference["project"], tmp_path / "exp")
-    before = cam_rows(project)
     ref_val = json.loads((project / "metrics/cleanup/val.json").read_text())
+    assert ref_val["thresholds"]["h3"] == 1 and ref_val["cam_candidates"] > 0, "the tiny project must run CAMs"
+    cams = cam_rows(project)
+    assert cams, "no CAM score cached by the reference run"
 
-    res = run(["dvc", "exp", "run", "-n", "h3-one", "-S", "h3=1"], project)
-    ran, skipped = stages_run(res.stdout)
-    assert not [s for s in ran if s.startswith(EXPENSIVE)], f"a threshold reran {sorted(ran)}"
-    assert {f"clean@{s}" for s in CLEAN_SPLITS} <= ran, sorted(ran)
-    assert {"generate", "fit@resnet", "predict@val"} <= skipped, sorted(skipped)
-
+    # a threshold of the rules: no training, prediction or ingestion reruns; raising h3 never adds removals
+    res = run(["dvc", "exp", "run", "-n", "h3-two", "-S", "h3=2"], project)
+    assert_only_thresholded_stages_ran(res.stdout)
     val = json.loads((project / "metrics/cleanup/val.json").read_text())
-    assert val["thresholds"]["h3"] == 1 and ref_val["thresholds"]["h3"] == 0.6666
-    assert val["remove"] >= ref_val["remove"], "lowering h3 can only add removals"
+    assert val["thresholds"]["h3"] == 2
+    assert val["remove"] <= ref_val["remove"] and val["remove_consensus"] < ref_val["remove_consensus"]
 
+    # a threshold of the CAM exemption: the same candidates, every score read from the cache
+    res = run(["dvc", "exp", "run", "-n", "pass-half", "-S", "h3=1", "-S", "cam.pass_score=0.5"], project)
+    assert_only_thresholded_stages_ran(res.stdout)
+    val = json.loads((project / "metrics/cleanup/val.json").read_text())
+    assert val["cam_candidates"] == ref_val["cam_candidates"]
     after = cam_rows(project)
-    recomputed = [k for k, v in before.items() if after.get(k) != v]
+    recomputed = [k for k, v in cams.items() if after.get(k) != v]
     assert not recomputed, f"{len(recomputed)} cached CAM scores recomputed or lost, e.g. {recomputed[:2]}"
+    assert len(after) == len(cams), "CAM scores computed for candidates that were already scored"
 
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    exps = _experiments(shown)
-    assert "h3-one" in exps, sorted(exps)
-    assert exps["h3-one"]["params"]["h3"] == 1
-    assert exps["h3-one"]["metrics"]["metrics/detection.json"], "detection metrics missing from dvc exp show"
+    exps = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
+    assert {"h3-two", "pass-half"} <= set(exps), sorted(exps)
+    assert exps["h3-two"]["params"]["h3"] == 2 and exps["pass-half"]["params"]["cam"]["pass_score"] == 0.5
+    for name in ("h3-two", "pass-half"):
+        det = exps[name]["metrics"]["metrics/detection.json"]
+        assert det and det.get("splits"), f"detection metrics of {name} missing from dvc exp show"
+    # dvc exp show puts each experiment's thresholds beside its metrics
+    assert exps["h3-two"]["metrics"]["metrics/cleanup/val.json"]["remove"] <= ref_val["remove"]
 
 
 def _experiments(shown) -> dict[str, dict]:
