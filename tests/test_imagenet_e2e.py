@@ -75,6 +75,8 @@ def tree(tmp_path_factory):
 def _new_repo(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     shutil.copy(PROJECT / "dvc.yaml", path / "dvc.yaml")
+    # the stages list the package's source as dependencies, as in a clone of this repository
+    shutil.copytree(PROJECT / "src", path / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     if (PROJECT / ".dvcignore").is_file():
         shutil.copy(PROJECT / ".dvcignore", path / ".dvcignore")
     _run(["git", "init", "-q"], path)

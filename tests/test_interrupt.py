@@ -181,6 +181,9 @@ def make_dvc_repo(folder: Path, *, splits=("train",)) -> Path:
     for st in (stages["generate"], stages["ingest"]["do"]):
         st["cmd"] = st["cmd"].replace("imagenet-clean", f"{sys.executable} slow_cli.py", 1)
     (folder / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    # the stages list the package's source as dependencies, as in a clone of this repository
+    shutil.copytree(Path(__file__).resolve().parents[1] / "src" / "imagenet_clean", folder / "src" / "imagenet_clean",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     run(["dvc", "init", "--no-scm", "-q"], folder)
     run(["dvc", "config", "core.autostage", "false"], folder, check=False)
     return folder
