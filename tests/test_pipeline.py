@@ -285,3 +285,34 @@ def test_killed_repro_inside_fit_predict_and_clean_reruns_to_identical_outputs(r
     assert sorted(got_m) == sorted(want_m)
     assert got_m == want_m
     dvc_status_is_clean(project)
+
+
+# ------------------------------------------------------------------ 6. publish: push, fresh clone, pull, apply (issue 7)
+
+
+@pytest.mark.slow
+def test_pushed_clean_splits_pull_into_a_fresh_clone_and_apply_to_the_dataset(reference, tmp_path):
+    from torchvision.datasets import ImageFolder
+
+    project = copy_project(reference["project"], tmp_path / "publisher")
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "--local", "-f", "-d", "test", str(remote)], project)
+    run(["dvc", "push"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "remote", "add", "--local", "-f", "-d", "test", str(remote)], clone)
+    run(["dvc", "pull", "clean"], clone)
+    for split in ("train", "val", "v2"):
+        assert (clone / f"data/clean/{split}.parquet").read_bytes() == (project / f"data/clean/{split}.parquet").read_bytes()
+    out = tmp_path / "val-clean"
+    res = run(["imagenet-clean", "apply", "--clean", str(clone / "data/clean/val.parquet"),
+               "--root", str(project / "data/raw/val"), "--out", str(out)], clone)
+    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    clean = pq.read_table(clone / "data/clean/val.parquet").to_pandas()
+    assert counts["kept"] + counts["relabelled"] + counts["placeholders"] >= len(clean) - counts.get("merged", 0)
+    wnids = (out / "classes.txt").read_text().splitlines()  # line i is label i (empty lines: label gaps)
+    folder = ImageFolder(str(out))
+    got = sorted((Path(p).name, wnids.index(folder.classes[t])) for p, t in folder.samples)
+    want = sorted((Path(p).name if a != "placeholder" else "__placeholder__.JPEG", int(lbl))
+                  for p, lbl, a in zip(clean["path"], clean["label"], clean["action"]))
+    assert got == want
