@@ -70,17 +70,6 @@ def test_hot_square_on_the_mapped_box_scores_one_and_shifted_scores_zero(data_cf
     assert box_heat_score(shifted, [box], g, heat=0.75) == 0.0
 
 
-@pytest.mark.parametrize("data_cfg,width,height", GEOMETRIES)
-def test_geometry_agrees_with_the_model_factorys_eval_geometry(data_cfg, width, height):
-    transforms = pytest.importorskip("imagenet_clean.models.transforms")
-    theirs = as_geometry(transforms.eval_geometry(data_cfg, width, height))
-    assert theirs == eval_geometry(data_cfg, width, height)
-    hm = np.random.default_rng(width).random((theirs.input_h, theirs.input_w))
-    box = [[width * 0.1, height * 0.2, width * 0.9, height * 0.7]]
-    assert box_heat_score(hm, box, transforms.eval_geometry(data_cfg, width, height), heat=0.5) == \
-        box_heat_score(hm, box, eval_geometry(data_cfg, width, height), heat=0.5)
-
-
 def test_real_timm_resize_of_a_box_image_is_the_box_heatmap():
     # the heatmap is the image of a white box pushed through timm's bicubic eval transform
     data_cfg = dict(input_size=(3, 48, 64), crop_pct=0.875)

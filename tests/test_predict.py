@@ -16,7 +16,8 @@ from PIL import Image
 from imagenet_clean.config import ModelConfig
 from imagenet_clean.models.factory import build_model, save_checkpoint
 from imagenet_clean.models.predict import predict_samples, shard_paths
-from imagenet_clean.models.transforms import boxes_to_input, eval_geometry, eval_transform, heatmap_to_original
+from imagenet_clean.cleanup.camgeom import boxes_to_input, eval_geometry, heatmap_to_original
+from imagenet_clean.models.transforms import eval_transform
 from imagenet_clean.predictions import read_predictions
 
 TINY = ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32))
@@ -264,7 +265,7 @@ def test_eval_geometry_matches_the_transform(input_size, crop_pct, crop_mode, wh
     w, h = wh
     geo = eval_geometry(cfg, w, h)
     x = eval_transform(cfg)(Image.new("RGB", (w, h)))
-    assert tuple(x.shape[1:]) == geo["input_size"] == input_size[1:]
+    assert tuple(x.shape[1:]) == (geo.input_h, geo.input_w) == input_size[1:]
     # a bright 4x4 square at a known place lands where the geometry says
     for cx, cy in ((w * 0.5, h * 0.5), (w * 0.4, h * 0.6)):
         img = np.zeros((h, w, 3), np.uint8)
@@ -278,14 +279,14 @@ def test_eval_geometry_matches_the_transform(input_size, crop_pct, crop_mode, wh
 def test_heatmap_back_to_original_pixels():
     cfg = {"input_size": (3, 32, 32), "crop_pct": 0.875, "crop_mode": "center"}
     geo = eval_geometry(cfg, 100, 50)
-    assert geo["resize"] == (36, 72) and geo["crop"] == (2, 20)
+    assert (geo.resized_h, geo.resized_w) == (36, 72) and (geo.top, geo.left) == (2, 20)
     heat = np.zeros((32, 32), np.float32)
     heat[:, :16] = 1.0  # left half of the model input is hot
     back = heatmap_to_original(heat, geo)
     assert back.shape == (50, 100)
     # the crop starts at original x = 20 / 0.72 ~ 27.8 and its left half ends at ~50
     assert back[25, 35:48].min() > 0.9 and back[25, :25].max() == 0 and back[25, 53:].max() < 0.1
-    with pytest.raises(ValueError, match="not positive"):
+    with pytest.raises(ValueError, match="must be positive"):
         eval_geometry(cfg, 0, 10)
 
 

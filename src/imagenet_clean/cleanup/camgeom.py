@@ -138,7 +138,7 @@ def eval_geometry(data_cfg: Mapping, width: int, height: int) -> EvalGeometry:
 
 
 def as_geometry(geometry: EvalGeometry | Mapping) -> EvalGeometry:
-    """Accept an :class:`EvalGeometry` or the dict of ``models.transforms.eval_geometry``.
+    """Accept an :class:`EvalGeometry` or a plain dict of it (e.g. read back from JSON).
 
     The dict has ``width``, ``height``, ``resize`` ``(rh, rw)``, ``crop`` ``(top,
     left)`` and ``input_size`` ``(th, tw)``.
@@ -229,7 +229,7 @@ def box_heat_score(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], geomet
         boxes: One box or a list of boxes ``[xmin, ymin, xmax, ymax]`` in original
             pixels; their union is scored, clipped to the image.
         geometry: The image's :func:`eval_geometry` (or the dict of
-            ``models.transforms.eval_geometry``).
+            plain dict accepted by :func:`as_geometry`).
         heat: Heat threshold.
 
     Returns:
