@@ -282,3 +282,16 @@ def manifest_without_mtime(path: str | Path):
 
     t = pq.read_table(path)
     return t.drop(["mtime_ns"]).to_pandas(), t.schema.metadata
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the real ``imagenet-clean`` entry point in-process: ``(exit code, stdout, stderr)``."""
+    from imagenet_clean.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -19,7 +19,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hostile_corpus import (CLASSES, FORMULA, FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, build_corpus,
-                            text_of_tree)
+                            run_main, text_of_tree)
 from imagenet_clean.cli import app
 from imagenet_clean.data.images import inspect_image, load_rgb
 from imagenet_clean.data.ingest import ingest_split
@@ -301,18 +301,6 @@ def _tiny_checkpoint(path: Path) -> Path:
     return path
 
 
-def _main(args, capsys):
-    from imagenet_clean.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.mark.parametrize("where", ["top", "nested"])
 def test_code_executing_checkpoint_is_refused_by_the_predict_command(tmp_path, corpus, workdir, capsys, monkeypatch, where):
     import torch
@@ -321,7 +309,7 @@ def test_code_executing_checkpoint_is_refused_by_the_predict_command(tmp_path, c
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pth"
     torch.save(_Evil(marker) if where == "top" else {"state_dict": {"w": _Evil(marker)}}, evil)
-    code, _, err = _main(["predict", "--model", "resnet10t", "--weights", str(evil), "--images", str(corpus.root),
+    code, _, err = run_main(["predict", "--model", "resnet10t", "--weights", str(evil), "--images", str(corpus.root),
                           "--classes", str(corpus.classes_tsv), "--out", "p.parquet", "--input-size", "3,32,32"], capsys)
     assert code == 1 and err.startswith("imagenet-clean: error:") and err.count("\n") == 1, err
     assert "refusing to load checkpoint" in err and "evil.pth" in err

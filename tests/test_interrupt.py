@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hostile_corpus import manifest_without_mtime, metrics_without_timing, tree_bytes, write_tiny_project
+from hostile_corpus import manifest_without_mtime, metrics_without_timing, run_main, tree_bytes, write_tiny_project
 
 CLI = [sys.executable, "-c", "from imagenet_clean.cli import main; main()"]
 # The same command on a "slow disk": every rename waits 0.4 s first, so that a kill reliably lands while a
@@ -221,18 +221,6 @@ def test_killed_dvc_repro_reruns_to_identical_outputs(tmp_path):
 # ------------------------------------------------------------------ full disk, read-only outputs
 
 
-def _main(args: list[str], capsys) -> tuple[int, str, str]:
-    from imagenet_clean.cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture
 def ingested(tmp_path, reference, monkeypatch):
     """A project with a good manifest and metrics already written; the cwd of the test."""
@@ -267,7 +255,7 @@ def test_disk_full_while_writing_the_manifest_is_one_line_and_keeps_the_old_outp
 
     before = _outputs(ingested)
     monkeypatch.setattr(pq, "write_table", _failing_after(100, errno.ENOSPC))
-    code, out, err = _main(["ingest", "--split", "train"], capsys)
+    code, out, err = run_main(["ingest", "--split", "train"], capsys)
     assert code == 1
     assert err == "imagenet-clean: error: cannot write data/manifests/train.parquet: No space left on device\n"
     assert _outputs(ingested) == before  # the previous good manifest and metrics are untouched
@@ -289,7 +277,7 @@ def test_read_only_output_folder_is_one_line_and_keeps_the_old_file(ingested, mo
         return real_replace(src, dst, **kw)
 
     monkeypatch.setattr(os, "replace", replace)
-    code, _, err = _main(["ingest", "--split", "train"], capsys)
+    code, _, err = run_main(["ingest", "--split", "train"], capsys)
     assert code == 1
     rel = {"manifest": "data/manifests/train.parquet", "metrics": "metrics/ingest/train.json"}[failing]
     assert err == f"imagenet-clean: error: cannot write {rel}: Read-only file system\n"
@@ -313,7 +301,7 @@ def test_disk_full_during_generate_is_one_line_and_keeps_the_old_raw(ingested, m
 
     monkeypatch.setattr(Image.Image, "save", save)
     try:
-        code, _, err = _main(["generate"], capsys)
+        code, _, err = run_main(["generate"], capsys)
     except OSError as e:
         raise AssertionError(f"generate crashed with a traceback: {e!r}") from None
     finally:
