@@ -19,7 +19,10 @@ Everything is seeded and tiny (a few KiB in all, built in milliseconds).
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,6 +235,51 @@ def text_of_tree(folder: str | Path) -> bytes:
         if p.is_file() and not p.is_symlink():
             out.append(p.read_bytes())
     return b"\n".join(out)
+
+
+# ------------------------------------------------------------------ audit of file access
+
+_EVENTS: list[tuple[str, str, bool]] | None = None  # (event, path, writes) while recording
+
+
+def _audit(event: str, args) -> None:
+    if _EVENTS is None or event not in ("open", "os.scandir", "os.listdir", "shutil.copyfile", "os.rename", "os.replace",
+                                         "os.remove", "os.symlink", "os.link", "os.mkdir"):
+        return
+    path = args[0] if args else None
+    if isinstance(path, int) or path is None:
+        return
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    # (source, destination) events: the source is read (a copy, a link) or moved away (rename), the destination written
+    writes = event not in ("open", "os.scandir", "os.listdir", "shutil.copyfile", "os.link", "os.symlink")
+    if event == "open":
+        mode, flags = (args[1] if len(args) > 1 else "r") or "r", (args[2] if len(args) > 2 else 0) or 0
+        writes = any(c in str(mode) for c in "wax+") or bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+    _EVENTS.append((event, os.path.realpath(str(path)), writes))
+    if event in ("shutil.copyfile", "os.rename", "os.replace", "os.link", "os.symlink") and len(args) > 1:
+        _EVENTS.append((event, os.path.realpath(os.fsdecode(args[1])), True))
+
+
+sys.addaudithook(_audit)
+
+
+@contextlib.contextmanager
+def audited():
+    """Record ``(event, realpath, writes)`` of every file opened, listed or moved in this process."""
+    global _EVENTS
+    events: list[tuple[str, str, bool]] = []
+    _EVENTS = events
+    try:
+        yield events
+    finally:
+        _EVENTS = None
+
+
+def under(path: str, folder: str | Path) -> bool:
+    """Whether the real path ``path`` is ``folder`` or inside it."""
+    folder = os.path.realpath(folder)
+    return path == folder or path.startswith(folder + os.sep)
 
 
 # ------------------------------------------------------------------ a tiny project for subprocess runs

@@ -7,10 +7,7 @@ reason; nothing may crash, and nothing outside the dataset roots may be read
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,57 +15,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hostile_corpus import (CLASSES, FORMULA, FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, build_corpus,
-                            run_main, text_of_tree)
+from hostile_corpus import (CLASSES, FORMULA, FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, audited,
+                            build_corpus, run_main, text_of_tree, under)
 from imagenet_clean.cli import app
 from imagenet_clean.data.images import inspect_image, load_rgb
 from imagenet_clean.data.ingest import ingest_split
 from imagenet_clean.io import read_table
 
 BIG = 10**8
-
-# ------------------------------------------------------------------ audit of file access
-
-_EVENTS: list[tuple[str, str, bool]] | None = None  # (event, path, writes) while recording
-
-
-def _audit(event: str, args) -> None:
-    if _EVENTS is None or event not in ("open", "os.scandir", "os.listdir", "shutil.copyfile", "os.rename", "os.replace",
-                                         "os.remove", "os.symlink", "os.link", "os.mkdir"):
-        return
-    path = args[0] if args else None
-    if isinstance(path, int) or path is None:
-        return
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    writes = event != "open" and event not in ("os.scandir", "os.listdir")
-    if event == "open":
-        mode, flags = (args[1] if len(args) > 1 else "r") or "r", (args[2] if len(args) > 2 else 0) or 0
-        writes = any(c in str(mode) for c in "wax+") or bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
-    _EVENTS.append((event, os.path.realpath(str(path)), writes))
-    if event in ("shutil.copyfile", "os.rename", "os.replace", "os.link") and len(args) > 1:
-        _EVENTS.append((event, os.path.realpath(os.fsdecode(args[1])), True))
-
-
-sys.addaudithook(_audit)
-
-
-@contextlib.contextmanager
-def audited():
-    """Record ``(event, realpath, writes)`` of every file opened, listed or moved in this process."""
-    global _EVENTS
-    events: list[tuple[str, str, bool]] = []
-    _EVENTS = events
-    try:
-        yield events
-    finally:
-        _EVENTS = None
-
-
-def _under(path: str, folder: Path) -> bool:
-    folder = os.path.realpath(folder)
-    return path == folder or path.startswith(folder + os.sep)
-
 
 # ------------------------------------------------------------------ fixtures
 
@@ -220,34 +174,25 @@ def test_secret_outside_the_root_never_reaches_any_output(corpus, workdir):
     assert SECRET.encode() not in blob
 
 
-def test_ingest_writes_only_its_outputs_and_reads_nothing_outside_the_roots_but_links(corpus, workdir):
-    """Writes stay in the project; XML external entities are never fetched (symlinks: see below)."""
-    import imagenet_clean.data.ingest  # noqa: F401  (imports happen before recording)
-
+def test_ingest_writes_only_its_outputs_and_reads_nothing_outside_the_roots(corpus, workdir):
+    """Writes stay in the project; XML external entities are never fetched; links leaving the root are not opened."""
     _ingest("train")  # warm up lazy imports
     with audited() as events:
         _ingest("train")
         _ingest("val")
     written = sorted({p for _, p, w in events if w})
-    assert written and all(_under(p, workdir) for p in written), [p for p in written if not _under(p, workdir)]
-    xml_reads = [p for e, p, _ in events if e == "open" and _under(p, corpus.outside) and p.endswith("secret.txt")]
-    # the only way secret.txt may be opened is through the escape_txt.JPEG link (bug below), never through XML
-    links = {os.path.realpath(corpus.root / s) for s in corpus.escaping}
-    assert all(p in links for p in xml_reads)
+    assert written and all(under(p, workdir) for p in written), [p for p in written if not under(p, workdir)]
+    assert sorted({p for _, p, _ in events if under(p, corpus.outside)}) == []
 
 
 # ------------------------------------------------------------------ symlinks leaving the root
-
-SYMLINK_BUG = ("data/layouts.py list_files follows symlinks out of the dataset root and drops dangling links; "
-               "fix proposed in docs/reliability.md (symlink policy)")
-
 
 def test_symlinks_leaving_the_root_are_reported_not_followed(corpus, workdir):
     _ingest("train")  # warm up lazy imports
     with audited() as events:
         df, _ = _ingest("train")
     r = _rows(df)
-    touched = sorted({p for _, p, _ in events if _under(p, corpus.outside)})
+    touched = sorted({p for _, p, _ in events if under(p, corpus.outside)})
     assert touched == [], f"read outside the dataset root: {touched}"
     for sid in corpus.escaping:
         assert sid in r and r[sid].status == "error" and r[sid].reason.startswith(SYMLINK_OUTSIDE), sid
@@ -335,16 +280,40 @@ def test_predict_over_the_hostile_manifest_gives_a_row_per_sample_and_reads_noth
     assert list(pred["sample_id"]) == list(df["sample_id"])
     p = pred.set_index("sample_id")
     for sid in ok["sample_id"]:
-        if sid in corpus.escaping:
-            continue
         assert p.loc[sid, "status"] == "ok", (sid, p.loc[sid, "reason"])
         assert abs(float(np.sum(p.loc[sid, "probs"])) - 1) < 1e-2
     for sid, exp in corpus.train.items():
         if exp.status == "error":
             assert p.loc[sid, "status"] != "ok" and p.loc[sid, "reason"].startswith(exp.reason), sid
     written = {q for _, q, w in events if w}
-    assert all(_under(q, workdir) for q in written), sorted(q for q in written if not _under(q, workdir))
-    # outside the root, only the targets of the escaping links are opened (their policy: the xfail tests above)
-    targets = {os.path.realpath(corpus.root / s) for s in corpus.escaping}
-    outside = {q for e, q, _ in events if e == "open" and _under(q, corpus.outside)}
-    assert all(any(q == t or _under(q, t) for t in targets) for q in outside), outside
+    assert all(under(q, workdir) for q in written), sorted(q for q in written if not under(q, workdir))
+    assert sorted({q for _, q, _ in events if under(q, corpus.outside)}) == []  # links leaving the root: never opened
+
+
+def test_a_file_swapped_for_a_link_after_ingest_is_refused_by_predict_and_training(corpus, workdir, tmp_path):
+    """Ingest checked the file; a link to a secret put in its place later is never opened by later stages."""
+    import pyarrow.parquet as pq
+
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models.datasets import ImageSamples
+    from imagenet_clean.models.predict import predict_to_file
+
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    df, _ = _ingest("train")
+    sid = f"{W1}/{W1}_good.JPEG"
+    swapped = corpus.root / sid
+    swapped.unlink()
+    swapped.symlink_to(corpus.outside / "secret.JPEG")
+    cfg = ModelConfig(arch="resnet10t", weights=str(ckpt), input_size=(3, 32, 32))
+    samples = ImageSamples.from_frame(df[df["sample_id"] == sid], corpus.root, transform=lambda im: im)
+    with audited() as events:
+        predict_to_file(cfg, out="pred.parquet", manifest="data/manifests/train.parquet",
+                        classes=str(corpus.classes_tsv), batch_size=4, workers=0)
+        image, reason, _ = samples[0]
+    assert sorted({q for _, q, _ in events if under(q, corpus.outside)}) == []
+    p = pq.read_table("pred.parquet").to_pandas().set_index("sample_id")
+    assert p.loc[sid, "status"] != "ok" and SYMLINK_OUTSIDE in p.loc[sid, "reason"], p.loc[sid, "reason"]
+    assert image is None and SYMLINK_OUTSIDE in reason
+    # inside_link.JPEG points at the swapped file, so it now leaves the root too; every other usable file is predicted
+    assert SYMLINK_OUTSIDE in p.loc[f"{W2}/inside_link.JPEG", "reason"]
+    assert (p["status"] == "ok").sum() == (df["status"] == "ok").sum() - 2

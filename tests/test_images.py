@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imagenet_clean.data.images import inspect_image, load_rgb
+from imagenet_clean.data.images import inspect_image, load_rgb, resolve_within
 from imagenet_clean.io import file_digest
 
 BIG = 10**8
@@ -95,3 +95,27 @@ def test_load_rgb_applies_exif_orientation(tmp_path):
     out = load_rgb(p, max_pixels=BIG)
     assert out.size == (10, 30)
     assert np.asarray(out)[:5].mean() > 200  # the band is now at the top
+
+
+def test_load_rgb_within_the_root_refuses_links_that_leave_it(tmp_path, write_image):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "cls").mkdir(parents=True)
+    outside.mkdir()
+    write_image(outside / "secret.JPEG", (12, 10))
+    write_image(root / "cls" / "real.JPEG", (12, 10))
+    (root / "cls" / "inside.JPEG").symlink_to(root / "cls" / "real.JPEG")
+    (root / "cls" / "escape.JPEG").symlink_to(outside / "secret.JPEG")
+    (root / "linked").symlink_to(outside, target_is_directory=True)  # a folder link leaving the root
+    assert load_rgb(root / "cls" / "inside.JPEG", max_pixels=10**6, within=root).size == (12, 10)
+    for rel in ("cls/escape.JPEG", "linked/secret.JPEG", "cls/../../outside/secret.JPEG"):
+        with pytest.raises(ValueError, match=r"symlink outside the dataset root \(resolves to .*outside/secret\.JPEG\)"):
+            load_rgb(root / rel, max_pixels=10**6, within=root)
+    assert load_rgb(root / "cls" / "escape.JPEG", max_pixels=10**6).size == (12, 10)  # no root given: no check
+    # a root that is itself reached through a link still contains its own files
+    (tmp_path / "alias").symlink_to(root, target_is_directory=True)
+    assert resolve_within(tmp_path / "alias" / "cls" / "real.JPEG", tmp_path / "alias") == str(root / "cls" / "real.JPEG")
+    # a sibling whose name starts with the root's name is outside it
+    (tmp_path / "root2").mkdir()
+    write_image(tmp_path / "root2" / "x.JPEG", (12, 10))
+    with pytest.raises(ValueError, match="outside the dataset root"):
+        resolve_within(tmp_path / "root2" / "x.JPEG", root)

@@ -308,3 +308,53 @@ def test_disk_full_during_generate_is_one_line_and_keeps_the_old_raw(ingested, m
         assert tree_bytes(ingested / "data/raw") == before
         assert [p.name for p in (ingested / "data").iterdir() if p.name.startswith(".")] == []
     assert code == 1 and err.startswith("imagenet-clean: error: cannot write data/raw") and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------ clean (decisions, clean manifest, change list, metrics)
+
+CLEAN_OUTPUTS = ("data/decisions/val.parquet", "data/clean/val.parquet", "data/changes/val.csv", "metrics/cleanup/val.json")
+CLEAN_KILLS = [
+    "data/decisions/.val.parquet.*.tmp",  # inside the decisions write
+    "data/clean/.val.parquet.*.tmp",  # decisions written, the clean manifest being written
+    pytest.param("data/changes/.val.csv.*.tmp", marks=pytest.mark.slow),
+    pytest.param("metrics/cleanup/.val.json.*.tmp", marks=pytest.mark.slow),
+]
+
+
+def _clean_project(folder: Path) -> Path:
+    """test_stage's synthetic split (160 samples, three models' predictions), CAMs off: a seconds-long clean."""
+    from test_stage import make_project
+
+    folder.mkdir(parents=True, exist_ok=True)
+    make_project(folder, cam={"enabled": False})
+    return folder
+
+
+def _clean_output(project: Path, rel: str):
+    return metrics_without_timing(project / rel) if rel.endswith(".json") else (project / rel).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def clean_reference(tmp_path_factory):
+    ref = _clean_project(tmp_path_factory.mktemp("clean-ref"))
+    run(CLI + ["clean", "--split", "val"], ref)
+    return ref
+
+
+@pytest.mark.parametrize("pattern", CLEAN_KILLS)
+@pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-previous-outputs"])
+def test_killed_clean_leaves_old_or_complete_outputs_and_rerun_is_byte_identical(tmp_path, clean_reference, pattern,
+                                                                                previous):
+    project = _clean_project(tmp_path / "p")
+    if previous:  # an earlier good run's outputs are there; each must stay whole (old or new, never partial)
+        for rel in CLEAN_OUTPUTS:
+            (project / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(clean_reference / rel, project / rel)
+    want = {rel: _clean_output(clean_reference, rel) for rel in CLEAN_OUTPUTS}
+    assert kill_when(SLOW_CLI + ["clean", "--split", "val"], project, pattern=pattern)
+    for rel in CLEAN_OUTPUTS:
+        assert not (project / rel).exists() or _clean_output(project, rel) == want[rel], f"partial {rel} after a kill"
+    assert (project / "data/decisions/val.parquet").exists() or pattern.startswith("data/decisions")
+    run(CLI + ["clean", "--split", "val"], project)
+    assert {rel: _clean_output(project, rel) for rel in CLEAN_OUTPUTS} == want
+    assert all(Path(p).name.startswith(".") for p in _leftovers(project)), _leftovers(project)

@@ -263,8 +263,10 @@ def kill_repro(project: Path, stage: str, pattern: str | None, *, grace: float =
 
 KILLS = [
     ("fit@resnet", "data/models/resnet/fold0.safetensors"),  # fold 0 saved, fold 1 training
+    ("fit@resnet", "data/models/resnet/fold1.safetensors"),  # every fold saved, the full model training
     ("predict@val", "data/predictions/val/*.parquet"),  # one model's predictions written, the next running
     ("clean@val", "data/cache/cams/val/cam_scores.sqlite"),  # CAM scores being computed
+    ("clean@val", "data/decisions/val.parquet"),  # CAMs done (from the cache), decisions written, the rest next
 ]
 
 

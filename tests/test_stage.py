@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from imagenet_clean.classes import ClassList, write_classes
 from imagenet_clean.cleanup.stage import DECISIONS_SCHEMA, clean_split
@@ -77,6 +78,7 @@ def make_project(tmp, *, n=160, seed=0, **over):
         "models": {m: {"arch": "resnet10t"} for m in MODELS},
     }
     raw.update(over)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(raw))  # for the `imagenet-clean clean` command
     return parse_params(raw), manifest, true
 
 

@@ -69,7 +69,7 @@ def _load_input(s: _Sample, root: Path, data_cfg: dict, transform, max_pixels: i
     in_h, in_w = data_cfg["input_size"][-2:]
     crop = data_cfg.get("crop_pct") or 0.875
     try:
-        img = load_rgb(root / s.row["path"], max_pixels=max_pixels,
+        img = load_rgb(root / s.row["path"], max_pixels=max_pixels, within=root,
                        draft_size=(math.floor(in_w / crop), math.floor(in_h / crop)))
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read {s.row['path']}: {e}") from None

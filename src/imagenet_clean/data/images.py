@@ -5,7 +5,9 @@ file, and the whole file when a content hash is asked for) and never decodes
 pixels; it turns every problem into a ``reason`` string instead of raising.
 :func:`load_rgb` is the one decoder the rest of the package uses: any mode
 (CMYK, grayscale, palette, PNG data behind a ``.JPEG`` name) becomes RGB, EXIF
-orientation is applied, and JPEG draft mode gives a cheap reduced-size decode.
+orientation is applied, JPEG draft mode gives a cheap reduced-size decode, and
+``within=root`` refuses a file that resolves outside the dataset root (a link
+swapped in after ingestion).
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .layouts import SYMLINK_OUTSIDE
 
 # Bytes from the end of a JPEG searched for the end-of-image marker: some real
 # ImageNet JPEGs carry a few padding bytes after it.
@@ -130,7 +134,24 @@ def inspect_image(path: str | Path, *, max_pixels: int, hash: bool = False) -> I
     return ImageInfo(w, h, size, mtime, digest, fmt, reason)
 
 
-def load_rgb(path: str | Path, *, max_pixels: int, draft_size: tuple[int, int] | None = None) -> Image.Image:
+def resolve_within(path: str | Path, root: str | Path) -> str:
+    """The real path of ``path``, which must lie under ``root`` (after resolving every link).
+
+    Ingestion lists a link leaving the root as an error and never opens it; this
+    is the same rule for the stages that open files later (prediction, training,
+    CAMs), so a file replaced by such a link after ingestion is refused, not read.
+
+    Raises:
+        ValueError: ``<path>: symlink outside the dataset root (resolves to <real path>)``.
+    """
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+        raise ValueError(f"{path}: {SYMLINK_OUTSIDE} (resolves to {real})")
+    return real
+
+
+def load_rgb(path: str | Path, *, max_pixels: int, draft_size: tuple[int, int] | None = None,
+             within: str | Path | None = None) -> Image.Image:
     """Decode an image file to an RGB ``PIL.Image``, safely.
 
     Any colour mode (CMYK, grayscale, palette, RGBA, 16-bit) is converted to RGB,
@@ -143,15 +164,18 @@ def load_rgb(path: str | Path, *, max_pixels: int, draft_size: tuple[int, int] |
         max_pixels: Refuse images with more pixels than this.
         draft_size: ``(width, height)`` the caller will resize to, or ``None``
             for a full-size decode.
+        within: The dataset root ``path`` must resolve under (see
+            :func:`resolve_within`), or ``None`` for no check.
 
     Raises:
-        ValueError: the file is not a decodable image or exceeds ``max_pixels``
-            (the message names the file).
+        ValueError: the file is not a decodable image, exceeds ``max_pixels`` or
+            resolves outside ``within`` (the message names the file).
     """
+    source = path if within is None else resolve_within(path, within)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(path)
+            im = Image.open(source)
             w, h = im.size
             if w * h > max_pixels:
                 im.close()

@@ -18,16 +18,11 @@ import pandas as pd
 _MAX_PIXELS = 89_478_485
 
 
-def _load_image(path: Path, draft_size: tuple[int, int] | None):
-    """Decode with the data package's safe decoder (falls back to PIL while it is absent)."""
-    try:
-        from ..data.images import load_rgb
-    except ImportError:  # pragma: no cover - the data package ships load_rgb
-        from PIL import Image
+def _load_image(path: Path, draft_size: tuple[int, int] | None, root: Path):
+    """Decode with the data package's safe decoder, refusing files that resolve outside ``root``."""
+    from ..data.images import load_rgb
 
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    return load_rgb(path, max_pixels=_MAX_PIXELS, draft_size=draft_size)
+    return load_rgb(path, max_pixels=_MAX_PIXELS, draft_size=draft_size, within=root)
 
 
 class ImageSamples:
@@ -81,7 +76,7 @@ class ImageSamples:
         img = self._cache.get(i) if self._cache is not None else None
         if img is None:
             try:
-                img = _load_image(self.root / self.paths[i], self.draft_size)
+                img = _load_image(self.root / self.paths[i], self.draft_size, self.root)
             except (ValueError, OSError) as e:
                 return None, str(e), i
             if self._cache is not None:

@@ -95,6 +95,24 @@ def process_group(*, backend: str | None = None) -> Iterator[DistInfo]:
             dist.destroy_process_group()
 
 
+def deterministic_cuda() -> None:
+    """Repeatable GPU arithmetic: no cuDNN autotuning, no TF32, deterministic kernels where torch has them.
+
+    Two runs on the same GPU model, driver and torch then give the same bits (ops
+    without a deterministic kernel warn instead of failing). A GPU and the CPU
+    still differ by float rounding: docs/reliability.md gives the tolerance.
+    Call before the first CUDA matmul (cuBLAS reads its workspace setting once).
+    """
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def barrier() -> None:
     """Wait for every rank (no-op when torch.distributed is not initialised)."""
     import torch.distributed as dist

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from ..io import read_metadata, write_table
 from ..predictions import predictions_table
 from ..progress import progress
-from .distributed import barrier
+from .distributed import barrier, deterministic_cuda
 
 _log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ SHARD_PATTERN = "shard-{:06d}.parquet"
 # ---------------------------------------------------------------- decoding
 
 
-def _load_rgb(path, *, max_pixels: int, draft_size=None):
+def _load_rgb(path, *, max_pixels: int, draft_size=None, within=None):
     from ..data.images import load_rgb
 
-    return load_rgb(path, max_pixels=max_pixels, draft_size=draft_size)
+    return load_rgb(path, max_pixels=max_pixels, draft_size=draft_size, within=within)
 
 
 class ManifestImages:
@@ -70,7 +70,8 @@ class ManifestImages:
         import torch
 
         try:
-            img = _load_rgb(self.root / self.paths[i], max_pixels=self.max_pixels, draft_size=self.draft_size)
+            img = _load_rgb(self.root / self.paths[i], max_pixels=self.max_pixels, draft_size=self.draft_size,
+                           within=self.root)
             return i, self.transform(img), ""
         except Exception as e:  # an image broken since ingestion is a recorded reason, never a crash
             reason = str(e) or type(e).__name__
@@ -96,6 +97,8 @@ class _Runner:
     def __init__(self, model, *, device, bf16: bool, channels_last: bool, batch_size: int):
         import torch
 
+        if device.type == "cuda":
+            deterministic_cuda()
         self.device = device
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=self.fmt).eval()

@@ -34,6 +34,7 @@ import pandas as pd
 
 from ..config import ModelConfig, TrainConfig
 from .datasets import ImageSamples, make_loader, seed_everything, set_epoch
+from .distributed import deterministic_cuda
 from .transforms import decode_size
 
 log = logging.getLogger(__name__)
@@ -301,6 +302,8 @@ def train_model(
         torch.set_num_threads(cfg.threads)
     seed_everything(seed)
     device = train_device()
+    if device.type == "cuda":
+        deterministic_cuda()
 
     if input_size is not None:
         arch_cfg = dataclasses.replace(arch_cfg, input_size=tuple(input_size))
