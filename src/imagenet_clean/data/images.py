@@ -11,6 +11,7 @@ swapped in after ingestion).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -134,6 +135,12 @@ def inspect_image(path: str | Path, *, max_pixels: int, hash: bool = False) -> I
     return ImageInfo(w, h, size, mtime, digest, fmt, reason)
 
 
+@functools.lru_cache(maxsize=64)
+def _real_root(root: str) -> str:
+    """The real path of a dataset root, resolved once per process (every image of a split shares it)."""
+    return os.path.realpath(root)
+
+
 def resolve_within(path: str | Path, root: str | Path) -> str:
     """The real path of ``path``, which must lie under ``root`` (after resolving every link).
 
@@ -144,7 +151,7 @@ def resolve_within(path: str | Path, root: str | Path) -> str:
     Raises:
         ValueError: ``<path>: symlink outside the dataset root (resolves to <real path>)``.
     """
-    real, base = os.path.realpath(path), os.path.realpath(root)
+    real, base = os.path.realpath(path), _real_root(os.fspath(root))
     if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
         raise ValueError(f"{path}: {SYMLINK_OUTSIDE} (resolves to {real})")
     return real
