@@ -11,6 +11,8 @@ alike):
   (channels-last, JPEG draft decode, decoding in a worker process overlapping
   compute);
 * ``project bf16``: the same with bfloat16 autocast;
+* ``project fp32 compiled``: the fp32 path through ``torch.compile``
+  (``predict.compile``; its compile time is measured apart, once);
 * compute only (pre-decoded tensors): NCHW fp32, channels-last fp32, channels-last bf16.
 
 It prints images/s, the ratios to ``plain``, and how bf16 moves the
@@ -133,6 +135,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (saves its ~30 s of compiling)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
     if args.threads:
@@ -158,6 +161,12 @@ def main(argv=None) -> dict:
         "project_fp32": lambda: predict_samples(model, data_cfg, root, manifest, **kw),
         "project_bf16": lambda: predict_samples(model, data_cfg, root, manifest, bf16=True, **kw),
     }
+    compile_s = None
+    if not args.no_compile:
+        runs["project_fp32_compiled"] = lambda: predict_samples(model, data_cfg, root, manifest, compile=True, **kw)
+        t = time.perf_counter()
+        predict_samples(model, data_cfg, root, manifest.iloc[:1], compile=True, **kw)  # compiling, not timed below
+        compile_s = round(time.perf_counter() - t, 1)
     best = {k: 0.0 for k in runs}
     result = {}
     for _ in range(args.rounds):
@@ -187,6 +196,11 @@ def main(argv=None) -> dict:
         "images_per_s": {k: round(v, 2) for k, v in best.items()},
         "ratio_fp32_vs_plain": round(best["project_fp32"] / best["plain"], 2),
         "ratio_bf16_vs_plain": round(best["project_bf16"] / best["plain"], 2),
+        **({} if compile_s is None else {
+            "ratio_fp32_compiled_vs_plain": round(best["project_fp32_compiled"] / best["plain"], 2),
+            "compile_s": compile_s,
+            "max_abs_prob_diff_compiled": round(float(np.abs(p32 - _probs(result["project_fp32_compiled"])).max()), 6),
+        }),
         "compute_only_images_per_s": {k: round(v, 2) for k, v in compute.items()},
         "bf16_top1_agreement_with_fp32": round(float((t32[:, 0] == t16[:, 0]).mean()), 4),
         "fp32_top1_in_bf16_top5": round(float((t16 == t32[:, :1]).any(1).mean()), 4),

@@ -82,7 +82,7 @@ def _pixels(size: tuple[int, int], seed: int) -> np.ndarray:
     return rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
 
 
-def _jpeg(path: Path, size=(24, 16), seed=0, mode="RGB", **kw) -> Path:
+def write_jpeg(path: Path, size=(24, 16), seed=0, mode="RGB", **kw) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(_pixels(size, seed)).convert(mode).save(path, format="JPEG", **kw)
     return path
@@ -160,24 +160,24 @@ def build_corpus(base: str | Path) -> Corpus:
     write_classes(c.classes_tsv, CLASSES)
 
     # Files outside the root: a valid image and a secret text, both must stay unread.
-    _jpeg(outside / "secret.JPEG", seed=99)
+    write_jpeg(outside / "secret.JPEG", seed=99)
     (outside / "secret.txt").write_text(SECRET + "\n")
-    _jpeg(outside / "folder" / f"{W1}_outside.JPEG", seed=98)
+    write_jpeg(outside / "folder" / f"{W1}_outside.JPEG", seed=98)
 
     t, d1, d2 = c.train, root / W1, root / W2
-    _jpeg(d1 / f"{W1}_good.JPEG", seed=1)
+    write_jpeg(d1 / f"{W1}_good.JPEG", seed=1)
     t[f"{W1}/{W1}_good.JPEG"] = Expect("ok", rgb_size=(24, 16))
-    data = _jpeg(d1 / "trunc.JPEG", size=(64, 64), seed=2).read_bytes()
+    data = write_jpeg(d1 / "trunc.JPEG", size=(64, 64), seed=2).read_bytes()
     (d1 / "trunc.JPEG").write_bytes(data[: len(data) // 2])
     t[f"{W1}/trunc.JPEG"] = Expect("error", "truncated file")
     (d1 / "zero.JPEG").write_bytes(b"")
     t[f"{W1}/zero.JPEG"] = Expect("error", "empty file")
-    data = _jpeg(d1 / "magic.JPEG", seed=3).read_bytes()
+    data = write_jpeg(d1 / "magic.JPEG", seed=3).read_bytes()
     (d1 / "magic.JPEG").write_bytes(b"\x00\x00\x00\x00" + data[4:])  # JPEG body, wrong magic
     t[f"{W1}/magic.JPEG"] = Expect("error", "not an image")
     (d1 / "script.JPEG").write_bytes(b"#!/bin/sh\necho pwned\n")
     t[f"{W1}/script.JPEG"] = Expect("error", "not an image")
-    _jpeg(d1 / "cmyk.JPEG", mode="CMYK", seed=4)
+    write_jpeg(d1 / "cmyk.JPEG", mode="CMYK", seed=4)
     t[f"{W1}/cmyk.JPEG"] = Expect("ok", rgb_size=(24, 16))
     png16(d1 / "deep.png")
     t[f"{W1}/deep.png"] = Expect("ok", rgb_size=(20, 12))
@@ -187,9 +187,9 @@ def build_corpus(base: str | Path) -> Corpus:
     t[f"{W1}/rotated.JPEG"] = Expect("ok", rgb_size=(10, 30))
     (d1 / "bomb.png").write_bytes(bomb_png())
     t[f"{W1}/bomb.png"] = Expect("error", "decompression bomb")
-    _jpeg(d2 / UNICODE_NAME, seed=5)
+    write_jpeg(d2 / UNICODE_NAME, seed=5)
     t[f"{W2}/{UNICODE_NAME}"] = Expect("ok", rgb_size=(24, 16))
-    _jpeg(d2 / FORMULA_NAME, seed=6)
+    write_jpeg(d2 / FORMULA_NAME, seed=6)
     t[f"{W2}/{FORMULA_NAME}"] = Expect("ok", rgb_size=(24, 16))
 
     # Symlinks: one inside the root (harmless), two leaving it (a file and a folder), one dangling.
@@ -209,7 +209,7 @@ def build_corpus(base: str | Path) -> Corpus:
 
     # Flat validation files labelled by a CSV with formulas and unknown ids.
     for i in range(1, 5):
-        _jpeg(val / f"ILSVRC2012_val_{i:08d}.JPEG", seed=10 + i)
+        write_jpeg(val / f"ILSVRC2012_val_{i:08d}.JPEG", seed=10 + i)
     c.val_csv.write_text(
         "ImageId,PredictionString\n"
         f"ILSVRC2012_val_00000001,{W1} 1 1 8 8\n"

@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hostile_corpus import (FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, W3, _jpeg, audited, build_corpus,
+from hostile_corpus import (FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, W3, write_jpeg, audited, build_corpus,
                             run_main, text_of_tree, under, voc_xml)
 from imagenet_clean.classes import ClassList, write_classes
 from imagenet_clean.cleanup.changes import TEXT_COLUMNS
@@ -47,7 +47,7 @@ def _grow(corpus) -> None:
     write_classes(corpus.classes_tsv, ClassList(WNIDS, tuple(f"class {i}" for i in range(K))))
     for c, wnid in enumerate(WNIDS):
         for i in range(GOOD_PER_CLASS):
-            _jpeg(corpus.root / wnid / f"good_{i}.JPEG", seed=1000 + 10 * c + i)
+            write_jpeg(corpus.root / wnid / f"good_{i}.JPEG", seed=1000 + 10 * c + i)
     (corpus.boxes / W3).mkdir(parents=True, exist_ok=True)
     (corpus.boxes / W3 / "good_0.xml").write_text(voc_xml(W3, (2, 2, 20, 14)))
 
@@ -180,7 +180,7 @@ def test_hostile_corpus_through_ingest_clean_and_apply(project, capsys, tmp_path
     clean = read_table("data/clean/train.parquet")
     assert len(clean) + int((dec["action"] == "remove").sum()) == len(manifest)
     swapped.unlink()
-    _jpeg(swapped, seed=1000 + 20)  # put the file back (it is removed; apply must not need it)
+    write_jpeg(swapped, seed=1000 + 20)  # put the file back (it is removed; apply must not need it)
 
     # after the cleanup, a kept file changes its bytes (same size) and another becomes a link leaving the root
     changed, escaped = corpus.root / W1 / "anim.gif", corpus.root / W1 / "deep.png"

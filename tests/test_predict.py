@@ -196,6 +196,52 @@ def test_stale_shards_from_another_model_are_recomputed(tmp_path, tiny):
     assert b.equals(predict_samples(other, cfg, tmp_path / "img", manifest, batch_size=2, shard_size=2, workers=0))
 
 
+@pytest.mark.parametrize("setting", [{"bf16": True}, {"channels_last": False}, {"batch_size": 1}])
+def test_shards_computed_with_other_numerics_are_recomputed(tmp_path, tiny, setting):
+    """`dvc exp run -S predict.bf16=true` must not reuse the float32 shards of the cache (it did, silently)."""
+    manifest = make_images(tmp_path / "img", n=4)
+    shards = tmp_path / "shards"
+    model, cfg = load_tiny(tiny)
+    kw = dict(batch_size=2, shard_size=2, workers=0)
+    predict_samples(model, cfg, tmp_path / "img", manifest, shard_dir=shards, **kw)
+    before = {p.name: p.stat().st_mtime_ns for p in shards.iterdir()}
+    kw.update(setting)
+    b = predict_samples(model, cfg, tmp_path / "img", manifest, shard_dir=shards, **kw)
+    assert all(p.stat().st_mtime_ns != before[p.name] for p in shards.iterdir())  # every shard recomputed
+    assert b.equals(predict_samples(model, cfg, tmp_path / "img", manifest, **kw))
+
+
+@pytest.mark.slow
+def test_compiled_prediction_matches_eager_and_pads_the_last_batch(tmp_path, tiny):
+    """torch.compile (a real compile: ~30 s here) gives the eager probabilities up to float rounding."""
+    manifest = make_images(tmp_path, n=7)  # batches of 4 and 3: the short one is padded, not recompiled
+    model, cfg = load_tiny(tiny)
+    eager = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, workers=0)
+    compiled = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, workers=0, compile=True)
+    pe, pc = (np.asarray(t["probs"].to_pylist(), np.float32) for t in (eager, compiled))
+    assert np.abs(pe - pc).max() < 1e-3
+    assert compiled["sample_id"].equals(eager["sample_id"])
+
+
+def test_a_model_torch_compile_cannot_handle_falls_back_to_eager_with_a_warning(tmp_path, tiny, monkeypatch, caplog):
+    import logging
+
+    manifest = make_images(tmp_path, n=3)
+    model, cfg = load_tiny(tiny)
+
+    def broken_compile(m, **kw):
+        def run(x):
+            raise RuntimeError("InductorError: C++ compile error (simulated: no compiler)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with caplog.at_level(logging.WARNING):
+        table = predict_samples(model, cfg, tmp_path, manifest, batch_size=2, workers=0, compile=True)
+    assert "torch.compile failed (RuntimeError: InductorError" in caplog.text
+    ref = predict_samples(model, cfg, tmp_path, manifest, batch_size=2, workers=0)
+    assert table.equals(ref)
+
+
 # ---------------------------------------------------------------- CLI
 
 

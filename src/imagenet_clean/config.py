@@ -158,6 +158,7 @@ class PredictConfig:
     bf16: bool = False
     channels_last: bool = True
     workers: int = field(default=1, metadata=_NONNEG)
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ def imagenet_params(
             key, n = f"{arch}_{n}", n + 1
         params["models"][key] = {"arch": arch, "weights": w}
     params["train"] = {**params["train"], "epochs": 90, "batch_size": 256, "cooldown_epochs": 10, "folds": 4}
-    params["predict"] = {**params["predict"], "batch_size": 256}
+    params["predict"] = {**params["predict"], "batch_size": 256, "compile": True}  # hours of prediction: compiling pays
     params["tables"] = {**params["tables"], "archs": ["efficientnet_b0"], "seeds": 1}
     params = complete_params(params)
     try:

@@ -20,6 +20,7 @@ def predict(
     root: Optional[Path] = typer.Option(None, "--root", help="Image root of --manifest (default: from the manifest)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (about 2x faster on CPUs with AVX-512 bf16)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model: ~30 s of compiling, then about 1.4x faster on CPU float32."),
     workers: int = typer.Option(1, "--workers", min=0, help="Decoding worker processes."),
     input_size: Optional[str] = typer.Option(None, "--input-size", help="Override the input size, e.g. 3,224,224."),
     shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="Keep finished shards here; a rerun resumes."),
@@ -41,7 +42,7 @@ def predict(
     cfg = ModelConfig(arch=model, weights=weights, input_size=size)
     summary = predict_to_file(
         cfg, out=out, manifest=manifest, images=images, classes=classes, root=root,
-        batch_size=batch_size, bf16=bf16, workers=workers, shard_dir=shard_dir,
+        batch_size=batch_size, bf16=bf16, compile=compile, workers=workers, shard_dir=shard_dir,
     )
     if summary:
         typer.echo(json.dumps(summary, sort_keys=True))
