@@ -96,9 +96,10 @@ class _Runner:
 
     With ``compile``, the model runs through ``torch.compile`` (about 30 s of
     compiling per model and batch shape, then 1.4x faster end to end on CPU
-    float32 for EfficientNet-Lite0, benchmarks/README.md); a short last batch is padded to the micro-batch so
-    that it does not compile again. If compiling fails (no C++ compiler, an
-    unsupported model), prediction continues eagerly with a warning.
+    float32 for EfficientNet-Lite0: benchmarks/README.md); a short last batch
+    is padded to the micro-batch so that it does not compile again. If
+    compiling fails (no C++ compiler, an unsupported model), prediction
+    continues eagerly with a warning.
     """
 
     def __init__(self, model, *, device, bf16: bool, channels_last: bool, batch_size: int, compile: bool = False):
