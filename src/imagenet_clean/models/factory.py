@@ -82,6 +82,24 @@ def _model_shapes(model) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
+def _resolve_weights(cfg: ModelConfig, *, num_classes: int, checkpoint: str | Path | None) -> tuple:
+    """``(source, checkpoint file or None)`` of a model entry, after the checks every use makes first.
+
+    Checks the class count, architecture and input size; a checkpoint (given, or
+    ``weights`` naming a file) wins over the source, whose own weights are
+    checked only when they will be loaded.
+    """
+    if num_classes < 1:
+        raise ModelError(f"num_classes must be >= 1, got {num_classes}")
+    _check_arch(cfg.arch)
+    _check_input_size(cfg)
+    source = get_source(cfg.weights)
+    ckpt = checkpoint if checkpoint is not None else (None if source else cfg.weights)
+    if ckpt is None:
+        source.check(cfg.arch, num_classes)
+    return source, ckpt
+
+
 def check_model(cfg: ModelConfig, *, num_classes: int, checkpoint: str | Path | None = None) -> None:
     """Validate a model entry cheaply, before any long work.
 
@@ -98,14 +116,7 @@ def check_model(cfg: ModelConfig, *, num_classes: int, checkpoint: str | Path | 
     Raises:
         ModelError: with a message saying which of the above is wrong.
     """
-    if num_classes < 1:
-        raise ModelError(f"num_classes must be >= 1, got {num_classes}")
-    _check_arch(cfg.arch)
-    _check_input_size(cfg)
-    source = get_source(cfg.weights)
-    ckpt = checkpoint if checkpoint is not None else (None if source else cfg.weights)
-    if source is not None and ckpt is None:
-        source.check(cfg.arch, num_classes)
+    _, ckpt = _resolve_weights(cfg, num_classes=num_classes, checkpoint=checkpoint)
     model = _create(cfg, num_classes, meta=True)
     if ckpt is not None:
         if not Path(ckpt).is_file():
@@ -150,14 +161,8 @@ def build_model(cfg: ModelConfig, *, num_classes: int, checkpoint: str | Path | 
     Raises:
         ModelError: see :func:`check_model`.
     """
-    if num_classes < 1:
-        raise ModelError(f"num_classes must be >= 1, got {num_classes}")
-    _check_arch(cfg.arch)
-    _check_input_size(cfg)
-    source = get_source(cfg.weights)
-    ckpt = checkpoint if checkpoint is not None else (None if source else cfg.weights)
+    source, ckpt = _resolve_weights(cfg, num_classes=num_classes, checkpoint=checkpoint)
     if ckpt is None:
-        source.check(cfg.arch, num_classes)
         model = _create(cfg, num_classes, pretrained=source.pretrained)
         source.load(model, cfg.arch)
     else:
