@@ -228,6 +228,19 @@ def build_corpus(base: str | Path) -> Corpus:
     return c
 
 
+def tiny_checkpoint(path: str | Path, *, arch: str = "resnet10t", num_classes: int = 3, seed: int = 0) -> Path:
+    """A seeded, untrained ``arch`` model for 32 px inputs, saved as safetensors at ``path``."""
+    import torch
+
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models.factory import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    model, _ = build_model(ModelConfig(arch=arch, weights="train", input_size=(3, 32, 32)), num_classes=num_classes)
+    save_checkpoint(model, path)
+    return Path(path)
+
+
 def text_of_tree(folder: str | Path) -> bytes:
     """All bytes of every regular file under ``folder`` (links not followed), to search for leaks."""
     out = []

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hostile_corpus import (CLASSES, FORMULA, FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, audited,
-                            build_corpus, run_main, text_of_tree, under)
+                            build_corpus, run_main, text_of_tree, tiny_checkpoint, under)
 from imagenet_clean.cli import app
 from imagenet_clean.data.images import inspect_image, load_rgb
 from imagenet_clean.data.ingest import ingest_split
@@ -234,18 +234,6 @@ class _Evil:
         return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
 
 
-def _tiny_checkpoint(path: Path) -> Path:
-    import torch
-
-    from imagenet_clean.config import ModelConfig
-    from imagenet_clean.models.factory import build_model, save_checkpoint
-
-    torch.manual_seed(0)
-    model, _ = build_model(ModelConfig(arch="resnet10t", weights="train", input_size=(3, 32, 32)), num_classes=3)
-    save_checkpoint(model, path)
-    return path
-
-
 @pytest.mark.parametrize("where", ["top", "nested"])
 def test_code_executing_checkpoint_is_refused_by_the_predict_command(tmp_path, corpus, workdir, capsys, monkeypatch, where):
     import torch
@@ -269,7 +257,7 @@ def test_predict_over_the_hostile_manifest_gives_a_row_per_sample_and_reads_noth
     from imagenet_clean.config import ModelConfig
     from imagenet_clean.models.predict import predict_to_file
 
-    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
     df, _ = _ingest("train")
     ok = df[df["status"] == "ok"]
     cfg = ModelConfig(arch="resnet10t", weights=str(ckpt), input_size=(3, 32, 32))
@@ -298,7 +286,7 @@ def test_a_file_swapped_for_a_link_after_ingest_is_refused_by_predict_and_traini
     from imagenet_clean.models.datasets import ImageSamples
     from imagenet_clean.models.predict import predict_to_file
 
-    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
     df, _ = _ingest("train")
     sid = f"{W1}/{W1}_good.JPEG"
     swapped = corpus.root / sid

@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from hostile_corpus import (FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, W3, write_jpeg, audited, build_corpus,
-                            run_main, text_of_tree, under, voc_xml)
+from hostile_corpus import (FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, W3, audited, build_corpus,
+                            run_main, text_of_tree, tiny_checkpoint, under, voc_xml, write_jpeg)
 from imagenet_clean.classes import ClassList, write_classes
 from imagenet_clean.cleanup.changes import TEXT_COLUMNS
 from imagenet_clean.io import read_table
@@ -87,29 +87,14 @@ def _write_predictions(manifest: pd.DataFrame) -> None:
                           num_classes=K)
 
 
-def _checkpoints(folder: Path) -> dict[str, str]:
-    """Real (untrained, seeded) checkpoints for the CAMs of models a, b, c."""
-    import torch
-
-    from imagenet_clean.config import ModelConfig
-    from imagenet_clean.models.factory import build_model, save_checkpoint
-
-    out = {}
-    for i, m in enumerate(MODELS):
-        torch.manual_seed(i)
-        model, _ = build_model(ModelConfig(arch="test_resnet", weights="train", input_size=(3, 32, 32)), num_classes=K)
-        save_checkpoint(model, folder / f"{m}.safetensors")
-        out[m] = str(folder / f"{m}.safetensors")
-    return out
-
-
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     corpus = build_corpus(tmp_path / "c")
     _grow(corpus)
     work = tmp_path / "work"
     work.mkdir()
-    ckpt = _checkpoints(tmp_path)
+    ckpt = {m: str(tiny_checkpoint(tmp_path / f"{m}.safetensors", arch="test_resnet", num_classes=K, seed=i))
+            for i, m in enumerate(MODELS)}  # real (untrained, seeded) checkpoints for the CAMs
     params = {
         "seed": 0, "fn": 1.0, "h1": 2, "h2": 3, "h3": 2,
         "dataset": {"classes": str(corpus.classes_tsv), "merges": "none", "truth": None},
