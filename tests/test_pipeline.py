@@ -135,7 +135,8 @@ def test_threshold_experiment_reruns_only_what_a_threshold_changes_and_reuses_ca
     assert val["remove"] <= ref_val["remove"] and val["consensus_only"] < ref_val["consensus_only"]
 
     # a threshold of the CAM exemption: the same candidates, every score read from the cache
-    res = run(["dvc", "exp", "run", "-n", "pass-half", "-S", "h3=1", "-S", "cam.pass_score=0.5"], project)
+    # (h3=null: the top-level h3 of the previous experiment no longer applies; each split has its own again)
+    res = run(["dvc", "exp", "run", "-n", "pass-half", "-S", "h3=null", "-S", "cam.pass_score=0.5"], project)
     assert_only_thresholded_stages_ran(res.stdout)
     val = json.loads((project / "metrics/cleanup/val.json").read_text())
     assert val["cam_candidates"] == ref_val["cam_candidates"]
@@ -318,3 +319,55 @@ def test_pushed_clean_splits_pull_into_a_fresh_clone_and_apply_to_the_dataset(re
     want = sorted((Path(p).name if a != "placeholder" else "__placeholder__.JPEG", int(lbl))
                   for p, lbl, a in zip(clean["path"], clean["label"], clean["action"]))
     assert got == want
+
+
+@pytest.mark.slow
+def test_publish_commits_a_release_that_a_fresh_clone_pulls_offline_and_applies(reference, tmp_path):
+    """`imagenet-clean publish` on the pipeline itself (issue 17), as the repository's release is made.
+
+    The release goes to a remote committed inside the repository; a fresh clone
+    pulls it with no other step, byte-identical to its dvc.lock, and
+    `imagenet-clean generate` recreates the images it applies to.
+    """
+    import hashlib
+
+    import yaml
+
+    project = copy_project(reference["project"], tmp_path / "publisher")
+    res = run(["imagenet-clean", "publish", "--remote", "published/remote", "--prune", "--tag", "embedded-v1"], project)
+    assert json.loads(res.stdout.strip().splitlines()[-1])["tag"] == "embedded-v1"
+    assert run(["git", "status", "--porcelain", "--untracked-files=no"], project).stdout.strip() == ""
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "pull", "clean"], clone)
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())
+    outs = {o["path"]: o["md5"] for name, st in lock["stages"].items() if name.startswith("clean@")
+            for o in st["outs"] if not o["path"].startswith("metrics/")}
+    assert len(outs) == 3 * len(CLEAN_SPLITS)
+    assert {p: hashlib.md5((clone / p).read_bytes()).hexdigest() for p in outs} == outs
+    run(["imagenet-clean", "generate"], clone)
+    out = tmp_path / "val-clean"
+    res = run(["imagenet-clean", "apply", "--clean", "data/clean/val.parquet", "--root", "data/raw/val",
+               "--out", str(out)], clone)  # refuses unless every image's content hash matches the manifest
+    assert json.loads(res.stdout.strip().splitlines()[-1])["images"] == pq.read_metadata(clone / "data/clean/val.parquet").num_rows
+
+
+# ------------------------------------------------------------------ 7. human review in a real browser (issue 16)
+
+
+@pytest.mark.slow
+def test_review_in_chromium_then_repro_applies_the_verdicts(reference, tmp_path):
+    """Accept, reject and relabel one change each with the keyboard, then `dvc repro` applies them.
+
+    Skips without Chromium and chromedriver (tests/review_browser.py). With
+    ``IMAGENET_CLEAN_UPDATE_SCREENSHOT=1`` the screenshot replaces docs/review.png (the README's).
+    """
+    from review_browser import review_then_repro
+
+    project = copy_project(reference["project"], tmp_path / "review")
+    shot = tmp_path / "review.png"
+    result = review_then_repro(project, shot)
+    assert shot.stat().st_size > 10_000
+    assert {"score", "tables", "report"} <= result["ran"]
+    if os.environ.get("IMAGENET_CLEAN_UPDATE_SCREENSHOT") == "1":
+        shutil.copy(shot, Path(__file__).resolve().parents[1] / "docs" / "review.png")

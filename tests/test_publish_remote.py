@@ -1,9 +1,10 @@
 """Publishing with real DVC: push to the default local remote, clone afresh, pull, apply, load.
 
-A temporary git+DVC repository stands in for the pipeline repository: it uses
-this project's own ``.dvc/config`` (the default remote, a folder beside the
-repository), and a ``dvc.yaml`` stage whose outs are a clean manifest, a
-decisions table and a metrics file, as the real pipeline's are.
+A temporary git+DVC repository stands in for the pipeline repository: its
+default remote is a folder beside the repository, pushed with plain ``dvc push``
+(``imagenet-clean publish`` is tested in tests/test_publish_release.py), and a
+``dvc.yaml`` stage whose outs are a clean manifest, a decisions table and a
+metrics file, as the real pipeline's are.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import pytest
 from imagenet_clean.publish.filelist import imagefolder_target_map, read_file_list
 from test_apply import expected_tree, make_split, tree_files
 
-PROJECT = Path(__file__).resolve().parents[1]
 ENV = os.environ | {
     "DVC_NO_ANALYTICS": "1",
     "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
@@ -57,7 +57,10 @@ def published(tmp_path):
     repo.mkdir()
     run("git", "init", "-q", cwd=repo)
     dvc("init", "-q", cwd=repo)
-    shutil.copy(PROJECT / ".dvc" / "config", repo / ".dvc" / "config")  # the project's default remote
+    # a default remote in a folder beside the repository (this project's own is committed inside it:
+    # tests/test_publish_release.py); DVC resolves the relative url from .dvc/
+    (repo / ".dvc" / "config").write_text("[core]\n    remote = local\n['remote \"local\"']\n"
+                                          "    url = ../../imagenet-clean-remote\n")
     (repo / "make_clean.py").write_text(
         "import json, os, shutil\n"
         "for d in ('data/clean', 'data/decisions', 'metrics'):\n"

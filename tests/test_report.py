@@ -187,3 +187,20 @@ def test_cli_report_with_skipped_metrics(tmp_path, monkeypatch):
     md = (tmp_path / "metrics" / "report.md").read_text()
     assert md.count("skipped (test)") == 4
     assert (tmp_path / "metrics" / "plots" / "changes_per_class.csv").read_text() == "split,class,fixes,removals\n"
+
+
+def test_report_shows_each_splits_fix_removal_and_merge_counts_beside_the_papers(tmp_path):
+    import json
+
+    cleanup = tmp_path / "metrics" / "cleanup"
+    cleanup.mkdir(parents=True)
+    (cleanup / "val.json").write_text(json.dumps({"split": "val", "samples": 200, "fix": 10, "remove": 4, "merged": 2, "n_models": 3,
+                                                  "thresholds_resolved": {"fn": 1.0, "h1": 1.5, "h2": 3.0, "h3": 1.9998}}))
+    (cleanup / "train.json").write_text(json.dumps({"split": "train", "skipped": True, "why": "splits.train.root is null"}))
+    write_report([], metrics=tmp_path / "metrics", data=tmp_path / "data")
+    md = (tmp_path / "metrics" / "report.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| V |"))
+    assert "| 200 | 10 (5.00 %) | 4 (2.00 %) | 2 (1.00 %) |" in row and "3565 (7.13 %) | 2471 (4.9 %) |" in row
+    assert "h3 1.9998" in row
+    assert "*T: not cleaned (splits.train.root is null).*" in md
+    assert "*V2: no cleanup metrics" in md

@@ -54,6 +54,34 @@ def test_score_decisions_against_the_truth():
     assert (b["remove"]["tp"], b["remove"]["predicted"]) == (3, 3)
 
 
+def test_a_fix_to_a_merge_partner_is_counted_as_a_merge_and_scored_as_neither_right_nor_wrong():
+    import numpy as np
+
+    d = pd.concat([decisions(), pd.DataFrame([
+        ("s8", 1, "fix", 10, ["cl_fix"], ["a", "b"], [10, 10]),   # digit one -> its synonym class: a no-op after the merge
+        ("s9", 3, "fix", 10, ["cl_fix"], ["a", "b"], [10, 10]),   # a flip fixed to the synonym class: right after the merge
+    ], columns=decisions().columns)], ignore_index=True)
+    t = pd.concat([truth(), pd.DataFrame({"split": "val", "sample_id": ["s8", "s9"], "true_label": [1, 1],
+                                          "given_label": [1, 3], "problem": ["none", "flip"]})], ignore_index=True)
+    lut = np.arange(11)
+    lut[10] = 1  # the embedded merge: class 10 into class 1
+    plain, merged = score_decisions(d, t), score_decisions(d, t, merge_lut=lut)
+    assert plain["fix"]["predicted"] == 4 and plain["fix"]["tp"] == 1  # without the merge both count as wrong fixes
+    assert merged["merge_fixes"] == 1
+    assert (merged["fix"]["tp"], merged["fix"]["predicted"], merged["fix"]["actual"]) == (2, 3, 4)
+    assert merged["rates"]["fix"] == pytest.approx(3 / 8)
+    assert merged["baseline"]["a"]["fix"]["predicted"] == 4  # a's synonym candidate for s8 proposes nothing
+
+
+def test_a_fix_of_a_problem_image_is_a_wrong_fix_and_a_missed_removal():
+    d = decisions()
+    d.loc[d["sample_id"] == "s2", ["action", "new_label", "rules"]] = ["fix", 3, None]
+    d.at[int(d.index[d["sample_id"] == "s2"][0]), "rules"] = ["cl_fix"]
+    s = score_decisions(d, truth())
+    assert (s["fix"]["tp"], s["fix"]["predicted"]) == (1, 3)
+    assert s["remove"]["actual"] == 3 and s["remove"]["tp"] == 0
+
+
 def test_truth_from_other_data_is_rejected():
     t = truth()
     t.loc[0, "given_label"] = 5

@@ -248,3 +248,53 @@ def test_empty_cleaned_set_has_null_accuracy(tmp_path):
     t = strict_json(out)
     assert t["m1"]["val_clean"] == {"n": 0, "top1": None, "top5": None, "n_error": 0}
     assert t["m1"]["val"]["n"] == 11
+
+
+def test_extra_models_are_scored_beside_the_cleanup_models_without_issue_counts(tmp_path):
+    """tables.extra_models: the paper's table-1 models 'not used in the clean-up' (accuracies only)."""
+    from imagenet_clean.evaluate.report import render_table1
+    from imagenet_clean.evaluate.table1 import extra_predictions
+
+    paths = make_project(tmp_path, splits=("val",))
+    truth = make_split(paths, "val")
+    folder = extra_predictions(paths)
+    n = len(truth["ids"])
+    write_predictions(folder / "val" / "big.parquet", predictions_table(truth["ids"], _probs(truth["true"]), status=truth["status"]),
+                      model="big", split="val", num_classes=K)
+    out = json.loads(write_table1(list(MODELS), ["val"], paths=paths, extra_models=["big"]).read_text())
+    assert out["big"]["cleanup"] is False and out["big"]["issues"] == {}
+    assert out["big"]["val_clean"] == out["m1"]["val_clean"]  # the same predictions as m1: the same accuracies
+    assert out["big"]["val"]["n"] == n - 1  # the unreadable row is not in V
+    assert "big (not used in the clean-up)" in render_table1(out)
+    with pytest.raises(ValueError, match=r"tables.extra_models \['m1'\] are also cleanup models"):
+        write_table1(list(MODELS), ["val"], paths=paths, extra_models=["m1"])
+
+
+def test_predict_extra_runs_the_real_predictor_on_a_checkpoint(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from hostile_corpus import tiny_checkpoint
+    from imagenet_clean.config import parse_params
+    from imagenet_clean.evaluate.table1 import predict_extra
+    from imagenet_clean.predictions import read_predictions
+
+    monkeypatch.chdir(tmp_path)
+    paths = RoundPaths(1, Path("data"), Path("metrics"))
+    ids = [f"c{i % K}/v_{i}.png" for i in range(6)]
+    for s in ids:
+        (tmp_path / "raw" / s).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), (40 * (int(s[1]) + 1), 0, 0)).save(tmp_path / "raw" / s)
+    manifest = pd.DataFrame({"sample_id": ids, "path": ids, "label": [i % K for i in range(6)], "wnid": ["n"] * 6,
+                             "status": ["ok"] * 6, "reason": [""] * 6})
+    write_table(paths.manifest("val"), manifest, metadata={"root": str(tmp_path / "raw"), "split": "val", "num_classes": K})
+    ckpt = tiny_checkpoint(tmp_path / "big.safetensors", arch="test_resnet", num_classes=K, seed=0)
+    (tmp_path / "classes.tsv").write_text("".join(f"n{i}\tc{i}\n" for i in range(K)))
+    params = parse_params({"dataset": {"classes": "classes.tsv"}, "splits": {"val": {"root": str(tmp_path / "raw")}},
+                           "predict": {"batch_size": 4, "workers": 0},
+                           "tables": {"extra_models": {"big": {"arch": "test_resnet", "weights": str(ckpt), "input_size": [3, 16, 16]}}}})
+    folder = predict_extra(params, ["val"], paths=paths)
+    preds = read_predictions(folder / "val" / "big.parquet")
+    assert sorted(preds.sample_ids) == sorted(ids) and preds.probs.shape == (6, K)
+    assert json.loads((folder / "models.json").read_text()) == {"big": {"arch": "test_resnet", "weights": str(ckpt)}}
+    empty = predict_extra(parse_params({}), ["val"], paths=RoundPaths(1, Path("d2"), Path("m2")))
+    assert json.loads((empty / "models.json").read_text()) == {}

@@ -41,3 +41,18 @@ def test_table3_needs_a_cleaned_evaluated_split(tmp_path):
     t = strict_json(write_table3(params, paths=paths))
     assert t == {"skipped": True, "reason": "no evaluated split has a cleaned version (evaluated: imagenet_r)"}
     assert strict_json(paths.metric("runs/table3.json")) == t
+
+
+def test_tables_sizes_name_the_papers_landscape_and_portrait_sizes():
+    import pytest
+
+    from imagenet_clean.config import ConfigError, parse_params
+    from imagenet_clean.evaluate.table3 import named_sizes
+
+    sizes = parse_params({"tables": {"sizes": [[320, 180], [384, 216], [180, 320], [216, 384]]}}).tables.sizes
+    assert named_sizes(sizes) == {"320x180 (L)": (3, 180, 320), "384x216 (L)": (3, 216, 384),
+                                  "180x320 (P)": (3, 320, 180), "216x384 (P)": (3, 384, 216)}
+    with pytest.raises(ConfigError, match="tables.sizes"):
+        parse_params({"tables": {"sizes": [[320]]}})
+    with pytest.raises(ValueError, match="given twice"):
+        named_sizes([[320, 180], [320, 180]])

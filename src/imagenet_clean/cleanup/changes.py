@@ -52,6 +52,8 @@ def _reason(row, n_models: int, thresholds: dict) -> str:
             parts.append(f"exempted by the CAMs of {row.exempted_by}")
         elif row.cam_scores not in ("", "{}"):
             parts.append("no model's CAMs cover the box")
+    if "human" in rules:  # cleanup/verdicts.py: a reviewer overrode the machine (only a relabel is still a change)
+        parts.append(f"human review: {getattr(row, 'verdict', '')}")
     return "; ".join(parts)
 
 

@@ -220,7 +220,8 @@ def cleanlab_issues(labels: np.ndarray, pred_probs: np.ndarray, *, frac_noise: f
 
 
 def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, top5: np.ndarray | None = None,
-                   n_jobs: int | None = 1, validate: bool = True, source: str = "", model: str = "") -> ModelEvidence:
+                   topk: int = TOPK, n_jobs: int | None = 1, validate: bool = True, source: str = "",
+                   model: str = "") -> ModelEvidence:
     """Everything the rules need from one model, keeping only N-vectors.
 
     Args:
@@ -229,6 +230,8 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
         frac_noise: cleanlab's ``frac_noise``.
         top5: (N, 5) top-5 classes as stored in a prediction file; computed
             from ``pred_probs`` when omitted.
+        topk: The consensus rule's k (paper: 5): ``top5_miss`` says whether the
+            label is outside the model's ``topk`` most probable classes.
         n_jobs: cleanlab's worker processes.
         validate: Check labels and probabilities first.
         source: File, for error messages.
@@ -252,9 +255,9 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
         top5 = np.asarray(top5)
         if top5.shape != (len(labels), TOPK):
             raise ValueError(f"{_where(source, model)}top5 has shape {top5.shape}, expected ({len(labels)}, {TOPK})")
-        miss = ~(top5 == labels[:, None]).any(axis=1)
+        miss = ~(top5[:, :topk] == labels[:, None]).any(axis=1)
     else:
-        miss = ~label_in_topk(labels, probs)
+        miss = ~label_in_topk(labels, probs, k=topk)
     label_probs = np.empty(len(labels), np.float32)
     for start in range(0, len(labels), CHUNK_ROWS):
         stop = start + CHUNK_ROWS

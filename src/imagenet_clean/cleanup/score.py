@@ -10,6 +10,13 @@ Embedded default (``dataset.truth``: a parquet with ``split``, ``sample_id``,
   less the wrong labels that were fixed correctly;
 * ``detected``: any action other than keep, against the same positives;
 * images of the synonym class (problem ``synonym``) are left out: the merge is their remedy;
+* labels are compared after the category merges (``merge_lut``): a fix to a
+  merge partner (digit one -> its synonym class, or back) changes nothing once
+  the classes are merged, so it is counted under ``merge_fixes`` and scored as
+  neither a right nor a wrong fix;
+* problem images carry their true label (a problem is injected instead of a
+  flip, never with it), so a fix of a problem image changes a correct label: it
+  is a wrong fix, and the image still counts as a missed removal;
 * ``baseline``: each model's cleanlab output alone (its flagged samples are
   its fixes, with its candidate, and its removals), the bar the ensemble must clear.
 
@@ -61,31 +68,42 @@ def _join_truth(decisions: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
-def score_decisions(decisions: pd.DataFrame, truth: pd.DataFrame) -> dict:
+def score_decisions(decisions: pd.DataFrame, truth: pd.DataFrame, *, merge_lut: np.ndarray | None = None) -> dict:
     """Precision/recall/F1 of the fixes, removals and all detections of one split, plus per-model baselines.
 
     Args:
         decisions: The split's decisions table.
         truth: The truth rows of that split.
+        merge_lut: ``label -> label after merges`` (:func:`~imagenet_clean.cleanup.merges.merge_index`);
+            None compares labels as they are.
     """
     unreadable = np.array(["unreadable" in list(r) for r in decisions["rules"]], bool)
     d = _join_truth(decisions[~unreadable], truth)
     syn = d["problem"].fillna("").astype(str).to_numpy() == SYNONYM
     synonyms = {a: int(((d["action"] == a) & syn).sum()) for a in ("keep", "fix", "remove")}
     d = d[~syn]
-    true = d["true_label"].to_numpy(np.int64)
-    wrong = true != d["label"].to_numpy(np.int64)
+
+    def merged(col: str) -> np.ndarray:
+        v = d[col].to_numpy(np.int64)
+        return v if merge_lut is None else merge_lut[v]
+
+    true, given, new = merged("true_label"), merged("label"), merged("new_label")
+    wrong = true != given
     problem = d["problem"].fillna("").astype(str).isin(PROBLEMS).to_numpy()
     bad = wrong | problem
     act = d["action"].to_numpy()
+    merge_fix = (act == "fix") & (new == given)  # to a merge partner: a no-op once the classes are merged
+    act = np.where(merge_fix, "keep", act)
     fix = act == "fix"
-    fix_ok = fix & (d["new_label"].to_numpy(np.int64) == true)
+    fix_ok = fix & (new == true)
     remove = act == "remove"
     out = {
         "samples": int(len(d)),
         "unreadable": int(unreadable.sum()),
         "unscored": int((~unreadable).sum() - len(d) - syn.sum()),
         "synonyms": synonyms,
+        "merge_fixes": int(merge_fix.sum()),
+        "rates": {"fix": round(float(fix.mean()), 6) if len(d) else 0.0, "remove": round(float(remove.mean()), 6) if len(d) else 0.0},
         "wrong_labels": int(wrong.sum()),
         "problem_images": int(problem.sum()),
         "fix": prf(fix_ok.sum(), fix.sum(), wrong.sum()),
@@ -101,7 +119,9 @@ def score_decisions(decisions: pd.DataFrame, truth: pd.DataFrame) -> dict:
             for mm, c in zip(ms, cs):
                 if mm == m:
                     flagged[i], cand[i] = True, c
-        good_fix = flagged & (cand == true)
+        cand_m = cand if merge_lut is None else np.where(cand >= 0, merge_lut[np.maximum(cand, 0)], -1)
+        flagged &= ~(cand_m == given)  # a candidate that is the label's merge partner proposes nothing
+        good_fix = flagged & (cand_m == true)
         out["baseline"][m] = {
             "fix": prf(good_fix.sum(), flagged.sum(), wrong.sum()),
             "remove": prf((flagged & bad).sum(), flagged.sum(), bad.sum()),
@@ -192,6 +212,11 @@ def score_real(decisions: pd.DataFrame, *, real: list[list[int]], top1: dict[str
 # ------------------------------------------------------------------ the stage
 
 
+def _within(workdir: Path, spec: str) -> str:
+    """A params path relative to the project folder; names (``imagenet-1k``, ``embedded``) pass through."""
+    return str(workdir / spec) if not Path(spec).is_absolute() and (workdir / spec).exists() else spec
+
+
 def score_all(params: Params, *, workdir: str | Path = ".", real_path: str | Path | None = None) -> dict:
     """Score every split that has decisions; write ``metrics/detection.json``.
 
@@ -208,6 +233,13 @@ def score_all(params: Params, *, workdir: str | Path = ".", real_path: str | Pat
         tp = Path(params.dataset.truth)
         tp = tp if tp.is_absolute() else w / tp
         truth = read_table(tp)
+    lut = None
+    if truth is not None:
+        from ..classes import load_classes
+        from .merges import load_merges, merge_index
+
+        classes = load_classes(_within(w, params.dataset.classes))
+        lut = merge_index(load_merges(_within(w, params.dataset.merges), classes), classes)
     for split in params.splits:
         f = w / "data" / "decisions" / f"{split}.parquet"
         if not f.is_file() or read_metadata(f).get("skipped") == "true":
@@ -215,7 +247,7 @@ def score_all(params: Params, *, workdir: str | Path = ".", real_path: str | Pat
             continue
         dec = read_table(f)
         if truth is not None:
-            result["splits"][split] = score_decisions(dec, truth[truth["split"] == split])
+            result["splits"][split] = score_decisions(dec, truth[truth["split"] == split], merge_lut=lut)
         if params.dataset.real_labels and split == REAL_SPLIT:
             top1 = {}
             for m in params.models:

@@ -29,6 +29,7 @@ from .changes import change_list
 from .confident import ModelEvidence, model_evidence
 from .merges import apply_merges, load_merges, placeholder_rows
 from .rules import RULE_UNREADABLE, apply_exemptions, consensus_only, decide, resolved
+from .verdicts import review_split
 
 DECISIONS_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
@@ -80,6 +81,7 @@ class SplitPaths:
     changes: Path
     metrics: Path
     cam_cache: Path
+    reviews: Path | None = None  # the split's human verdicts (None: not reviewed)
 
     @classmethod
     def of(cls, split: str, workdir: str | Path = ".") -> "SplitPaths":
@@ -92,6 +94,7 @@ class SplitPaths:
             changes=w / "data" / "changes" / f"{split}.csv",
             metrics=w / "metrics" / "cleanup" / f"{split}.json",
             cam_cache=w / "data" / "cache" / "cams" / split,
+            reviews=w / "reviews" / f"{split}.csv",
         )
 
 
@@ -330,6 +333,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
     if not params.models:
         raise ValueError("params.yaml lists no models; the cleanup needs at least one")
     thresholds = params.thresholds(split)
+    params.resolved_thresholds(split)  # refuses a threshold outside [1, |M|] before any work
     manifest = read_table(paths.manifest)
     meta = read_metadata(paths.manifest)
     classes = _classes(meta, params, workdir)
@@ -372,7 +376,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
             top5, fold = preds.top5[take], preds.fold[take]
             del preds
             try:
-                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, n_jobs=n_jobs,
+                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, n_jobs=n_jobs,
                                     source=str(files[m]), model=m)
             except ValueError as e:
                 raise ValueError(_row_to_sample(str(e), manifest["sample_id"].to_numpy()[valid_rows])) from None
@@ -398,6 +402,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
         dec = apply_exemptions(dec, ex)
 
     decisions = _full_decisions(manifest, dec, valid_rows, reason, classes)
+    decisions, review = review_split(decisions, paths.reviews, classes)  # human verdicts (cleanup/verdicts.py)
     merges = load_merges(_merge_spec(params.dataset.merges, workdir), classes)
     clean = clean_manifest(manifest, decisions, merges, classes)
     res = resolved(thresholds, len(names))
@@ -405,11 +410,15 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
 
     table_meta = {**meta, "thresholds": json.dumps(_thr_dict(thresholds)), "models": json.dumps(names),
                   "merges": str(params.dataset.merges), "cam": json.dumps(use_cam)}
-    write_table(paths.decisions, pa.Table.from_pandas(decisions, schema=DECISIONS_SCHEMA, preserve_index=False),
+    schema = DECISIONS_SCHEMA.append(pa.field("verdict", pa.string())) if "verdict" in decisions else DECISIONS_SCHEMA
+    write_table(paths.decisions, pa.Table.from_pandas(decisions, schema=schema, preserve_index=False),
                 metadata=table_meta)
     write_table(paths.clean, pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
     write_text(paths.changes, changes.to_csv(index=False, lineterminator="\n"))
-    metrics = _metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n)
+    metrics = {**_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk}
+    metrics["threshold_sources"] = params.threshold_sources(split)
+    if "verdict" in decisions:
+        metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
     write_json(paths.metrics, metrics)
     return metrics
 

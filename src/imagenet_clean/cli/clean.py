@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -68,7 +68,7 @@ def clean_arrays(
     given = {k: v for k, v in {"fn": fn, "h1": _threshold("h1", h1), "h2": _threshold("h2", h2),
                                "h3": _threshold("h3", h3)}.items() if v is not None}
     p = parse_params(given)  # validates the thresholds exactly as params.yaml would
-    thresholds = Thresholds(fn=p.fn, h1=p.h1, h2=p.h2, h3=p.h3)
+    thresholds = Thresholds(**{k: getattr(p, k) for k in given})
     decisions, counts = run(labels, files, thresholds=thresholds, n_jobs=jobs or None)
     names = list(counts["issues_per_model"])
     write_arrays_decisions(out, decisions, thresholds=thresholds, models=names)
@@ -78,16 +78,39 @@ def clean_arrays(
 
 
 def diff(
-    a: Path = typer.Argument(..., help="The old decisions parquet."),
-    b: Path = typer.Argument(..., help="The new decisions parquet."),
+    a: str = typer.Argument(..., help="The old decisions parquet (with --rev: the old release's git revision)."),
+    b: str = typer.Argument(..., help="The new decisions parquet (with --rev: the new release's git revision)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the differences as CSV."),
     limit: int = typer.Option(50, "--limit", min=0, help="Rows to print (0: all)."),
+    rev: bool = typer.Option(False, "--rev", help="A and B are releases (tags, commits) of --repo: compare their decisions."),
+    repo: str = typer.Option(".", "--repo", help="With --rev: the repository URL or path."),
+    split: Optional[List[str]] = typer.Option(None, "--split", help="With --rev: splits to compare (default: every split both have)."),
 ) -> None:
-    """List what changed between two decision tables (matched by sample id, then content hash)."""
+    """List what changed between two decision tables (matched by sample id, then content hash).
+
+    With --rev, A and B are two releases: each split's decisions are fetched with
+    DVC (checked against each release's dvc.lock) and compared, and the clean
+    stage's params that differ are shown. --out then names a folder (one CSV per split).
+    """
     from ..cleanup.diff import diff_files, summarize
     from ..io import write_text
 
-    d = diff_files(a, b)
+    if rev:
+        from ..publish.release_diff import diff_releases
+
+        for sd in diff_releases(repo, a, b, list(split) if split else None):
+            if out is not None:
+                write_text(out / f"{sd.split}.csv", sd.rows.to_csv(index=False, lineterminator="\n"))
+            typer.echo(f"== {sd.split}: {a} -> {b}")
+            for key, (va, vb) in sd.params.items():
+                typer.echo(f"param {key}: {va!r} -> {vb!r}")
+            if len(sd.rows):
+                typer.echo((sd.rows if not limit else sd.rows.head(limit)).to_string(index=False))
+            typer.echo(json.dumps({"split": sd.split, **sd.summary}, sort_keys=True))
+        return
+    if split:
+        raise typer.BadParameter("--split needs --rev", param_hint="--split")
+    d = diff_files(Path(a), Path(b))
     if out is not None:
         write_text(out, d.to_csv(index=False, lineterminator="\n"))
     if len(d):

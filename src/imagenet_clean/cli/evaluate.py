@@ -40,17 +40,18 @@ def tables(
     params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
     round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
 ) -> None:
-    """Table 1: issues found and accuracy of every cleanup model on original vs cleaned splits (no training)."""
+    """Table 1: issues found and accuracy of every cleanup model (and tables.extra_models) on original vs cleaned splits."""
     from ..evaluate.splits import table_rows, usable_splits
-    from ..evaluate.table1 import write_table1
+    from ..evaluate.table1 import predict_extra, write_table1
 
     p, paths = _setup(params, round)
     splits, skipped = usable_splits(p, paths, predictions=True)
-    out = write_table1(list(p.models), splits, paths=paths, skipped=skipped)
+    predict_extra(p, splits, paths=paths)
+    out = write_table1(list(p.models), splits, paths=paths, skipped=skipped, extra_models=list(p.tables.extra_models))
     rows = json.loads(out.read_text())
     if not _echo_skips(rows):
         for model, row in table_rows(rows).items():
-            cells = [f"{s}: {_pct(row[s]['top1'])}/{_pct(row[s]['top5'])}" for s in row if s != "issues"]
+            cells = [f"{s}: {_pct(row[s]['top1'])}/{_pct(row[s]['top5'])}" for s in row if isinstance(row[s], dict) and "top1" in row[s]]
             typer.echo(f"{model}: issues {row['issues']}; " + "; ".join(cells))
     typer.echo(f"wrote {out}")
 

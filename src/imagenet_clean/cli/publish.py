@@ -3,22 +3,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def apply(
-    clean: Path = typer.Option(..., "--clean", help="Clean manifest, e.g. data/clean/val.parquet (after `dvc pull data/clean`)."),
+    clean: Optional[Path] = typer.Option(None, "--clean", help="Clean manifest, e.g. data/clean/val.parquet (after `dvc pull clean`)."),
+    source: Optional[str] = typer.Option(None, "--from", help="Instead of --clean: a release <repo-url-or-path>[@rev]; its clean manifest of --split is fetched with DVC and checked against its dvc.lock."),
+    split: Optional[str] = typer.Option(None, "--split", help="With --from: the split (train, val, v2)."),
     root: Path = typer.Option(..., "--root", help="Your copy of the ORIGINAL split (the folder ingestion read)."),
     out: Path = typer.Option(..., "--out", help="New dataset folder (absent, empty, or made by an earlier apply)."),
     mode: str = typer.Option("symlink", "--mode", help="symlink | hardlink | copy"),
     deepaugment: bool = typer.Option(False, "--deepaugment", help="Also take <stem>_CAE/<stem>_EDSR copies, following <stem>'s decision."),
     hash_check: bool = typer.Option(True, "--hash/--no-hash", help="Compare content hashes where recorded (sizes are always compared)."),
     decisions: Path | None = typer.Option(None, "--decisions", help="Decisions table, for per-rule counts in the dataset card."),
-    problems: Path | None = typer.Option(None, "--problems", help="Where to write the list of mismatching source files [default: <out>.refused.tsv]."),
+    problems: Path | None = typer.Option(None, "--problems", help="Where to write the list of mismatching source files (default: <out>.refused.tsv)."),
     workers: int = typer.Option(4, "--workers", min=1, help="Threads for hashing and linking."),
 ) -> None:
     """Build the cleaned ImageFolder tree <out>/<wnid>/<file> from a clean manifest and your original split.
+
+    The manifest is a local file (--clean) or is fetched from a published release
+    (--from REPO[@REV] --split S), where one that does not match the release's
+    dvc.lock is refused.
 
     Refuses (and lists the files in --problems) when a source file is missing or
     differs from the manifest. Safe to rerun: correct entries are kept. Prints the
@@ -28,10 +35,21 @@ def apply(
 
     if mode not in LINK_MODES:
         raise typer.BadParameter(f"{mode!r} is not one of {', '.join(LINK_MODES)}", param_hint="--mode")
+    if (clean is None) == (source is None):
+        raise typer.BadParameter("give either --clean FILE or --from REPO[@REV] --split NAME", param_hint="--clean/--from")
+    if source is not None and not split:
+        raise typer.BadParameter("--from needs --split (train, val, v2)", param_hint="--split")
+    if source is not None and decisions is not None:
+        raise typer.BadParameter("--from fetches the release's decisions itself", param_hint="--decisions")
+    kw = dict(mode=mode, deepaugment=deepaugment, check_hash=hash_check, workers=workers)
     try:
-        counts = apply_clean(
-            clean, root, out, mode=mode, deepaugment=deepaugment, check_hash=hash_check, decisions=decisions, workers=workers
-        )
+        if source is not None:
+            from ..publish.apply_from import apply_from_release
+            from ..publish.fetch import split_repo_rev
+
+            counts = apply_from_release(*split_repo_rev(source), split, root, out, **kw)
+        else:
+            counts = apply_clean(clean, root, out, decisions=decisions, **kw)
     except SourceMismatchError as e:
         from ..io import write_text
 

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..data.imagenet_r import NUM_IMAGENET_CLASSES
 from ..io import read_table
 from ..predictions import Predictions, read_predictions
 
@@ -113,12 +114,19 @@ class EvalSet:
         split: The split the samples come from.
         sample_ids: Sample ids, unique.
         labels: Integer labels aligned with ``sample_ids``.
+        merges: For a cleaned set whose labels went through category merges: the
+            (K,) lookup ``class -> class after merges`` that predictions go
+            through before they are scored (:func:`ranked_topk`); None: no merges.
+        subset: The class subset the split covers (``imagenet_r``): predictions
+            are restricted to it before scoring; None: all classes.
     """
 
     name: str
     split: str
     sample_ids: np.ndarray
     labels: np.ndarray
+    merges: np.ndarray | None = None
+    subset: str | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -156,23 +164,67 @@ def original_set(manifest: pd.DataFrame, *, name: str, split: str, source: str =
     return _make_set(rows, name=name, split=split, source=source)
 
 
-def cleaned_set(clean: pd.DataFrame, *, name: str, split: str, source: str = "clean manifest") -> EvalSet:
+def cleaned_set(clean: pd.DataFrame, *, name: str, split: str, source: str = "clean manifest",
+                merges: np.ndarray | None = None) -> EvalSet:
     """The cleaned split: clean-manifest rows except placeholders, with their cleaned labels.
+
+    Args:
+        clean: The clean manifest.
+        name: Key in the metrics files.
+        split: The split the samples come from.
+        source: Name of the file, for error messages.
+        merges: The (K,) merge lookup the cleaned labels went through (see :func:`merge_lookup`).
 
     Raises:
         ValueError: a column is missing or sample ids repeat.
     """
     _check_columns(clean, ("sample_id", "label", "action"), source)
     rows = clean[clean["action"] != PLACEHOLDER]
-    return _make_set(rows, name=name, split=split, source=source)
+    return _make_set(rows, name=name, split=split, source=source, merges=merges)
 
 
-def _make_set(rows: pd.DataFrame, *, name: str, split: str, source: str) -> EvalSet:
+def _make_set(rows: pd.DataFrame, *, name: str, split: str, source: str, merges: np.ndarray | None = None) -> EvalSet:
     ids = rows["sample_id"].to_numpy(dtype=object)
     dup = pd.Index(ids)[pd.Index(ids).duplicated()]
     if len(dup):
         raise ValueError(f"{source}: sample_id {dup[0]!r} appears more than once")
-    return EvalSet(name=name, split=split, sample_ids=ids, labels=rows["label"].to_numpy(dtype=np.int64))
+    return EvalSet(name=name, split=split, sample_ids=ids, labels=rows["label"].to_numpy(dtype=np.int64),
+                   merges=merges, subset=subset_of(split))
+
+
+def subset_of(split: str) -> str | None:
+    """The class subset a split covers (``imagenet_r`` -> its 200 classes), or None."""
+    from ..data.imagenet_r import IMAGENET_R
+
+    return IMAGENET_R if split == IMAGENET_R else None
+
+
+def merge_lookup(clean_path: str | Path, *, workdir: str | Path = ".") -> np.ndarray | None:
+    """The (K,) lookup ``class -> class after merges`` that a clean manifest's labels went through.
+
+    Read from the manifest's metadata, as the clean stage wrote it (``merges``:
+    the merge table spec, ``classes``: the class list); None when no class was
+    merged (``merges: none``, or an older file without the keys).
+
+    Raises:
+        ValueError: the merge table does not fit the class list.
+    """
+    from ..classes import load_classes
+    from ..cleanup.merges import BUILTIN_MERGES, NO_MERGES, load_merges, merge_index
+    from ..io import read_metadata
+
+    meta = read_metadata(clean_path)
+    spec, classes = meta.get("merges"), meta.get("classes")
+    if not spec or spec == NO_MERGES or not classes:
+        return None
+
+    def local(p: str) -> str:
+        return p if p in BUILTIN_MERGES or p == "imagenet-1k" or Path(p).is_absolute() or Path(p).exists() else str(Path(workdir) / p)
+
+    cl = load_classes(local(classes))
+    merges = load_merges(local(spec), cl)
+    lut = merge_index(merges, cl)
+    return lut if (lut != np.arange(len(lut))).any() else None
 
 
 CLEANED_SPLITS = ("val", "v2")
@@ -199,7 +251,54 @@ def split_sets(split: str, paths: RoundPaths) -> dict[str, EvalSet]:
     m_path, c_path = paths.manifest(split), paths.clean(split)
     out = {split: original_set(read_table(m_path), name=split, split=split, source=str(m_path))}
     if has_clean(split, paths):
-        out[split + CLEAN_SUFFIX] = cleaned_set(read_table(c_path), name=split + CLEAN_SUFFIX, split=split, source=str(c_path))
+        out[split + CLEAN_SUFFIX] = cleaned_set(read_table(c_path), name=split + CLEAN_SUFFIX, split=split, source=str(c_path),
+                                                merges=merge_lookup(c_path, workdir=paths.data.parent))
+    return out
+
+
+def ranked_topk(probs: np.ndarray, *, k: int = 5, merges: np.ndarray | None = None, subset: str | None = None) -> np.ndarray:
+    """The k best classes per row, best first, as the scoring sees them.
+
+    With ``subset``, only the subset's classes compete (ImageNet-R: 200 of the
+    1000). With ``merges``, every ranked class is mapped through the merge
+    lookup and a class is counted once: a model that ranks "African elephant"
+    then "tusker" has top-2 ``[tusker, <third class>]`` once the first is merged
+    into the second.
+
+    Args:
+        probs: (N, K) probabilities (or any scores; larger is better).
+        k: How many classes per row.
+        merges: (K,) lookup ``class -> class after merges``, or None.
+        subset: A class subset of :mod:`imagenet_clean.data.imagenet_r`, or None.
+
+    Returns:
+        (N, k) int64 class indices; -1 pads rows with fewer than k distinct classes.
+    """
+    probs = np.asarray(probs)
+    n, n_classes = probs.shape
+    scores = probs.astype(np.float64, copy=True)
+    if subset is not None:
+        from ..data.imagenet_r import load_subset
+
+        scores[:, ~load_subset(subset).mask(n_classes)] = -np.inf
+    extra = 0 if merges is None else int((np.asarray(merges) != np.arange(n_classes)).sum())
+    m = min(n_classes, k + extra)
+    if n == 0 or m == 0:
+        return np.full((n, k), -1, np.int64)
+    part = np.argpartition(-scores, m - 1, axis=1)[:, :m] if m < n_classes else np.tile(np.arange(n_classes), (n, 1))
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    ranked = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    valid = np.isfinite(np.take_along_axis(scores, ranked, axis=1))
+    if merges is not None:
+        ranked = np.asarray(merges, np.int64)[ranked]
+    dup = np.zeros_like(valid)
+    for j in range(1, m):
+        dup[:, j] = (ranked[:, :j] == ranked[:, j : j + 1]).any(axis=1)
+    keep = valid & ~dup
+    first = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    out = np.where(np.take_along_axis(keep, first, axis=1), np.take_along_axis(ranked, first, axis=1), -1)
+    if out.shape[1] < k:
+        out = np.concatenate([out, np.full((n, k - out.shape[1]), -1, np.int64)], axis=1)
     return out
 
 
@@ -217,17 +316,23 @@ def hits(top5: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return top5[:, 0] == labels, (top5 == labels[:, None]).any(axis=1)
 
 
-def accuracy(predictions: Predictions, sample_ids, labels, *, source: str = "predictions") -> Accuracy:
+def accuracy(predictions: Predictions, sample_ids, labels, *, source: str = "predictions",
+             merges: np.ndarray | None = None, subset: str | None = None) -> Accuracy:
     """Top-1/top-5 accuracy (percent) of ``predictions`` over the given samples and labels.
 
     Rows whose prediction status is not ``ok`` count as misses and are reported in
-    ``n_error``; an empty set gives ``nan`` accuracies.
+    ``n_error``; an empty set gives ``nan`` accuracies. With ``merges`` or
+    ``subset`` the top-5 is re-ranked from the probabilities by :func:`ranked_topk`
+    (merged labels are scored against merged predictions, a class counted once;
+    a subset split only among its classes); without, the file's own top-5 is used.
 
     Args:
         predictions: One model's predictions on the split.
         sample_ids: The samples to score.
         labels: Their labels (original or cleaned).
         source: Name of the prediction file, for error messages.
+        merges: (K,) merge lookup the labels went through (the cleaned sets), or None.
+        subset: Class subset of the split (``imagenet_r``), or None.
 
     Raises:
         ValueError: a sample has no row in ``predictions``, sample ids repeat in
@@ -253,7 +358,13 @@ def accuracy(predictions: Predictions, sample_ids, labels, *, source: str = "pre
     if n == 0:
         return Accuracy(n=0, top1=float("nan"), top5=float("nan"))
     ok = predictions.ok[pos]
-    h1, h5 = hits(predictions.top5[pos], labels)
+    if subset is not None and k != NUM_IMAGENET_CLASSES:
+        subset = None  # a subset of ImageNet-1k; another class list has no such subset (predict-split refuses it)
+    if merges is None and subset is None:
+        top5 = predictions.top5[pos]
+    else:
+        top5 = ranked_topk(predictions.probs[pos], k=predictions.top5.shape[1], merges=merges, subset=subset)
+    h1, h5 = hits(top5, labels)
     h1 &= ok
     h5 &= ok
     return Accuracy(n=n, top1=_pct(h1), top5=_pct(h5), n_error=int((~ok).sum()))
@@ -266,4 +377,4 @@ def _pct(mask: np.ndarray) -> float:
 def evaluate_file(path: str | Path, sets: Sequence[EvalSet]) -> dict[str, Accuracy]:
     """Accuracy of one prediction file on each evaluation set, keyed by set name."""
     preds = read_predictions(path)
-    return {s.name: accuracy(preds, s.sample_ids, s.labels, source=str(path)) for s in sets}
+    return {s.name: accuracy(preds, s.sample_ids, s.labels, source=str(path), merges=s.merges, subset=s.subset) for s in sets}

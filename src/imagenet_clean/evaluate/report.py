@@ -113,7 +113,7 @@ def render_table1(t1: Mapping) -> str:
         header += [f"Label errors ({symbol(s)})", f"Top-1/Top-5 {symbol(s)}", f"Top-1/Top-5 {symbol(s + CLEAN_SUFFIX)}", "Gain top-1/top-5"]
     rows = []
     for model, row in t1.items():
-        cells = [model]
+        cells = [model if row.get("cleanup", True) else f"{model} (not used in the clean-up)"]
         for s in splits:
             a, b = row.get(s), row.get(s + CLEAN_SUFFIX)
             cells += [str(row.get("issues", {}).get(s, "-")), _pair(a), _pair(b), _diff(a, b)]
@@ -246,6 +246,7 @@ def load_round(paths: RoundPaths) -> dict[str, object]:
             out[name] = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON ({e})") from None
+    out["cleanup"] = load_cleanup(paths)
     return out
 
 
@@ -254,7 +255,7 @@ def render_round(tables: Mapping[str, object]) -> str:
 
     Splits a table left out (``skipped_splits``) are listed under it.
     """
-    parts = []
+    parts = [render_cleanup(tables["cleanup"])] if tables.get("cleanup") else []
     for name in TABLE_FILES:
         obj = tables.get(name)
         title = name.removesuffix(".json")
@@ -268,6 +269,66 @@ def render_round(tables: Mapping[str, object]) -> str:
             log.warning("report: %s could not be rendered: %r", name, e)
             parts.append(f"*{title}: could not be rendered ({type(e).__name__}: {e}); see metrics/{name}.*\n")
     return "\n".join(parts)
+
+
+CLEANED = ("train", "val", "v2")
+"""Splits whose cleanup metrics (``metrics/cleanup/<split>.json``) the report shows."""
+
+
+def _count(n, rate) -> str:
+    return "-" if n is None else f"{n} ({100 * rate:.2f} %)" if rate is not None else str(n)
+
+
+def render_cleanup(cleanup: Mapping[str, Mapping | None]) -> str:
+    """What the cleanup changed per split (fixes, removals, merges with their rates) beside the paper's counts.
+
+    Args:
+        cleanup: ``{split: metrics/cleanup/<split>.json content or None}``; a skipped or missing split is named.
+    """
+    rows, notes = [], []
+    for split in sorted(cleanup, key=_split_order):
+        m = cleanup[split]
+        if not m:
+            notes.append(f"{symbol(split)}: no cleanup metrics (metrics/cleanup/{split}.json missing)")
+            continue
+        if m.get("skipped"):
+            notes.append(f"{symbol(split)}: not cleaned ({m.get('why', 'skipped')})")
+            continue
+        n = m.get("samples") or 0
+        rate = lambda k: (m.get(k, 0) / n) if n else None  # noqa: E731
+        ref = paper.PAPER_CHANGES.get(split)
+        thr = m.get("thresholds_resolved") or {}
+        rows.append([
+            symbol(split), str(n), _count(m.get("fix"), rate("fix")), _count(m.get("remove"), rate("remove")),
+            _count(m.get("merged"), rate("merged")),
+            ", ".join(f"{k} {v:g}" for k, v in thr.items()) + (f" (\\|M\\| = {m['n_models']})" if "n_models" in m else ""),
+            "-" if ref is None else f"{ref['fixes']} ({ref['fixes_pct']} %)",
+            "-" if ref is None else f"{ref['removals']} ({ref['removals_pct']} %)",
+        ])
+    out = "## Cleanup: what changed per split\n\n"
+    if rows:
+        out += _md(["split", "images", "fixes", "removals", "merged", "thresholds (models)", "paper fixes", "paper removals"], rows)
+        out += ("\nPaper: ILSVRC12 validation (50 000 images, 10 models), training (1.28 M, 8 models, 4-fold), "
+                "ImageNetV2 (10 000, 10 models); it gives no per-split merge counts.\n")
+    if notes:
+        out += "\n" + "\n".join(f"*{x}.*" for x in notes) + "\n"
+    return out
+
+
+def load_cleanup(paths: RoundPaths) -> dict[str, dict | None]:
+    """This round's ``cleanup/<split>.json`` per cleaned split; None for a missing file.
+
+    Raises:
+        ValueError: a file exists but is not JSON.
+    """
+    out = {}
+    for split in CLEANED:
+        p = paths.metric(f"cleanup/{split}.json")
+        try:
+            out[split] = json.loads(p.read_text()) if p.is_file() else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e})") from None
+    return out
 
 
 def render_report(rounds: Mapping[int, Mapping[str, object]]) -> str:

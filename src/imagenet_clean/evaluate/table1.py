@@ -80,7 +80,59 @@ def table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -
     return out
 
 
-def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths, skipped: Mapping[str, str] | None = None) -> Path:
+EXTRA_DIR = "extra"
+"""Folder under the round's data folder holding the extra models' predictions: ``<data>/extra/predictions/<split>/<model>.parquet``."""
+
+
+def extra_predictions(paths: RoundPaths) -> Path:
+    """Where the extra (not-in-cleanup) models' predictions go: ``data/extra/predictions``."""
+    return paths.round_data / EXTRA_DIR / "predictions"
+
+
+def predict_extra(params, splits: Sequence[str], *, paths: RoundPaths) -> Path:
+    """Predict every usable evaluated split with each ``tables.extra_models`` entry (pretrained weights).
+
+    The models are the same kind of entry as ``models`` and are predicted by the
+    same code (:func:`imagenet_clean.models.predict.run_predict_split`: sharded,
+    resumable, ImageNet-R restricted to its classes). Writes a ``models.json``
+    listing them, so the folder exists (a DVC output) when there are none.
+
+    Returns:
+        The predictions folder.
+    """
+    import dataclasses
+
+    from ..io import write_json
+
+    out = extra_predictions(paths)
+    extra = dict(params.tables.extra_models)
+    if extra:
+        from ..models.predict import run_predict_split
+
+        as_models = dataclasses.replace(params, models=extra)
+        for split in splits:
+            run_predict_split(split, as_models, manifests_dir=paths.data / "manifests", models_dir=paths.data / "models",
+                              out_dir=out, cache_dir=paths.data / "cache" / "predict-extra")
+    write_json(out / "models.json", {name: {"arch": m.arch, "weights": m.weights} for name, m in extra.items()})
+    return out
+
+
+def extra_rows(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -> dict[str, dict]:
+    """Table-1 rows of models that took no part in the cleanup: accuracies only, ``"cleanup": false``."""
+    out: dict[str, dict] = {}
+    folder = extra_predictions(paths)
+    for m in models:
+        row: dict = {"cleanup": False, "issues": {}}
+        for split in splits:
+            sets = list(split_sets(split, paths).values())
+            for name, acc in evaluate_file(folder / split / f"{m}.parquet", sets).items():
+                row[name] = acc.as_dict()
+        out[m] = row
+    return out
+
+
+def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths, skipped: Mapping[str, str] | None = None,
+                 extra_models: Sequence[str] = ()) -> Path:
     """Compute table 1 and write it to this round's ``table1.json``; returns the path.
 
     Args:
@@ -89,11 +141,17 @@ def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPa
         paths: The round's file layout.
         skipped: Evaluated splits left out, with the reason; stored under ``skipped_splits``.
             With no usable split the file is ``{"skipped": true, "reason": ...}``.
+        extra_models: ``tables.extra_models`` names, predicted by :func:`predict_extra`: rows
+            with ``"cleanup": false`` and no issue counts, after the cleanup models.
     """
     path = paths.metric("table1.json")
     if not splits:
         return write_skipped(paths, ["table1.json"], "no evaluated split besides the training split can be used", skipped_splits=skipped)
     result = table1(models, splits, paths=paths)
+    clash = sorted(set(extra_models) & set(result))
+    if clash:
+        raise ValueError(f"tables.extra_models {clash} are also cleanup models")
+    result.update(extra_rows(extra_models, splits, paths=paths))
     if skipped:
         result[SKIPPED_SPLITS] = dict(skipped)
     write_json(path, result)

@@ -138,13 +138,18 @@ class TimmBackend:
         return predict_samples(model, data_cfg, root, manifest, batch_size=self.batch_size)
 
     def default_input_size(self, arch, *, num_classes):
-        import timm
         import torch
 
+        from ..models import timm_registry
         from ..models.factory import data_config
 
+        timm = timm_registry()
+
+        from ..models import torchvision_archs as tv
+
         with torch.device("meta"):
-            model = timm.create_model(arch, num_classes=num_classes)
+            model = (tv.create(arch, num_classes=num_classes) if tv.is_torchvision(arch)
+                     else timm.create_model(arch, num_classes=num_classes))
         return tuple(data_config(model, self._cfg(arch, None))["input_size"])
 
 
@@ -324,7 +329,8 @@ def run_accuracies(ctx: RetrainContext, folder: Path, set_names: Sequence[str] |
             continue
         if s.split not in preds:
             preds[s.split] = read_predictions(folder / f"{s.split}.parquet")
-        acc = accuracy(preds[s.split], s.sample_ids, s.labels, source=str(folder / f"{s.split}.parquet")).as_dict()
+        acc = accuracy(preds[s.split], s.sample_ids, s.labels, source=str(folder / f"{s.split}.parquet"),
+                       merges=s.merges, subset=s.subset).as_dict()
         out[name] = {"top1": acc["top1"], "top5": acc["top5"]}
     return out
 

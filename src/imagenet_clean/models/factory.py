@@ -27,13 +27,21 @@ from .weights import (
     state_dict_shapes,
 )
 
-__all__ = ["ModelError", "build_model", "check_model", "save_checkpoint", "load_trained", "trained_checkpoint_path", "resolve_checkpoint", "config_digest", "data_config"]
+__all__ = ["ModelError", "build_model", "check_model", "save_checkpoint", "load_trained", "trained_checkpoint_path", "resolve_checkpoint", "config_digest", "architecture_digest", "data_config"]
 
 _DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
 
 def _check_arch(arch: str) -> None:
-    import timm
+    from . import timm_registry
+    from . import torchvision_archs as tv
+
+    if tv.is_torchvision(arch):  # torchvision:<name> (tables.archs: the paper's SqueezeNet 1.1, ShuffleNetV2)
+        why = tv.check(arch)
+        if why:
+            raise ModelError(why)
+        return
+    timm = timm_registry()
 
     if not arch or not timm.is_model(arch):
         close = difflib.get_close_matches(arch or "", timm.list_models(), n=3, cutoff=0.6)
@@ -50,12 +58,22 @@ def _check_input_size(cfg: ModelConfig) -> None:
 
 
 def _create(cfg: ModelConfig, num_classes: int, *, pretrained: bool = False, meta: bool = False):
-    import timm
     import torch
+
+    from . import timm_registry
+
+    timm = timm_registry()
 
     kwargs = dict(cfg.kwargs)
     if cfg.input_size is not None and cfg.input_size[0] != 3:
         kwargs.setdefault("in_chans", cfg.input_size[0])
+    from . import torchvision_archs as tv
+
+    if tv.is_torchvision(cfg.arch):
+        if pretrained:
+            raise ModelError(f"{cfg.arch}: no offline pretrained torchvision weights; use weights: train or a checkpoint file")
+        with torch.device("meta" if meta else "cpu"):
+            return tv.create(cfg.arch, num_classes=num_classes, **kwargs)
     try:
         if meta:
             with torch.device("meta"):
@@ -213,6 +231,18 @@ def config_digest(cfg: ModelConfig) -> str:
 
     blob = json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=list).encode()
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+def architecture_digest(cfg: ModelConfig, *, num_classes: int) -> str:
+    """BLAKE2b-64 of the architecture's parameter and buffer names and shapes (built on the ``meta`` device).
+
+    Changes when the network itself changes (e.g. a registered architecture's
+    default width), which the entry in params.yaml does not show.
+    """
+    import hashlib
+
+    shapes = sorted(_model_shapes(_create(cfg, num_classes, meta=True)).items())
+    return hashlib.blake2b(json.dumps(shapes).encode(), digest_size=8).hexdigest()
 
 
 def _checkpoint_digest(path: Path) -> str | None:

@@ -153,6 +153,7 @@ def train_transform(data_cfg: dict, cfg: TrainConfig):
         auto_augment=cfg.auto_augment or None,
         re_prob=cfg.reprob,
         hflip=cfg.hflip,
+        color_jitter=cfg.color_jitter or None,
         scale=tuple(cfg.scale),
         interpolation=data_cfg.get("interpolation", "bicubic"),
         mean=tuple(data_cfg["mean"]),

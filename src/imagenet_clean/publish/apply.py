@@ -536,6 +536,7 @@ def apply_clean(
     check_hash: bool = True,
     decisions: str | Path | None = None,
     workers: int = 4,
+    revision: str | None = None,
 ) -> dict:
     """Build the cleaned ImageFolder tree of one split from its clean manifest.
 
@@ -553,6 +554,8 @@ def apply_clean(
             (sizes are always compared).
         decisions: Optional ``data/decisions/<split>.parquet`` for per-rule counts in the card.
         workers: Threads for hashing and linking.
+        revision: Where the manifest came from, for the card (default: the git revision
+            of the repository holding ``clean_manifest_path``).
 
     Returns:
         Counts: ``kept``, ``relabelled`` (fix and fix+merge), ``merged`` (merge
@@ -638,6 +641,7 @@ def apply_clean(
         file_list=list_name,
         class_order=order,
         decisions=dec,
+        revision=revision,
     )
     write_if_changed(out / CARD_FILE, text)
     _write_state(out, {"complete": True, "entries": planned, "mode": mode})

@@ -1,0 +1,45 @@
+"""`imagenet-clean` commands of the review group: ``review`` (the web app) and ``review-metrics`` (metrics/review.json)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def review(
+    split: str = typer.Option("val", "--split", help="The split whose changes to review (train, val or v2)."),
+    port: int = typer.Option(8765, "--port", min=1, max=65535, help="The port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="The address to bind; anything but loopback prints an access token."),
+    workdir: Path = typer.Option(Path("."), "--workdir", help="The project folder (data/, reviews/, params.yaml)."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Write a read-only HTML report of the changes to this folder instead of serving."),
+) -> None:
+    """Review a split's changes in the browser; verdicts go to reviews/<split>.csv, which `dvc repro` applies."""
+    if export is not None:
+        from ..review.data import ReviewData
+        from ..review.export import export_html
+
+        r = export_html(ReviewData(workdir, split), export)
+        typer.echo(f"{split}: {r['changes']} changes in {r['pages']} pages; open {r['index']}")
+        return
+    from ..review.server import serve
+
+    serve(workdir, split, host=host, port=port, echo=typer.echo)
+
+
+def review_metrics(
+    workdir: Path = typer.Option(Path("."), "--workdir", help="The project folder."),
+) -> None:
+    """Write metrics/review.json: reviewed changes, and the machine's precision per rule as the reviewers judged it."""
+    from ..review.metrics import review_metrics as run
+
+    m = run(workdir)
+    per = "; ".join(f"{s}: {v['reviewed']} of {v['changes']} changes reviewed, {len(v['stale'])} stale"
+                    for s, v in m["splits"].items())
+    typer.echo(f"metrics/review.json: {per or 'no decisions'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this group's commands to ``app``."""
+    app.command("review")(review)
+    app.command("review-metrics")(review_metrics)

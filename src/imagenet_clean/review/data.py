@@ -1,0 +1,543 @@
+"""What the review app reads: a split's changes, their evidence, and the verdicts so far.
+
+Memory is bounded by the number of changes, not by what is browsed:
+:class:`ReviewData` keeps, per change, a few scalars for paging (read at
+start-up, and cached in ``data/cache/review/<split>/`` for the next start),
+its evidence columns (Arrow, compact), the manifest rows of the changes and of
+a few example images per class (both read in a background thread, so that the
+first page does not wait for them), and, per model, each change's top-5
+classes and probabilities and its margin (read once, in batches, from the
+prediction file). Paging, filtering and sorting run on NumPy arrays over the
+changes (:meth:`ReviewData.page`), so a 160,000-change split pages in tens of
+milliseconds (benchmarks/bench_review.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..classes import ClassList, load_classes
+from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_UNREADABLE
+from ..cleanup.verdicts import RULE_HUMAN, VERDICTS, Verdict, check_verdict, read_verdicts, record_verdict, reviews_path
+from ..io import read_metadata
+
+RULE_BITS = {r: 1 << i for i, r in enumerate((RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT,
+                                               RULE_UNREADABLE, RULE_HUMAN))}
+SORTS = ("n_flagged", "-n_flagged", "c_s", "-c_s", "margin", "-margin", "sample_id")
+"""Sort keys of a page (``-``: descending); ties keep the decisions' order. ``margin``: the mean over the
+models of (top-1 probability - probability of the given label), read from the prediction files in the
+background (:meth:`ReviewData.wait_margins`)."""
+N_EXAMPLES = 4
+BATCH = 65_536
+"""Rows per batch when the decisions and the manifest are read (bounds the memory of start-up)."""
+PAGE_COLUMNS = ("sample_id", "label", "new_label", "action", "rules", "n_flagged", "c_s")
+"""Decision columns read at start-up, for paging (only the changes' rows are kept)."""
+DETAIL_COLUMNS = ("sample_id", "path", "label", "new_label", "action", "rules", "n_flagged", "flagged_models",
+                  "candidates", "c_s", "cam_scores", "exempted_by", "content_hash")
+"""Decision columns of a change's evidence (read in the background)."""
+FILE_COLUMNS = ("sample_id", "path", "boxes", "width", "height", "content_hash", "status")
+
+
+class ReviewError(ValueError):
+    """A request the review app refuses (unknown sample or class, bad filter); nothing is written."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which changes a page lists."""
+
+    action: str = ""  # fix | remove | keep (CAM-exempted) | "" (all)
+    rule: str = ""
+    cls: int = -1  # given or proposed class index; -1: any
+    reviewed: str = ""  # yes | no | ""
+    sort: str = "-n_flagged"
+
+
+class ReviewData:
+    """A split's changes (fixes, removals, CAM exemptions) with their evidence.
+
+    Args:
+        workdir: The project folder (``data/decisions``, ``data/manifests``,
+            ``data/predictions``, ``reviews``).
+        split: The split.
+        classes: The class list (default: the manifest's ``classes`` metadata).
+        background: Return as soon as the changes can be paged, and load their
+            evidence and manifest rows in a background thread (the server does).
+    """
+
+    def __init__(self, workdir: str | Path, split: str, classes: ClassList | None = None, *, background: bool = False):
+        self.workdir = Path(workdir)
+        self.split = split
+        dec_path = self.workdir / "data" / "decisions" / f"{split}.parquet"
+        man_path = self.workdir / "data" / "manifests" / f"{split}.parquet"
+        for p in (dec_path, man_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: not found (run `dvc repro` first)")
+        meta = read_metadata(man_path)
+        if classes is None:
+            spec = meta.get("classes") or "imagenet-1k"
+            if spec != "imagenet-1k" and not Path(spec).is_absolute():
+                spec = str(self.workdir / spec)
+            classes = load_classes(spec)
+        self.classes = classes
+        self.wnid_index = {w: i for i, w in enumerate(classes.wnids)}
+        root = Path(meta.get("root") or ".")
+        self.root = root if root.is_absolute() else self.workdir / root
+        self.models = json.loads(read_metadata(dec_path).get("models") or "[]")
+        self.reviews = reviews_path(split, self.workdir)
+        self._lock = threading.Lock()
+        self._top5: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._top5_locks: dict[str, threading.Lock] = {}
+        self._verdicts: tuple[tuple, dict[str, Verdict], np.ndarray] | None = None  # file key, verdicts, mask
+
+        # pass 1 over the decisions, in batches: the changes (rows the machine changed, and CAM exemptions)
+        # with what paging needs, and every row's label and whether it was kept (for the examples)
+        self._dec_path, self._man_path = dec_path, man_path
+        cached = self._page_cache(dec_path)
+        page = _read_cache(cached)
+        if page is None:
+            page = self._scan_changes(dec_path)
+            _write_cache(cached, page)
+        else:
+            self._label_all = self._keep_all = None  # read again in the background, for the examples
+        self._rows = page["row"].to_numpy()
+        self.ids = np.asarray(page["sample_id"].to_numpy(zero_copy_only=False), dtype=object)
+        self.pos = dict(zip(self.ids.tolist(), range(len(self.ids))))
+        self.label = page["label"].to_numpy()
+        self.new_label = page["new_label"].to_numpy()
+        self.action = np.asarray(page["action"].to_numpy(zero_copy_only=False), dtype=object)
+        self.n_flagged = page["n_flagged"].to_numpy()
+        self.c_s = page["c_s"].to_numpy()
+        bits = np.zeros(len(self.ids), np.int64)
+        if len(self.ids):
+            flat = pc.list_flatten(page["rules"].chunk(0))
+            parent = np.asarray(pc.list_parent_indices(page["rules"].chunk(0)))
+            for rule, bit in RULE_BITS.items():
+                np.bitwise_or.at(bits, parent[np.asarray(pc.equal(flat, rule).fill_null(False))], bit)
+        self.rule_bits = bits
+        del page
+
+        # the evidence of the changes and the manifest rows: read in the background, so that the first page is
+        # served at once; a request that needs them waits (:meth:`ready`)
+        self._ready = threading.Event()
+        self._load_error: BaseException | None = None
+        self.examples: dict[int, list[str]] = {}
+        self._files: pa.Table | None = None  # manifest rows of the changes and examples (FILE_COLUMNS)
+        self._file_pos: dict[str, int] = {}
+        self.detail = None
+        self._margin: np.ndarray | None = None
+        self._margin_error = ""
+        self._margin_done = threading.Event()
+        threading.Thread(target=self._load_evidence, name="review-evidence", daemon=True).start()
+        if not background:
+            self.ready()
+
+    def _page_cache(self, dec_path: Path) -> Path:
+        """The cached paging index of this decisions file (keyed by its size and modification time)."""
+        st = dec_path.stat()
+        return self.workdir / "data" / "cache" / "review" / self.split / f"pages-{st.st_size}-{st.st_mtime_ns}.parquet"
+
+    def _scan_changes(self, dec_path: Path) -> pa.Table:
+        """Pass 1 over the decisions, in batches: the changes' paging columns and global ``row``.
+
+        Also keeps every row's label and whether it was kept (for the examples).
+        """
+        pf = pq.ParquetFile(dec_path)
+        labels, kept, parts, rows, offset = [], [], [], [], 0
+        for b in pf.iter_batches(batch_size=BATCH, columns=list(PAGE_COLUMNS)):
+            keep = np.asarray(pc.equal(b.column("action"), "keep").fill_null(False))
+            exempt = np.zeros(b.num_rows, bool)
+            r = b.column("rules")
+            exempt[np.asarray(pc.list_parent_indices(r))[np.asarray(pc.equal(pc.list_flatten(r), RULE_CAM_EXEMPT).fill_null(False))]] = True
+            hit = np.flatnonzero(~keep | exempt)
+            if len(hit):
+                parts.append(b.take(pa.array(hit, pa.int64())))
+                rows.append(hit + offset)
+            labels.append(np.asarray(b.column("label")))
+            kept.append(keep)
+            offset += b.num_rows
+        schema = pa.schema([pf.schema_arrow.field(c) for c in PAGE_COLUMNS])
+        page = pa.Table.from_batches(parts, schema=schema).combine_chunks()
+        self._label_all = np.concatenate(labels) if labels else np.array([], np.int64)
+        self._keep_all = np.concatenate(kept) if kept else np.array([], bool)
+        return page.append_column("row", pa.array(np.concatenate(rows) if rows else np.array([], np.int64), pa.int64()))
+
+    def _pick_examples(self) -> None:
+        """Rows of a few examples of every class for the reviewer to compare with: kept images first."""
+        if self._label_all is None:
+            t = pq.read_table(self._dec_path, columns=["label", "action"])
+            self._label_all = t["label"].to_numpy()
+            self._keep_all = np.asarray(pc.equal(t["action"], "keep").fill_null(False))
+            del t
+        label_all, keep_all = self._label_all, self._keep_all
+        order = np.lexsort((~keep_all, label_all))
+        lab_sorted = label_all[order]
+        starts = np.searchsorted(lab_sorted, np.arange(len(self.classes)))
+        self._example_rows = np.concatenate([order[s:s + N_EXAMPLES + 1][lab_sorted[s:s + N_EXAMPLES + 1] == c]
+                                             for c, s in enumerate(starts)]) if len(self.classes) else np.array([], np.int64)
+        self._example_labels = label_all[self._example_rows]
+        del self._label_all, self._keep_all
+
+    def _load_evidence(self) -> None:
+        try:
+            self._pick_examples()
+            pf = pq.ParquetFile(self._dec_path)
+            is_change = np.zeros(pf.metadata.num_rows, bool)
+            is_change[self._rows] = True
+            is_example = np.zeros(pf.metadata.num_rows, bool)
+            is_example[self._example_rows] = True
+            parts, ex_ids, offset = [], {}, 0
+            for b in pf.iter_batches(batch_size=BATCH, columns=list(DETAIL_COLUMNS)):
+                sl = slice(offset, offset + b.num_rows)
+                hit = np.flatnonzero(is_change[sl])
+                if len(hit):
+                    parts.append(b.take(pa.array(hit, pa.int64())))
+                ex = np.flatnonzero(is_example[sl])
+                if len(ex):
+                    ex_ids.update(zip((ex + offset).tolist(), b.column("sample_id").take(pa.array(ex, pa.int64())).to_pylist()))
+                offset += b.num_rows
+            schema = pa.schema([pf.schema_arrow.field(c) for c in DETAIL_COLUMNS])
+            detail = pa.Table.from_batches(parts, schema=schema).combine_chunks()
+            examples: dict[int, list[str]] = {}
+            for r, lab in zip(self._example_rows.tolist(), self._example_labels.tolist()):
+                examples.setdefault(int(lab), []).append(ex_ids[r])
+            # manifest rows of the changes and examples: the only images the app serves
+            mf = pq.ParquetFile(self._man_path)
+            ids = mf.read(columns=["sample_id"]).column(0)
+            want = np.asarray(pc.is_in(ids, value_set=pa.array(self.ids.tolist() + list(ex_ids.values()), pa.string()))
+                              .fill_null(False))
+            del ids
+            files, offset = [], 0
+            for b in mf.iter_batches(batch_size=BATCH, columns=list(FILE_COLUMNS)):
+                hit = np.flatnonzero(want[offset:offset + b.num_rows])
+                offset += b.num_rows
+                if len(hit):
+                    files.append(b.take(pa.array(hit, pa.int64())))
+            table = pa.Table.from_batches(files, schema=pa.schema([mf.schema_arrow.field(c) for c in FILE_COLUMNS]))
+            table = table.combine_chunks()
+            self._file_pos = dict(zip(table["sample_id"].to_pylist(), range(table.num_rows)))
+            self.detail, self.examples, self._files = detail, examples, table
+        except BaseException as e:  # noqa: BLE001 - re-raised by ready() in the request that needs it
+            self._load_error = e
+        finally:
+            self._ready.set()
+        try:  # after the evidence, so that opening a change never waits for it
+            margins = [self._model_top5(m)[3] for m in self.models]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a change no model predicted: NaN
+                self._margin = (np.nan_to_num(np.nanmean(np.stack(margins), axis=0), nan=0.0) if margins
+                                else np.zeros(len(self.ids), np.float32))
+        except (OSError, ValueError, pa.ArrowException) as e:
+            self._margin_error = f"cannot sort by margin: {e}"
+        finally:
+            self._margin_done.set()
+
+    def wait_margins(self, timeout: float | None = None) -> bool:
+        """Wait until the margins are read (True) or ``timeout`` seconds passed (False)."""
+        return self._margin_done.wait(timeout)
+
+    def ready(self) -> None:
+        """Wait until the changes' evidence and manifest rows are loaded (raise what loading raised)."""
+        self._ready.wait()
+        if self._load_error is not None:
+            raise self._load_error
+
+    # ------------------------------------------------------------------ verdicts
+
+    def verdicts(self) -> dict[str, Verdict]:
+        """The reviews file's verdicts (re-read when the file changed: another tab or process wrote it)."""
+        try:
+            st = self.reviews.stat()
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            key = ()
+        with self._lock:
+            if self._verdicts is None or self._verdicts[0] != key:
+                v = read_verdicts(self.reviews, wnids=set(self.classes.wnids))
+                mask = np.zeros(len(self.ids), bool)
+                mask[[i for i in map(self.pos.get, v) if i is not None]] = True
+                self._verdicts = (key, v, mask)
+            return self._verdicts[1]
+
+    def record(self, sample_id: str, verdict: str | None, *, wnid: str = "", reviewer: str = "", note: str = "",
+               time: str = "") -> Verdict | None:
+        """Write (``verdict=None``: withdraw) one verdict for a change of this split.
+
+        Raises:
+            ReviewError: a sample that is not a change of the split, an unreadable
+                one, an unknown verdict or class (nothing is written).
+        """
+        i = self.pos.get(sample_id)
+        if i is None:
+            raise ReviewError(f"{sample_id!r} is not a change of split {self.split}")
+        if self.rule_bits[i] & RULE_BITS[RULE_UNREADABLE]:
+            raise ReviewError(f"{sample_id!r} is unreadable; there is nothing to review")
+        if verdict is None:
+            record_verdict(self.reviews, None, sample_id=sample_id)
+            return None
+        if verdict not in VERDICTS:
+            raise ReviewError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+        if verdict == "relabel" and wnid not in self.wnid_index:
+            raise ReviewError(f"unknown class {wnid!r}")
+        self.ready()
+        h = (self.file(sample_id) or {}).get("content_hash") or ""
+        v = Verdict(sample_id=sample_id, content_hash=h, verdict=verdict, wnid=wnid if verdict == "relabel" else "",
+                    reviewer=reviewer, time=time, note=note.replace("\n", " ")[:500])
+        try:
+            v = check_verdict(v, wnids=set(self.classes.wnids))
+        except ValueError as e:
+            raise ReviewError(str(e)) from None
+        record_verdict(self.reviews, v)
+        return v
+
+    # ------------------------------------------------------------------ paging
+
+    def select(self, f: Filter) -> np.ndarray:
+        """Positions of the changes that pass ``f``, in its sort order.
+
+        Raises:
+            ReviewError: an unknown action, rule, reviewed value or sort key.
+        """
+        keep = np.ones(len(self.ids), bool)
+        if f.action:
+            if f.action not in ("fix", "remove", "keep"):
+                raise ReviewError(f"unknown action {f.action!r}")
+            keep &= self.action == f.action
+        if f.rule:
+            if f.rule not in RULE_BITS:
+                raise ReviewError(f"unknown rule {f.rule!r}")
+            keep &= (self.rule_bits & RULE_BITS[f.rule]) != 0
+        if f.cls >= 0:
+            keep &= (self.label == f.cls) | ((self.new_label == f.cls) & (self.action == "fix"))
+        if f.reviewed:
+            if f.reviewed not in ("yes", "no"):
+                raise ReviewError(f"reviewed must be yes or no, not {f.reviewed!r}")
+            done = self.reviewed_mask()
+            keep &= done if f.reviewed == "yes" else ~done
+        idx = np.flatnonzero(keep)
+        if f.sort not in SORTS:
+            raise ReviewError(f"unknown sort {f.sort!r}; choose from {', '.join(SORTS)}")
+        key = f.sort.lstrip("-")
+        if key == "sample_id":
+            return idx[np.argsort(self.ids[idx], kind="stable")]
+        if key == "margin" and self._margin is None:
+            raise ReviewError(self._margin_error or "the margins are still being read from the prediction files; "
+                              "try again shortly")
+        vals = (self._margin if key == "margin" else getattr(self, key))[idx]
+        return idx[np.argsort(-vals if f.sort.startswith("-") else vals, kind="stable")]
+
+    def reviewed_mask(self) -> np.ndarray:
+        """Which changes have a verdict."""
+        self.verdicts()
+        return self._verdicts[2]
+
+    def page(self, f: Filter, offset: int = 0, limit: int = 50) -> dict:
+        """One page of changes: ``total`` passing the filter, ``reviewed`` of the split, ``rows``."""
+        sel = self.select(f)
+        offset = max(0, int(offset))
+        limit = max(1, min(int(limit), 500))
+        verdicts = self.verdicts()
+        rows = [self.summary(int(i), verdicts) for i in sel[offset:offset + limit]]
+        return {"total": int(len(sel)), "offset": offset, "rows": rows,
+                "progress": {"reviewed": int(self.reviewed_mask().sum()), "changes": int(len(self.ids))}}
+
+    def summary(self, i: int, verdicts: dict | None = None) -> dict:
+        """The page row of change ``i``."""
+        verdicts = self.verdicts() if verdicts is None else verdicts
+        v = verdicts.get(self.ids[i])
+        return {
+            "sample_id": self.ids[i], "action": self.action[i],
+            "label": self._cls(int(self.label[i])), "new": self._cls(int(self.new_label[i])),
+            "rules": [r for r, b in RULE_BITS.items() if self.rule_bits[i] & b],
+            "n_flagged": int(self.n_flagged[i]), "c_s": int(self.c_s[i]),
+            "verdict": v.row() if v else None,
+        }
+
+    def _cls(self, c: int) -> dict:
+        ok = 0 <= c < len(self.classes)
+        return {"index": c, "wnid": self.classes.wnids[c] if ok else "", "name": self.classes.names[c] if ok else ""}
+
+    # ------------------------------------------------------------------ one change's evidence
+
+    def detail_of(self, sample_id: str) -> dict:
+        """Everything the page shows for one change.
+
+        Raises:
+            ReviewError: not a change of this split.
+        """
+        i = self.pos.get(sample_id)
+        if i is None:
+            raise ReviewError(f"{sample_id!r} is not a change of split {self.split}")
+        self.ready()
+        row = self.detail.slice(i, 1).to_pylist()[0]
+        f = self.file(sample_id) or {}
+        out = self.summary(i)
+        flagged = [{"model": m, "candidate": self._cls(int(c))} for m, c in zip(row["flagged_models"], row["candidates"])]
+        cams = json.loads(row["cam_scores"] or "{}")
+        top5 = {m: self.top5(m, sample_id) for m in self.models}
+        # the CAMs that decided, or could have decided, an exemption: a consensus removal with a box, and the
+        # models with its label in their top-5
+        cam_models = [m for m, t in top5.items() if t and any(e["class"]["index"] == out["label"]["index"] for e in t)
+                      ] if RULE_CONSENSUS in out["rules"] and f.get("boxes") else []
+        cand = sorted({int(c) for c in row["candidates"]} | ({int(row["new_label"])} if row["action"] == "fix" else set()))
+        out.update({
+            "path": row["path"], "boxes": f.get("boxes") or [], "width": f.get("width"), "height": f.get("height"),
+            "image_ok": self.image_file(sample_id) is not None,
+            "flagged": flagged, "cam_scores": cams, "exempted_by": row["exempted_by"], "cam_models": cam_models,
+            "candidates": [self._cls(c) for c in cand], "top5": top5,
+            "examples": {"label": self._examples(out["label"]["index"], sample_id),
+                         "new": self._examples(out["new"]["index"], sample_id) if row["action"] == "fix" else []},
+        })
+        return out
+
+    def _examples(self, c: int, but: str) -> list[str]:
+        return [s for s in self.examples.get(c, []) if s != but][:N_EXAMPLES]
+
+    def file(self, sample_id: str) -> dict | None:
+        """The manifest row (:data:`FILE_COLUMNS`) of a change or example, or None."""
+        self.ready()
+        i = self._file_pos.get(sample_id)
+        return None if i is None else self._files.slice(i, 1).to_pylist()[0]
+
+    def image_file(self, sample_id: str) -> Path | None:
+        """The file of a change or example image, if it exists under the split root (else None).
+
+        Only sample ids of this split's changes and examples have files; the
+        path comes from the manifest, never from the request.
+        """
+        self.ready()
+        f = self.file(sample_id)
+        if f is None or f.get("status") != "ok":
+            return None
+        from ..data.images import resolve_within
+
+        try:
+            real = Path(resolve_within(self.root / f["path"], self.root))
+        except ValueError:
+            return None
+        return real if real.is_file() else None
+
+    def top5(self, model: str, sample_id: str) -> list[dict]:
+        """A model's top-5 classes and probabilities for a change (empty when it has none)."""
+        top, probs, _, _ = self._model_top5(model)
+        i = self.pos.get(sample_id)
+        if i is None or top[i, 0] < 0:
+            return []
+        return [{"class": self._cls(int(c)), "prob": round(float(p), 4)} for c, p in zip(top[i], probs[i]) if c >= 0]
+
+    def fold_of(self, model: str, sample_id: str) -> int:
+        """The fold model that held the sample out (-1: the full model)."""
+        i = self.pos.get(sample_id)
+        return -1 if i is None else int(self._model_top5(model)[2][i])
+
+    def _model_top5(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        with self._lock:  # one lock per model: reading a prediction file blocks no page and no verdict
+            lock = self._top5_locks.setdefault(model, threading.Lock())
+        with lock:
+            if model not in self._top5:
+                self._top5[model] = self._read_top5(model)
+            return self._top5[model]
+
+    def _read_top5(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(top5, probs, fold, margin)`` of every change, aligned with :attr:`ids`.
+
+        ``margin`` is the top-1 probability minus the given label's (NaN, like top-5
+        -1 and fold -1, where the model has no prediction). The prediction file is
+        read once, in batches; only the changes' rows are kept (48 bytes per change).
+        """
+        n = len(self.ids)
+        top = np.full((n, 5), -1, np.int32)
+        probs = np.zeros((n, 5), np.float32)
+        fold = np.full(n, -1, np.int32)
+        margin = np.full(n, np.nan, np.float32)
+        path = self.workdir / "data" / "predictions" / self.split / f"{model}.parquet"
+        if not path.is_file() or not n:
+            return top, probs, fold, margin
+        pf = pq.ParquetFile(path)
+        where = pc.index_in(pf.read(columns=["sample_id"]).column(0),
+                            value_set=pa.array(self.ids.tolist(), pa.string())).fill_null(-1)
+        where = np.asarray(where.to_numpy(zero_copy_only=False) if isinstance(where, pa.Array)
+                           else where.combine_chunks().to_numpy(zero_copy_only=False), np.int64)
+        offset = 0
+        for b in pf.iter_batches(batch_size=8192, columns=["status", "fold", "top5", "probs"]):
+            w = where[offset:offset + b.num_rows]
+            offset += b.num_rows
+            hit = np.flatnonzero(w >= 0)
+            if not len(hit):
+                continue
+            sub = b.take(pa.array(hit, pa.int64()))
+            ok = np.asarray(pc.equal(sub.column(0), "ok").fill_null(False))
+            k = sub.column(3).type.list_size
+            t = _fixed_values(sub.column(2), 5).astype(np.int64)
+            p = _fixed_values(sub.column(3), k).astype(np.float32)
+            dest = w[hit][ok]
+            t, p = t[ok], p[ok]
+            top[dest] = t
+            probs[dest] = np.take_along_axis(p, np.clip(t, 0, k - 1), axis=1)
+            fold[dest] = np.asarray(sub.column(1).fill_null(-1))[ok]
+            lab = np.clip(self.label[dest], 0, k - 1)
+            margin[dest] = p.max(axis=1) - p[np.arange(len(dest)), lab]
+        return top, probs, fold, margin
+
+
+def _read_cache(path: Path) -> pa.Table | None:
+    try:
+        return pq.read_table(path).combine_chunks() if path.is_file() else None
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def _write_cache(path: Path, table: pa.Table) -> None:
+    """Write the paging index (best effort: a read-only project just rescans next time); drop older ones."""
+    from ..io import OutputError, write_table
+
+    try:
+        for old in path.parent.glob("pages-*.parquet"):
+            old.unlink()
+        write_table(path, table)
+    except (OSError, OutputError):
+        pass
+
+
+def _fixed_values(arr: pa.FixedSizeListArray, k: int) -> np.ndarray:
+    """(len, k) values of a fixed-size list array, null rows included (flatten would drop them)."""
+    vals = pc.fill_null(arr.values.slice(arr.offset * k, len(arr) * k), 0)
+    return np.asarray(vals.to_numpy(zero_copy_only=False)).reshape(-1, k)
+
+
+def parse_class(data: ReviewData, text: str) -> int:
+    """A class index from a wnid, an index or an exact name (-1 for empty).
+
+    Raises:
+        ReviewError: no such class.
+    """
+    text = (text or "").strip()
+    if not text:
+        return -1
+    if text in data.wnid_index:
+        return data.wnid_index[text]
+    if text.isdigit() and int(text) < len(data.classes):
+        return int(text)
+    for i, n in enumerate(data.classes.names):
+        if n == text:
+            return i
+    raise ReviewError(f"unknown class {text!r}")
+
+
+def default_reviewer() -> str:
+    """The reviewer name written with each verdict (``$IMAGENET_CLEAN_REVIEWER``, else the login name)."""
+    import getpass
+
+    try:
+        return os.environ.get("IMAGENET_CLEAN_REVIEWER") or getpass.getuser()
+    except (KeyError, OSError):
+        return ""

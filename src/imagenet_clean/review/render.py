@@ -1,0 +1,152 @@
+"""Pictures for the review app: an image with its boxes, and a CAM heatmap over it.
+
+Every picture is a PNG at least :data:`MIN_SIDE` pixels on its shorter side
+(small images are enlarged with nearest-neighbour sampling, so pixels stay
+visible). CAM overlays are computed on demand with the model the cleanup used
+for that sample (the out-of-fold model on the training split) and cached as
+PNG files keyed by image content, model weights, fold, method and box.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..data.images import load_rgb
+
+MIN_SIDE = 256
+MAX_SIDE = 768
+BOX_COLOUR = (255, 40, 40)
+MAX_PIXELS = 89_478_485
+
+
+def _scaled(img: Image.Image) -> tuple[Image.Image, float]:
+    w, h = img.size
+    s = max(1.0, MIN_SIDE / max(1, min(w, h)))
+    s = min(s, MAX_SIDE / max(w, h)) if max(w, h) * s > MAX_SIDE else s
+    if s == 1.0:
+        return img, 1.0
+    resample = Image.NEAREST if s > 1 else Image.BILINEAR
+    return img.resize((max(1, round(w * s)), max(1, round(h * s))), resample), s
+
+
+def _draw_boxes(img: Image.Image, boxes: Sequence[Sequence[float]], scale: float) -> None:
+    d = ImageDraw.Draw(img)
+    width = max(2, round(min(img.size) / 128))
+    for b in boxes or []:
+        x0, y0, x1, y1 = (float(v) * scale for v in b)
+        d.rectangle([x0, y0, x1, y1], outline=BOX_COLOUR, width=width)
+
+
+def png(img: Image.Image) -> bytes:
+    """PNG bytes of an image."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_with_boxes(path: str | Path, boxes: Sequence[Sequence[float]] | None, *, within: str | Path) -> bytes:
+    """The image file (under ``within``) enlarged for viewing, with ``boxes`` (original pixels) drawn, as PNG.
+
+    Raises:
+        ValueError: the file cannot be decoded or lies outside ``within``.
+    """
+    img = load_rgb(path, max_pixels=MAX_PIXELS, within=within)
+    out, s = _scaled(img)
+    _draw_boxes(out, boxes or [], s)
+    return png(out)
+
+
+def jet(x: np.ndarray) -> np.ndarray:
+    """The classic "jet" colour map: values in [0, 1] -> RGB in [0, 1] (blue, cyan, yellow, red)."""
+    x = np.clip(np.asarray(x, np.float32), 0, 1)[..., None]
+    return np.clip(1.5 - np.abs(4 * x - np.array([3.0, 2.0, 1.0], np.float32)), 0, 1)
+
+
+def overlay(img: Image.Image, heat: np.ndarray, boxes: Sequence[Sequence[float]], *, alpha: float = 0.5) -> Image.Image:
+    """``heat`` (H x W in [0, 1], the image's size) as a jet colour map over ``img``, with the boxes."""
+    rgb = (jet(heat) * 255).astype(np.uint8)
+    mixed = Image.blend(img.convert("RGB"), Image.fromarray(rgb).resize(img.size), alpha)
+    out, s = _scaled(mixed)
+    _draw_boxes(out, boxes, s)
+    return out
+
+
+class CamRenderer:
+    """CAM heatmaps over images, computed on demand with a small LRU of loaded models and a PNG cache.
+
+    Args:
+        load_model: ``(model name, fold) -> (module, timm data config)``.
+        cache_dir: Folder for the PNG cache (None: no cache).
+        max_models: How many (model, fold) pairs stay loaded.
+        threads: Torch threads for a CAM (the server stays responsive meanwhile).
+    """
+
+    def __init__(self, load_model: Callable[[str, int], tuple], cache_dir: Path | None, *, max_models: int = 2,
+                 threads: int = 1):
+        self.load_model = load_model
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self.max_models = max_models
+        self._models: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _model(self, name: str, fold: int):
+        key = (name, fold)
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        from ..cleanup.cammethods import find_target_layer
+
+        model, cfg = self.load_model(name, fold)
+        model.eval()
+        layer = find_target_layer(model, input_size=cfg["input_size"])
+        self._models[key] = (model, cfg, layer)
+        while len(self._models) > self.max_models:
+            self._models.popitem(last=False)
+        return self._models[key]
+
+    def render(self, path: Path, *, root: Path, content: str, boxes: Sequence[Sequence[float]], label: int,
+               model: str, fold: int, method: str) -> bytes:
+        """PNG of ``method``'s heatmap of ``label`` by ``model`` (``fold``) over the image, with the boxes.
+
+        Raises:
+            ValueError: unknown method, or an image that cannot be read.
+        """
+        from ..cleanup.cammethods import CAM_METHODS
+
+        if method not in CAM_METHODS:
+            raise ValueError(f"unknown CAM method {method!r}; choose from {sorted(CAM_METHODS)}")
+        key = hashlib.blake2b(json.dumps([content, model, fold, method, label, boxes]).encode(), digest_size=16).hexdigest()
+        cached = self.cache_dir / f"{key}.png" if self.cache_dir else None
+        if cached is not None and cached.is_file():
+            return cached.read_bytes()
+        with self._lock:  # one CAM at a time: they are CPU-heavy, and the models are shared
+            import timm.data
+            import torch
+
+            from ..cleanup.camgeom import eval_geometry, heatmap_to_original
+            from ..cleanup.cammethods import compute_heatmaps
+
+            torch.set_num_threads(self.threads)  # leave the other cores to the pages and verdicts
+            net, cfg, layer = self._model(model, fold)
+            img = load_rgb(path, max_pixels=MAX_PIXELS, within=root)
+            keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+            tf = timm.data.create_transform(**{k: cfg[k] for k in keys if k in cfg}, is_training=False)
+            x = torch.stack([tf(img)])
+            hm = compute_heatmaps(net, layer, x, [label], method=method)[0]
+            heat = heatmap_to_original(hm, eval_geometry(cfg, *img.size))
+            data = png(overlay(img, heat, boxes))
+        if cached is not None:
+            from ..io import atomic_path
+
+            with atomic_path(cached) as tmp:
+                tmp.write_bytes(data)
+        return data

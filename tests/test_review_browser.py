@@ -1,0 +1,43 @@
+"""The review app in a real headless Chromium (issue 16): keyboard verdicts, undo, a missing image.
+
+Runs `imagenet-clean review` on the synthetic split of test_stage (no pipeline
+run: seconds). Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run``
+installs them) and selenium (the dev extra); without them it is skipped. The
+same scenario on a real pipeline's outputs, followed by ``dvc repro``, is
+``test_pipeline.py::test_review_in_chromium_then_repro_applies_the_verdicts`` (slow).
+"""
+from __future__ import annotations
+
+import pytest
+
+from imagenet_clean.cleanup.verdicts import read_verdicts
+from review_browser import api, browser, press, review_server, review_three_changes, wait
+from test_review_server import make_review_project
+
+
+def test_keyboard_verdicts_undo_and_a_missing_image_in_chromium(tmp_path):
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
+    from selenium.webdriver.common.by import By
+
+    project = make_review_project(tmp_path)
+    tmp = project["tmp"]
+    reviews = tmp / "reviews/val.csv"
+    with browser() as driver, review_server(tmp) as url:
+        done = review_three_changes(driver, url, reviews)
+        got = read_verdicts(reviews)
+        assert {s: (v.verdict, v.wnid) for s, v in got.items()} == {s: (d["verdict"], d["wnid"]) for s, d in done.items()}
+        assert all(v.reviewer == "browser-test" and v.content_hash for v in got.values())
+        # the missing image: shown as missing, and the page still works
+        rows = api(url, "api/changes?limit=500")["rows"]
+        i = [r["sample_id"] for r in rows].index(project["missing"])
+        driver.get(url)
+        wait(lambda: driver.find_elements(By.CSS_SELECTOR, "body[data-ready='1']"), what="the page")
+        for _ in range(i):
+            press(driver, "j")
+        wait(lambda: driver.find_elements(By.ID, "main-image-missing"), what="the missing image notice")
+        assert "missing" in driver.find_element(By.ID, "main-image-missing").text
+        press(driver, "r")
+        wait(lambda: project["missing"] in read_verdicts(reviews), what="a verdict on the missing image")
+        logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]
+                and "/cam?" not in e["message"] and "/image?" not in e["message"]]
+        assert not logs, logs
