@@ -137,3 +137,21 @@ def test_a_trained_checkpoint_of_another_model_configuration_is_refused(tmp_path
         load_trained("m", changed, num_classes=4, models_dir=tmp_path)
     save_checkpoint(model, path)  # no digest (a hand-made file): only the shape check applies
     assert resolve_checkpoint("m", changed, models_dir=tmp_path) == path
+
+
+def test_checkpoints_of_identical_runs_are_byte_identical_across_processes(tmp_path):
+    """safetensors orders its metadata map per process; save_checkpoint sorts it so DVC sees equal files."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from imagenet_clean.models.factory import save_checkpoint; torch.manual_seed(0); "
+            "save_checkpoint(torch.nn.Linear(3, 2), sys.argv[1], metadata={'fingerprint': 'f', 'arch': 'a', 'fold': 0, "
+            "'model': 'm', 'model_config': 'c', 'epochs': 3})")
+    files = [tmp_path / f"c{i}.safetensors" for i in range(4)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    assert len({f.read_bytes() for f in files}) == 1
+    from safetensors import safe_open
+
+    with safe_open(str(files[0]), "pt") as f:
+        assert f.metadata() == {"fingerprint": "f", "arch": "a", "fold": "0", "model": "m", "model_config": "c", "epochs": "3"}

@@ -217,6 +217,31 @@ def save_checkpoint(model, path: str | Path, *, metadata: dict | None = None) ->
     meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta or None)
+        _sort_header_metadata(tmp)
+
+
+def _sort_header_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted, in place.
+
+    safetensors writes the metadata map in a per-process hash order, so two
+    identical runs would give checkpoints that differ in bytes (and DVC hashes).
+    The header keeps its length (same keys and values, same compact JSON), so the
+    tensor data does not move.
+    """
+    import struct
+
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(n)
+        header = json.loads(raw)
+        if "__metadata__" not in header:
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        out = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(out) > n:  # not the compact form we expect: leave the file as safetensors wrote it
+            return
+        f.seek(8)
+        f.write(out + b" " * (n - len(out)))
 
 
 def trained_checkpoint_path(model_name: str, *, fold: int = -1, models_dir: str | Path = "data/models") -> Path:
