@@ -111,11 +111,13 @@ def test_score_real():
 def test_score_all_writes_detection_json(tmp_path):
     write_table(tmp_path / "data/decisions/val.parquet", decisions())
     write_table(tmp_path / "truth.parquet", truth())
-    params = parse_params({"dataset": {"truth": "truth.parquet"}, "splits": {"val": {"root": "r"}, "imagenet_r": {}}})
+    (tmp_path / "classes.tsv").write_text("".join(f"n{c:08d}\tclass {c}\n" for c in range(11)))
+    dataset = {"truth": "truth.parquet", "classes": "classes.tsv", "merges": "none"}
+    params = parse_params({"dataset": dataset, "splits": {"val": {"root": "r"}, "imagenet_r": {}}})
     res = score_all(params, workdir=tmp_path)
     assert res["not_cleaned"] == ["imagenet_r"]
     on_disk = json.loads((tmp_path / "metrics/detection.json").read_text())
     assert on_disk == json.loads(json.dumps(res)) and on_disk["splits"]["val"]["fix"]["tp"] == 1
-    params = parse_params({"dataset": {"truth": "missing.parquet"}, "splits": {"val": {"root": "r"}}})
+    params = parse_params({"dataset": {**dataset, "truth": "missing.parquet"}, "splits": {"val": {"root": "r"}}})
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         score_all(params, workdir=tmp_path)
