@@ -1,21 +1,25 @@
 """Small CNN families for the embedded default, registered as timm architectures.
 
-timm's ImageNet architectures downsample 4x in their stem, which leaves a 32 px
-digit image an 8x8 map before the first block; they stay far from the 90 %
+timm's ImageNet architectures downsample 4x in their stem, which leaves a small
+digit image a tiny map before the first block; they stay far from the 90 %
 out-of-fold accuracy the embedded run needs (``docs/embedded.md`` has the
 measurements). These families keep the stem at stride 1 and downsample twice, so
-a 32 px input ends in an 8x8 feature map (what the CAMs explain). Four families,
+a 16 px input ends in a 4x4 feature map (what the CAMs explain). Five families,
 as the paper's ensemble mixed families (SqueezeNet, MobileNet, EfficientNet,
 ResNet ...):
 
 ==================  ===========================================================
 ``digits_vgg``      plain 3x3 convolutions, batch norm, ReLU (VGG)
 ``digits_resnet``   residual basic blocks, batch norm, ReLU (ResNet)
+``digits_squeeze``  fire modules (1x1 squeeze, 1x1 and 3x3 expands), max-pool
+                    downsampling (SqueezeNet)
 ``digits_mbnet``    inverted residuals: 1x1 expand, depthwise 3x3, squeeze-
-                    excite, 1x1 project, hard-swish (MobileNetV3 / EfficientNet)
-``digits_convnext`` depthwise 5x5, layer norm, GELU MLP blocks (ConvNeXt)
+                    excite, 1x1 project, hard-swish (MobileNetV3)
+``digits_dense``    dense blocks, 1x1 transitions, average-pool downsampling
+                    (DenseNet)
 ==================  ===========================================================
 
+Every model starts with :class:`LumaStandardize` (``luma=False`` leaves it out).
 Importing this module registers them, so ``timm.create_model("digits_resnet",
 num_classes=11)`` and every ``models.<name>.arch`` of params.yaml can name them;
 ``width`` (channels of the first stage, doubled at each downsampling) and
