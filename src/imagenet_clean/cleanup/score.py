@@ -212,11 +212,6 @@ def score_real(decisions: pd.DataFrame, *, real: list[list[int]], top1: dict[str
 # ------------------------------------------------------------------ the stage
 
 
-def _within(workdir: Path, spec: str) -> str:
-    """A params path relative to the project folder; names (``imagenet-1k``, ``embedded``) pass through."""
-    return str(workdir / spec) if not Path(spec).is_absolute() and (workdir / spec).exists() else spec
-
-
 def score_all(params: Params, *, workdir: str | Path = ".", real_path: str | Path | None = None) -> dict:
     """Score every split that has decisions; write ``metrics/detection.json``.
 
@@ -235,11 +230,11 @@ def score_all(params: Params, *, workdir: str | Path = ".", real_path: str | Pat
         truth = read_table(tp)
     lut = None
     if truth is not None:
-        from ..classes import load_classes
         from .merges import load_merges, merge_index
+        from .stage import merge_spec, project_classes
 
-        classes = load_classes(_within(w, params.dataset.classes))
-        lut = merge_index(load_merges(_within(w, params.dataset.merges), classes), classes)
+        classes = project_classes({}, params, w)
+        lut = merge_index(load_merges(merge_spec(params.dataset.merges, w), classes), classes)
     for split in params.splits:
         f = w / "data" / "decisions" / f"{split}.parquet"
         if not f.is_file() or read_metadata(f).get("skipped") == "true":

@@ -336,7 +336,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
     params.resolved_thresholds(split)  # refuses a threshold outside [1, |M|] before any work
     manifest = read_table(paths.manifest)
     meta = read_metadata(paths.manifest)
-    classes = _classes(meta, params, workdir)
+    classes = project_classes(meta, params, workdir)
     k = len(classes)
     n = len(manifest)
     ids = pd.Index(manifest["sample_id"])
@@ -403,7 +403,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
 
     decisions = _full_decisions(manifest, dec, valid_rows, reason, classes)
     decisions, review = review_split(decisions, paths.reviews, classes)  # human verdicts (cleanup/verdicts.py)
-    merges = load_merges(_merge_spec(params.dataset.merges, workdir), classes)
+    merges = load_merges(merge_spec(params.dataset.merges, workdir), classes)
     clean = clean_manifest(manifest, decisions, merges, classes)
     res = resolved(thresholds, len(names))
     changes = change_list(decisions, clean, classes, n_models=len(names), thresholds=res)
@@ -446,14 +446,16 @@ def _row_to_sample(msg: str, sample_ids: np.ndarray) -> str:
     return msg
 
 
-def _classes(meta: dict, params: Params, workdir) -> ClassList:
+def project_classes(meta: dict, params: Params, workdir) -> ClassList:
+    """The class list a manifest names (``meta["classes"]``), else ``dataset.classes``, a relative path read in ``workdir``."""
     spec = meta.get("classes") or params.dataset.classes
     if spec != "imagenet-1k" and not Path(spec).is_absolute():
         spec = str(Path(workdir) / spec)
     return load_classes(spec)
 
 
-def _merge_spec(spec: str, workdir) -> str:
+def merge_spec(spec: str, workdir) -> str:
+    """``dataset.merges`` with a relative CSV path made relative to ``workdir``; built-in names pass through."""
     from .merges import BUILTIN_MERGES, NO_MERGES
 
     if spec in BUILTIN_MERGES or spec == NO_MERGES or Path(spec).is_absolute():

@@ -181,7 +181,7 @@ def write_round_manifest(layout: RoundLayout, params) -> Path:
         FileNotFoundError: the original training manifest or the previous round's clean one is missing.
     """
     from ..cleanup.merges import apply_merges, load_merges
-    from ..cleanup.stage import _classes, _merge_spec
+    from ..cleanup.stage import merge_spec, project_classes
 
     orig_path, prev = layout.paths.manifest(TRAIN_SPLIT), layout.previous_clean
     before = f"`imagenet-clean clean --split {TRAIN_SPLIT}`" if layout.round == 2 else f"round {layout.round - 1} (`imagenet-clean rounds`)"
@@ -191,8 +191,8 @@ def write_round_manifest(layout: RoundLayout, params) -> Path:
     if read_metadata(prev).get("skipped") == "true":
         raise ValueError(f"{prev} was written for a skipped training split: round {layout.round} has nothing to train on")
     meta = read_metadata(orig_path)
-    classes = _classes(meta, params, ".")
-    merges = load_merges(_merge_spec(params.dataset.merges, "."), classes)
+    classes = project_classes(meta, params, ".")
+    merges = load_merges(merge_spec(params.dataset.merges, "."), classes)
     manifest = read_table(orig_path)
     labels = np.arange(len(classes), dtype=np.int64)
     final, _ = apply_merges(labels, merges, classes)
