@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imagenet_clean.evaluate.accuracy import RoundPaths, accuracy, cleaned_set, hits, original_set, ranked_topk, symbol
+from imagenet_clean.evaluate.accuracy import accuracy, cleaned_set, hits, original_set, ranked_topk, symbol
 from imagenet_clean.predictions import Predictions
+from imagenet_clean.workspace import Workspace
 
 
 def _preds(ids, top1, k=6, status=None):
@@ -81,22 +82,6 @@ def test_sets_reject_missing_columns_and_duplicates():
         original_set(pd.DataFrame({"sample_id": ["a"], "label": [0]}), name="v", split="v", source="m.parquet")
     with pytest.raises(ValueError, match="'a' appears more than once"):
         cleaned_set(pd.DataFrame({"sample_id": ["a", "a"], "label": [0, 0], "action": ["keep", "keep"]}), name="v", split="v")
-
-
-def test_round_paths():
-    r1, r3 = RoundPaths(1), RoundPaths(3)
-    assert r1.clean("val") == Path("data/clean/val.parquet")
-    assert r1.metric("table1.json") == Path("metrics/table1.json")
-    assert r3.clean("val") == Path("data/rounds/3/clean/val.parquet")
-    assert r3.predictions("val", "m") == Path("data/rounds/3/predictions/val/m.parquet")
-    assert r3.metric("table2.json") == Path("metrics/rounds/3/table2.json")
-    assert r3.manifest("val") == Path("data/manifests/val.parquet")
-    assert r1.input("train") == Path("data/manifests/train.parquet")
-    assert r3.input("train") == Path("data/rounds/2/clean/train.parquet")
-    assert RoundPaths(2).input("train") == Path("data/clean/train.parquet")
-    assert r1.retrain_cache == r3.retrain_cache
-    with pytest.raises(ValueError, match="round must be an integer >= 1, got 0"):
-        RoundPaths(0)
 
 
 def test_symbols():

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from imagenet_clean.cleanup.stage import clean_arrays
+from imagenet_clean.cleanup.ensemble import clean_arrays
 from imagenet_clean.cli import main
 from imagenet_clean.config import Thresholds
 from imagenet_clean.io import read_metadata, read_table

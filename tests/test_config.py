@@ -3,7 +3,8 @@ import math
 import pytest
 import yaml
 
-from imagenet_clean.config import ConfigError, load_params, parse_params, resolve_threshold
+from imagenet_clean.cleanup.rules import resolve_threshold
+from imagenet_clean.config import ConfigError, load_params, parse_params
 
 
 def test_default_params_file_is_valid():
@@ -63,7 +64,8 @@ def test_thresholds_outside_one_to_m_models_are_refused_with_the_resolved_number
 
 
 def test_a_threshold_needing_fewer_than_one_model_is_refused():
-    from imagenet_clean.config import Thresholds, check_resolved
+    from imagenet_clean.cleanup.rules import check_resolved
+    from imagenet_clean.config import Thresholds
 
     with pytest.raises(ConfigError, match="h1"):
         check_resolved(Thresholds(h1=0), 4)

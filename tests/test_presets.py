@@ -167,7 +167,7 @@ def test_val_label_sources_go_where_ingest_reads_them(tmp_path):
 def test_paper_validation_thresholds_resolve_to_the_papers_counts(tmp_path, n_models):
     import math
 
-    from imagenet_clean.config import resolve_threshold
+    from imagenet_clean.cleanup.rules import resolve_threshold
 
     _tree(tmp_path / "v2", ["0"])
     p = parse_params(imagenet_params(v2=tmp_path / "v2", models=["efficientnet_lite0"]))

@@ -7,11 +7,11 @@ from test_table2 import FakeBackend, _params
 
 from imagenet_clean.evaluate import paper
 from imagenet_clean.evaluate.ablations import write_ablations
-from imagenet_clean.evaluate.accuracy import RoundPaths
 from imagenet_clean.evaluate.report import changes_per_class, render_report, write_report
 from imagenet_clean.evaluate.table1 import write_table1
 from imagenet_clean.evaluate.table2 import write_table2
 from imagenet_clean.evaluate.table3 import write_table3
+from imagenet_clean.workspace import Workspace
 
 
 def test_paper_figures_transcribed():
@@ -31,7 +31,7 @@ def test_paper_figures_transcribed():
 def test_report_with_only_table1_notes_the_rest(tmp_path):
     paths = make_project(tmp_path, splits=("val",))
     write_table1(list(MODELS), ["val"], paths=paths)
-    out = write_report(["val"], data=paths.data, metrics=paths.metrics)
+    out = write_report(["val"], workspace=paths)
     md = out.read_text()
     assert "## Table 1" in md and "| m1 | 3 | 81.82/100.00 | 100.00/100.00 | +18.18/+0.00 |" in md
     assert "*table2: not computed.*" in md and "*ablations: not computed.*" in md
@@ -45,7 +45,7 @@ def test_report_renders_all_tables(tmp_path):
     write_table2(_params(archs=["a1"], seeds=2), paths=paths, backend=fake)
     write_table3(_params(archs=["a1"], seeds=2, resolutions=True), paths=paths, backend=fake)
     write_ablations(_params(archs=["a1"], seeds=2), paths=paths, backend=fake)  # switched off
-    md = write_report(["train", "val", "v2"], data=paths.data, metrics=paths.metrics).read_text()
+    md = write_report(["train", "val", "v2"], workspace=paths).read_text()
     assert "## Table 2" in md and "T_c, V_c" in md and "T_c, V2_c" in md and "±" in md
     assert "Beyond seed spread" in md and "mean±std over 2 seed(s)" in md
     assert "## Table 3" in md and "56x32 (L)" in md and "square 32x32" in md
@@ -62,10 +62,10 @@ def test_report_renders_all_tables(tmp_path):
 def test_report_ablations_and_rounds(tmp_path):
     paths = make_project(tmp_path, n=40)
     write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
-    r2 = RoundPaths(2, paths.data, paths.metrics)
+    r2 = paths.at_round(2)
     make_split(r2, "val")
     write_table1(list(MODELS), ["val"], paths=r2)
-    md = write_report(["val"], rounds=2, data=paths.data, metrics=paths.metrics).read_text()
+    md = write_report(["val"], rounds=2, workspace=paths).read_text()
     assert "# Round 1" in md and "# Round 2" in md
     r1 = md[md.index("# Round 1"):md.index("# Round 2")]
     assert "## Ablations" in r1 and "*table1: not computed.*" in r1
@@ -78,9 +78,9 @@ def test_report_bad_metrics_file(tmp_path):
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "table1.json").write_text("{not json")
     with pytest.raises(ValueError, match="table1.json: not valid JSON"):
-        write_report([], data=tmp_path / "data", metrics=tmp_path / "metrics")
+        write_report([], workspace=Workspace(tmp_path))
     with pytest.raises(ValueError, match="rounds must be >= 1"):
-        write_report([], rounds=0, data=tmp_path / "data", metrics=tmp_path / "metrics")
+        write_report([], rounds=0, workspace=Workspace(tmp_path))
 
 
 def test_empty_report_and_empty_table():
@@ -119,7 +119,7 @@ def test_report_orders_val_first_and_ablations_use_val_clean(tmp_path):
     paths = make_project(tmp_path, n=40)
     write_table1(list(MODELS), ["val", "v2"], paths=paths)
     write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
-    md = write_report([], data=paths.data, metrics=paths.metrics).read_text()
+    md = write_report([], workspace=paths).read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model | Label errors"))
     assert header.index("(V)") < header.index("(V2)")
     assert "a1: V_c top-1/top-5" in md
@@ -136,7 +136,7 @@ def test_report_renders_what_exists_and_notes_skips(tmp_path):
     write_json(paths.metric("table2.json"), {"skipped": True, "reason": "tables.archs is empty"})
     write_json(paths.metric("table3.json"), {"skipped": "tables.resolutions is false"})  # the older format
     write_json(paths.metric("ablations.json"), {"a1": {"none": "not a row"}})  # unrenderable
-    md = write_report(["val"], data=paths.data, metrics=paths.metrics).read_text()
+    md = write_report(["val"], workspace=paths).read_text()
     assert "## Table 1" in md and "Skipped splits: v2 (splits.v2.root is null)." in md
     assert "*table2: skipped (tables.archs is empty).*" in md
     assert "*table3: skipped (tables.resolutions is false).*" in md
@@ -150,7 +150,7 @@ def test_report_ignores_decisions_of_skipped_splits(tmp_path):
 
     paths = make_project(tmp_path, splits=("val",))
     skip_split(parse_params({"splits": {"v2": {"root": None, "layout": "v2"}}}), "v2", tmp_path)
-    write_report(["val", "v2"], data=paths.data, metrics=paths.metrics)
+    write_report(["val", "v2"], workspace=paths)
     csv = pd.read_csv(paths.metrics / "plots" / "changes_per_class.csv")
     assert set(csv["split"]) == {"val"}
 
@@ -158,7 +158,7 @@ def test_report_ignores_decisions_of_skipped_splits(tmp_path):
 def test_table2_in_the_papers_layout(tmp_path):
     paths = make_project(tmp_path, n=40)
     write_table2(_params(archs=["a1"], seeds=3), paths=paths, backend=FakeBackend())
-    md = write_report([], data=paths.data, metrics=paths.metrics).read_text()
+    md = write_report([], workspace=paths).read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model | T, V"))
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert cols == ["Model", "T, V", "T, V_c", "T_c, V_c", "T, V2", "T_c, V2", "T, V2_c", "T_c, V2_c",
@@ -197,7 +197,7 @@ def test_report_shows_each_splits_fix_removal_and_merge_counts_beside_the_papers
     (cleanup / "val.json").write_text(json.dumps({"split": "val", "samples": 200, "fix": 10, "remove": 4, "merged": 2, "n_models": 3,
                                                   "thresholds_resolved": {"fn": 1.0, "h1": 1.5, "h2": 3.0, "h3": 1.9998}}))
     (cleanup / "train.json").write_text(json.dumps({"split": "train", "skipped": True, "why": "splits.train.root is null"}))
-    write_report([], metrics=tmp_path / "metrics", data=tmp_path / "data")
+    write_report([], workspace=Workspace(tmp_path))
     md = (tmp_path / "metrics" / "report.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| V |"))
     assert "| 200 | 10 (5.00 %) | 4 (2.00 %) | 2 (1.00 %) |" in row and "3565 (7.13 %) | 2471 (4.9 %) |" in row

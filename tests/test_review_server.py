@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imagenet_clean.cleanup.stage import clean_split
+from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.cleanup.verdicts import read_verdicts
 from imagenet_clean.io import read_table
 from imagenet_clean.review.data import ReviewData
 from imagenet_clean.review.render import CamRenderer
 from imagenet_clean.review.server import create_app
+from imagenet_clean.workspace import Workspace
 from review_browser import free_port
 from test_stage import CONS_EXEMPT, CONS_REMOVE, WNIDS, FakeCam, make_project
 
@@ -36,7 +37,7 @@ def project(tmp_path_factory):
 def make_review_project(tmp: Path) -> dict:
     """:func:`test_stage.make_project` cleaned (fake CAMs), with an image for every row but the last change."""
     params, manifest, _ = make_project(tmp)
-    clean_split("val", params, workdir=tmp, find_exemptions=FakeCam(), load_model=lambda n, f: None)
+    clean_stage.run(params, Workspace(tmp), "val", find_exemptions=FakeCam(), load_model=lambda n, f: None)
     dec = read_table(tmp / "data/decisions/val.parquet")
     from PIL import Image
 

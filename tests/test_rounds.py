@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from imagenet_clean.evaluate.accuracy import RoundPaths
-from imagenet_clean.evaluate.rounds import MARKER, RoundLayout, remove_stale_rounds, round_training_manifest
+from imagenet_clean.evaluate.rounds import round_training_manifest
+from imagenet_clean.stages.rounds import MARKER, remove_stale_rounds
+from imagenet_clean.workspace import Workspace
 
 
 def _manifest(n=6):
@@ -32,23 +33,6 @@ def _clean(manifest, *, labels, drop=(), placeholder=True):
         rows = pd.concat([rows, pd.DataFrame({"sample_id": ["__placeholder__/n2.JPEG"], "label": [2], "wnid": ["n2"],
                                               "action": ["placeholder"]})], ignore_index=True)
     return rows.iloc[::-1]  # clean order must not matter
-
-
-def test_round_layout_reads_previous_round_and_writes_its_own_folders(tmp_path):
-    lay = RoundLayout(RoundPaths(3, tmp_path / "data", tmp_path / "metrics"))
-    assert lay.previous_clean == tmp_path / "data/rounds/2/clean/train.parquet"
-    assert RoundLayout(RoundPaths(2, tmp_path / "data")).previous_clean == tmp_path / "data/clean/train.parquet"
-    assert lay.manifest("train") == tmp_path / "data/rounds/3/manifests/train.parquet"
-    assert lay.manifest("val") == tmp_path / "data/manifests/val.parquet"  # evaluated splits: the original manifests
-    sp = lay.split_paths("val")
-    assert sp.predictions == tmp_path / "data/rounds/3/predictions/val"
-    assert sp.decisions == tmp_path / "data/rounds/3/decisions/val.parquet"
-    assert sp.clean == tmp_path / "data/rounds/3/clean/val.parquet"
-    assert sp.changes == tmp_path / "data/rounds/3/changes/val.csv"
-    assert sp.metrics == tmp_path / "metrics/rounds/3/cleanup/val.json"
-    assert lay.models == tmp_path / "data/rounds/3/models"
-    with pytest.raises(ValueError, match="round >= 2"):
-        RoundLayout(RoundPaths(1))
 
 
 def test_training_manifest_takes_cleaned_labels_and_drops_placeholders_and_removed_rows():
@@ -80,7 +64,7 @@ def test_stale_round_folders_are_removed(tmp_path):
         for r in ("2", "3", "4"):
             (tmp_path / base / r).mkdir(parents=True)
         (tmp_path / base / MARKER).write_text("x")
-    gone = remove_stale_rounds(2, data=tmp_path / "data", metrics=tmp_path / "metrics")
+    gone = remove_stale_rounds(Workspace(tmp_path), 2)
     assert sorted(p.name for p in gone) == ["3", "3", "4", "4"]
     assert sorted(p.name for p in (tmp_path / "data/rounds").iterdir()) == ["2", MARKER]
 
@@ -105,25 +89,25 @@ def _tiny_params(folder: Path, rounds: int) -> Path:
 
 
 def _round_one(p):
-    from imagenet_clean.cleanup.stage import clean_split
+    from imagenet_clean.stages import clean as clean_stage
     from imagenet_clean.data.generate import generate
-    from imagenet_clean.data.ingest import run_ingest
+    from imagenet_clean.stages.ingest import run as run_ingest
     from imagenet_clean.evaluate.splits import usable_splits
     from imagenet_clean.evaluate.table1 import write_table1
-    from imagenet_clean.models.crossval import run_fit
-    from imagenet_clean.models.predict import run_predict_split
+    from imagenet_clean.stages.fit import run as run_fit
+    from imagenet_clean.stages.predict import run as run_predict_split
 
     generate(p.generate, seed=p.seed)
     for split in p.splits:
-        run_ingest(split, p)
+        run_ingest(p, Workspace(), split)
     for m in p.models:
-        run_fit(m, p, live_root=None)
+        run_fit(p, Workspace(), m)
     for split in p.splits:
         if split != "train":
-            run_predict_split(split, p)
+            run_predict_split(p, Workspace(), split)
     for split in ("train", "val", "v2"):
-        clean_split(split, p)
-    paths = RoundPaths(1)
+        clean_stage.run(p, Workspace(), split)
+    paths = Workspace()
     splits, skipped = usable_splits(p, paths, predictions=True)
     write_table1(list(p.models), splits, paths=paths, skipped=skipped)
 
@@ -173,12 +157,12 @@ def test_two_rounds_retrain_on_round_one_clean_set_and_report_each_round(tmp_pat
     assert "test_resnet" in t2 and {"T", "T_c"} <= set(t2["test_resnet"])
     assert json.loads(Path("metrics/rounds/2/table3.json").read_text())["skipped"] is True  # switch off
 
-    from imagenet_clean.cleanup import stage
+    from imagenet_clean.stages import clean as clean_stage
     from imagenet_clean.models import factory
 
     seen = []
     monkeypatch.setattr(factory, "load_trained", lambda name, cfg, **kw: seen.append(kw["models_dir"]))
-    stage._trained_loader(p, 10, ".", RoundLayout(RoundPaths(2)).models)("r32", 0)  # the CAMs load the round's fold models
+    clean_stage.trained_loader(p, 10, Workspace(round=2).models)("r32", 0)  # the CAMs load the round's fold models
     assert seen == [Path("data/rounds/2/models")]
     monkeypatch.undo()
     monkeypatch.chdir(project)
@@ -189,37 +173,37 @@ def test_two_rounds_retrain_on_round_one_clean_set_and_report_each_round(tmp_pat
     assert ckpt.stat().st_mtime_ns == before
     assert read_table(r2 / "decisions/train.parquet").equals(dec)
 
-    report = write_report(["train", "val", "v2"], rounds=2).read_text()
+    report = write_report(["train", "val", "v2"], rounds=2, workspace=Workspace()).read_text()
     assert "# Round 1" in report and "# Round 2" in report
     assert report.count("## Table 1") == 2 and report.count("## Table 2") == 1  # round 1's table 2 was not run here
 
 
 def test_one_round_writes_only_the_marker_folders(tmp_path, monkeypatch):
     from imagenet_clean.config import load_params
-    from imagenet_clean.evaluate.rounds import run_rounds
+    from imagenet_clean.stages.rounds import run as run_rounds
 
     project = _tiny_params(tmp_path / "proj", rounds=1)
     monkeypatch.chdir(project)
     (project / "data/rounds/2").mkdir(parents=True)  # left over from an earlier `rounds: 2`
-    assert run_rounds(load_params("params.yaml")) == []
+    assert run_rounds(load_params("params.yaml"), Workspace()) == []
     assert sorted(p.name for p in Path("data/rounds").iterdir()) == [MARKER]
     assert sorted(p.name for p in Path("metrics/rounds").iterdir()) == [MARKER, "summary.json"]
 
 
 def test_a_round_without_the_previous_clean_training_set_names_the_stage_to_run(tmp_path, monkeypatch):
     from imagenet_clean.config import load_params
-    from imagenet_clean.evaluate.rounds import run_round
+    from imagenet_clean.stages.rounds import run_round
     from imagenet_clean.io import write_table
 
     project = _tiny_params(tmp_path / "proj", rounds=2)
     monkeypatch.chdir(project)
     p = load_params("params.yaml")
     with pytest.raises(FileNotFoundError, match=r"data/manifests/train.parquet: missing \(run `imagenet-clean ingest --split train`"):
-        run_round(2, p)
+        run_round(p, Workspace(round=2))
     import pyarrow as pa
 
     write_table("data/manifests/train.parquet", pa.table({"sample_id": ["a"]}))
     with pytest.raises(FileNotFoundError, match=r"data/clean/train.parquet: missing \(run `imagenet-clean clean --split train`"):
-        run_round(2, p)
+        run_round(p, Workspace(round=2))
     with pytest.raises(FileNotFoundError, match=r"data/rounds/2/clean/train.parquet: missing \(run round 2 \(`imagenet-clean rounds`\) first"):
-        run_round(3, p)
+        run_round(p, Workspace(round=3))

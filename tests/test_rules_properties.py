@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagenet_clean.cleanup.stage import clean_arrays
+from imagenet_clean.cleanup.ensemble import clean_arrays
 from imagenet_clean.config import Thresholds
 
 ENSEMBLES = st.tuples(

@@ -4,9 +4,11 @@ import json
 import pandas as pd
 import pytest
 
-from imagenet_clean.cleanup.score import load_real_labels, prf, real_index, score_all, score_decisions, score_real
+from imagenet_clean.evaluate.score import load_real_labels, prf, real_index, score_decisions, score_real
+from imagenet_clean.stages.score import run as score_all
 from imagenet_clean.config import parse_params
 from imagenet_clean.io import write_table
+from imagenet_clean.workspace import Workspace
 
 
 def decisions():
@@ -114,10 +116,10 @@ def test_score_all_writes_detection_json(tmp_path):
     (tmp_path / "classes.tsv").write_text("".join(f"n{c:08d}\tclass {c}\n" for c in range(11)))
     dataset = {"truth": "truth.parquet", "classes": "classes.tsv", "merges": "none"}
     params = parse_params({"dataset": dataset, "splits": {"val": {"root": "r"}, "imagenet_r": {}}})
-    res = score_all(params, workdir=tmp_path)
+    res = score_all(params, Workspace(tmp_path))
     assert res["not_cleaned"] == ["imagenet_r"]
     on_disk = json.loads((tmp_path / "metrics/detection.json").read_text())
     assert on_disk == json.loads(json.dumps(res)) and on_disk["splits"]["val"]["fix"]["tp"] == 1
     params = parse_params({"dataset": {**dataset, "truth": "missing.parquet"}, "splits": {"val": {"root": "r"}}})
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
-        score_all(params, workdir=tmp_path)
+        score_all(params, Workspace(tmp_path))

@@ -8,10 +8,12 @@ import pytest
 import yaml
 
 from imagenet_clean.classes import ClassList, write_classes
-from imagenet_clean.cleanup.stage import DECISIONS_SCHEMA, clean_split
+from imagenet_clean.cleanup.ensemble import DECISIONS_SCHEMA
+from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.config import parse_params
 from imagenet_clean.io import read_table, write_table
 from imagenet_clean.predictions import predictions_table, write_predictions
+from imagenet_clean.workspace import Workspace
 
 K = 8
 WNIDS = tuple(f"n9000000{i}" for i in range(7)) + ("n90000010",)
@@ -99,7 +101,7 @@ class FakeCam:
 def project(tmp_path):
     params, manifest, true = make_project(tmp_path)
     cam = FakeCam()
-    metrics = clean_split("val", params, workdir=tmp_path, find_exemptions=cam, load_model=lambda n, f: None)
+    metrics = clean_stage.run(params, Workspace(tmp_path), "val", find_exemptions=cam, load_model=lambda n, f: None)
     dec = read_table(tmp_path / "data/decisions/val.parquet")
     return dict(tmp=tmp_path, params=params, manifest=manifest, true=true, cam=cam, metrics=metrics, dec=dec)
 
@@ -155,7 +157,7 @@ def test_cam_exemption_path(project):
 def test_cam_off_leaves_consensus_removals(tmp_path):
     params, _, _ = make_project(tmp_path)
     cam = FakeCam()
-    clean_split("val", params, workdir=tmp_path, cam=False, find_exemptions=cam)
+    clean_stage.run(params, Workspace(tmp_path), "val", cam=False, find_exemptions=cam)
     dec = read_table(tmp_path / "data/decisions/val.parquet")
     assert cam.calls == []
     assert dec.loc[CONS_EXEMPT, "action"] == "remove"
@@ -195,7 +197,7 @@ def test_mismatched_predictions_are_rejected(tmp_path):
     t = pq.read_table(f)
     pq.write_table(t.slice(0, t.num_rows - 1), f)
     with pytest.raises(ValueError, match="b.parquet: 1 manifest samples have no prediction"):
-        clean_split("val", params, workdir=tmp_path, cam=False)
+        clean_stage.run(params, Workspace(tmp_path), "val", cam=False)
 
 
 def test_bad_probabilities_name_file_model_row_and_sample(tmp_path):
@@ -205,7 +207,7 @@ def test_bad_probabilities_name_file_model_row_and_sample(tmp_path):
     write_predictions(tmp_path / "data/predictions/val/c.parquet", predictions_table(manifest["sample_id"].to_numpy(object), p),
                       model="c", arch="x", split="val", num_classes=K)
     with pytest.raises(ValueError, match=r"c.parquet, model 'c': row \d+ of pred_probs has NaN.*img_0007"):
-        clean_split("val", params, workdir=tmp_path, cam=False)
+        clean_stage.run(params, Workspace(tmp_path), "val", cam=False)
 
 
 def test_wrong_class_count_is_rejected(tmp_path):
@@ -214,29 +216,27 @@ def test_wrong_class_count_is_rejected(tmp_path):
     write_predictions(tmp_path / "data/predictions/val/a.parquet", predictions_table(manifest["sample_id"].to_numpy(object), p),
                       model="a", arch="x", split="val", num_classes=K + 1)
     with pytest.raises(ValueError, match="model 'a': 9 classes, but the class list has 8"):
-        clean_split("val", params, workdir=tmp_path, cam=False)
+        clean_stage.run(params, Workspace(tmp_path), "val", cam=False)
 
 
 def test_unconfigured_split_writes_empty_outputs_and_no_models_fails(tmp_path):
     params, _, _ = make_project(tmp_path)
-    m = clean_split("train", params, workdir=tmp_path)
+    m = clean_stage.run(params, Workspace(tmp_path), "train")
     assert m["skipped"] and "not configured" in m["why"]
     assert read_table(tmp_path / "data/decisions/train.parquet").empty
     assert pq.read_schema(tmp_path / "data/decisions/train.parquet").names == DECISIONS_SCHEMA.names
     assert (tmp_path / "data/changes/train.csv").read_text().startswith("file,old_label")
     params2, _, _ = make_project(tmp_path, models={})
     with pytest.raises(ValueError, match="no models"):
-        clean_split("val", params2, workdir=tmp_path)
+        clean_stage.run(params2, Workspace(tmp_path), "val")
 
 
 def test_models_are_streamed_one_at_a_time(tmp_path, monkeypatch):
     import weakref
 
-    from imagenet_clean.cleanup import stage
-
     params, _, _ = make_project(tmp_path)
     live = []
-    real = stage.read_predictions
+    real = clean_stage.read_predictions
 
     def reading(path):
         assert all(r() is None for r in live), "a previous model's probabilities are still alive"
@@ -244,8 +244,8 @@ def test_models_are_streamed_one_at_a_time(tmp_path, monkeypatch):
         live.append(weakref.ref(preds.probs))
         return preds
 
-    monkeypatch.setattr(stage, "read_predictions", reading)
-    clean_split("val", params, workdir=tmp_path, cam=False)
+    monkeypatch.setattr(clean_stage, "read_predictions", reading)
+    clean_stage.run(params, Workspace(tmp_path), "val", cam=False)
     assert len(live) == 3
 
 
@@ -285,7 +285,7 @@ def test_empty_split_gives_empty_outputs(tmp_path):
     for m in MODELS:
         write_predictions(tmp_path / f"data/predictions/val/{m}.parquet",
                           predictions_table(np.array([], object), np.zeros((0, K))), model=m, arch="x", split="val", num_classes=K)
-    metrics = clean_split("val", params, workdir=tmp_path, cam=False)
+    metrics = clean_stage.run(params, Workspace(tmp_path), "val", cam=False)
     assert metrics["samples"] == 0 and metrics["fix"] == 0
     assert read_table(tmp_path / "data/decisions/val.parquet").empty
     assert (read_table(tmp_path / "data/clean/val.parquet")["action"] == "placeholder").all()

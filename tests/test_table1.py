@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imagenet_clean.evaluate.accuracy import RoundPaths
 from imagenet_clean.evaluate.table1 import issue_counts, table1, write_table1
 from imagenet_clean.io import write_table
 from imagenet_clean.predictions import predictions_table, write_predictions
+from imagenet_clean.workspace import Workspace
 
 K = 4
 MODELS = ("m1", "m2")
@@ -28,7 +28,7 @@ def _probs(best: np.ndarray, k: int = K) -> np.ndarray:
     return p
 
 
-def make_split(paths: RoundPaths, split: str, *, n: int = 12, seed: int = 0, models=MODELS) -> dict:
+def make_split(paths: Workspace, split: str, *, n: int = 12, seed: int = 0, models=MODELS) -> dict:
     """Write one split; returns the truth used to build it.
 
     Sample i has true class ``i % K`` (also encoded in its path ``c<k>/<split>_<i>.png``).
@@ -74,8 +74,8 @@ def make_split(paths: RoundPaths, split: str, *, n: int = 12, seed: int = 0, mod
     return {"ids": ids, "true": true, "label": label, "status": status}
 
 
-def make_project(tmp: Path, *, splits=("train", "val", "v2"), round: int = 1, n: int = 12) -> RoundPaths:
-    paths = RoundPaths(round, tmp / "data", tmp / "metrics")
+def make_project(tmp: Path, *, splits=("train", "val", "v2"), round: int = 1, n: int = 12) -> Workspace:
+    paths = Workspace(tmp, round)
     for i, s in enumerate(splits):
         make_split(paths, s, n=n, seed=i)
     return paths
@@ -83,16 +83,16 @@ def make_project(tmp: Path, *, splits=("train", "val", "v2"), round: int = 1, n:
 
 def skip_split(params, split: str, workdir: Path) -> None:
     """Write what the real `ingest` and `clean` stages write for a split params.yaml skips (root null)."""
-    from imagenet_clean.cleanup.stage import clean_split
-    from imagenet_clean.data.ingest import run_ingest
+    from imagenet_clean.stages import clean as clean_stage
+    from imagenet_clean.stages.ingest import run as run_ingest
 
     cwd = os.getcwd()
     os.chdir(workdir)
     try:
-        run_ingest(split, params)
+        run_ingest(params, Workspace(), split)
     finally:
         os.chdir(cwd)
-    clean_split(split, params, workdir=workdir)
+    clean_stage.run(params, Workspace(workdir), split)
 
 
 def strict_json(path: Path):
@@ -137,7 +137,7 @@ def test_write_table1_and_rounds(tmp_path):
     assert out == tmp_path / "metrics" / "table1.json"
     assert json.loads(out.read_text())["m1"]["val_clean"]["top1"] == 100.0
     # round 2: its own clean/decisions/predictions under data/rounds/2, the same original manifests
-    r2 = RoundPaths(2, paths.data, paths.metrics)
+    r2 = paths.at_round(2)
     make_split(r2, "val")
     out2 = write_table1(list(MODELS), ["val"], paths=r2)
     assert out2 == tmp_path / "metrics" / "rounds" / "2" / "table1.json"
@@ -150,7 +150,7 @@ def test_missing_prediction_file_is_reported(tmp_path):
 
 
 def test_no_models_or_splits(tmp_path):
-    paths = RoundPaths(1, tmp_path / "data", tmp_path / "metrics")
+    paths = Workspace(tmp_path, 1)
     with pytest.raises(ValueError, match="at least one cleanup model"):
         table1([], ["val"], paths=paths)
     with pytest.raises(ValueError, match="at least one evaluated split"):
@@ -253,11 +253,10 @@ def test_empty_cleaned_set_has_null_accuracy(tmp_path):
 def test_extra_models_are_scored_beside_the_cleanup_models_without_issue_counts(tmp_path):
     """tables.extra_models: the paper's table-1 models 'not used in the clean-up' (accuracies only)."""
     from imagenet_clean.evaluate.report import render_table1
-    from imagenet_clean.evaluate.table1 import extra_predictions
 
     paths = make_project(tmp_path, splits=("val",))
     truth = make_split(paths, "val")
-    folder = extra_predictions(paths)
+    folder = paths.extra_predictions
     n = len(truth["ids"])
     write_predictions(folder / "val" / "big.parquet", predictions_table(truth["ids"], _probs(truth["true"]), status=truth["status"]),
                       model="big", split="val", num_classes=K)
@@ -279,7 +278,7 @@ def test_predict_extra_runs_the_real_predictor_on_a_checkpoint(tmp_path, monkeyp
     from imagenet_clean.predictions import read_predictions
 
     monkeypatch.chdir(tmp_path)
-    paths = RoundPaths(1, Path("data"), Path("metrics"))
+    paths = Workspace()
     ids = [f"c{i % K}/v_{i}.png" for i in range(6)]
     for s in ids:
         (tmp_path / "raw" / s).parent.mkdir(parents=True, exist_ok=True)
@@ -296,5 +295,5 @@ def test_predict_extra_runs_the_real_predictor_on_a_checkpoint(tmp_path, monkeyp
     preds = read_predictions(folder / "val" / "big.parquet")
     assert sorted(preds.sample_ids) == sorted(ids) and preds.probs.shape == (6, K)
     assert json.loads((folder / "models.json").read_text()) == {"big": {"arch": "test_resnet", "weights": str(ckpt)}}
-    empty = predict_extra(parse_params({}), ["val"], paths=RoundPaths(1, Path("d2"), Path("m2")))
+    empty = predict_extra(parse_params({}), ["val"], paths=Workspace(Path("w2")))
     assert json.loads((empty / "models.json").read_text()) == {}

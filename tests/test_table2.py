@@ -13,7 +13,6 @@ from test_table1 import K, make_project, make_split, skip_split, strict_json
 
 from imagenet_clean.config import parse_params
 from imagenet_clean.evaluate.ablations import VARIANTS, merge_map, placeholder_free, variant_manifest, write_ablations
-from imagenet_clean.evaluate.accuracy import RoundPaths
 from imagenet_clean.evaluate.table2 import (
     compare,
     load_context,
@@ -25,6 +24,7 @@ from imagenet_clean.evaluate.table2 import (
 from imagenet_clean.evaluate.table3 import nonsquare_sizes, write_table3
 from imagenet_clean.io import read_table
 from imagenet_clean.predictions import predictions_table
+from imagenet_clean.workspace import Workspace
 
 
 def _true(paths: pd.Series) -> np.ndarray:
@@ -286,7 +286,7 @@ def test_table3_uses_tables_input_size(project):
 
 def test_round_two_uses_its_own_clean_training_set(tmp_path):
     paths = make_project(tmp_path, n=40)
-    r2 = RoundPaths(2, paths.data, paths.metrics)
+    r2 = paths.at_round(2)
     for s in ("train", "val", "v2"):
         make_split(r2, s, n=40)
     fake = FakeBackend()

@@ -2,6 +2,7 @@
 import json
 
 from imagenet_clean.timing import record_timing, split_timing
+from imagenet_clean.workspace import Workspace
 
 
 def test_split_timing_separates_wall_clock_keys():
@@ -29,7 +30,7 @@ def test_ingest_metrics_hold_no_wall_clock_figures(tmp_path, monkeypatch, write_
     import yaml
 
     from imagenet_clean.config import load_params
-    from imagenet_clean.data.ingest import run_ingest
+    from imagenet_clean.stages.ingest import run as run_ingest
 
     for i in range(2):
         write_image(tmp_path / "val" / f"n00000001/img{i}.JPEG", seed=i)
@@ -37,6 +38,6 @@ def test_ingest_metrics_hold_no_wall_clock_figures(tmp_path, monkeypatch, write_
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "dataset": {"classes": "classes.tsv"}, "splits": {"val": {"root": "val", "layout": "folders"}}}))
     monkeypatch.chdir(tmp_path)
-    run_ingest("val", load_params("params.yaml"))
+    run_ingest(load_params("params.yaml"), Workspace(), "val")
     metrics = json.loads((tmp_path / "metrics/ingest/val.json").read_text())
     assert metrics["n_files"] == 2 and not {"seconds", "files_per_s"} & set(metrics)

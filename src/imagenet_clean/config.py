@@ -7,7 +7,6 @@ raise :class:`ConfigError` naming the dotted key and what is allowed. Stages tak
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ Threshold = Union[int, float, str]
 """An integer count of models, a fraction in (0, 1) of |M|, or ``"all"`` for |M|."""
 
 
-def _is_threshold(v) -> bool:
+def is_threshold(v) -> bool:
     if isinstance(v, bool):
         return False
     if isinstance(v, int):
@@ -41,7 +40,7 @@ def _is_threshold(v) -> bool:
     return v == "all"
 
 
-_THRESHOLD = _check(_is_threshold, 'an integer >= 1 (a count of models), a float in (0, 1) (a fraction of |M|) or "all"')
+THRESHOLD_CHECK = _check(is_threshold, 'an integer >= 1 (a count of models), a float in (0, 1) (a fraction of |M|) or "all"')
 _FN = _check(lambda v: 0.0 < float(v) <= 1.0, "a number in (0, 1]")
 _POS = _check(lambda v: v > 0, "a number > 0")
 _NONNEG = _check(lambda v: v >= 0, "a number >= 0")
@@ -64,12 +63,12 @@ THRESHOLD_RULE = (
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Cleanup thresholds (paper section 3); see :func:`resolve_threshold`."""
+    """Cleanup thresholds (paper section 3); see :func:`imagenet_clean.cleanup.rules.resolve_threshold`."""
 
     fn: float = field(default=1.0, metadata=_FN)
-    h1: Threshold = field(default=0.5, metadata=_THRESHOLD)
-    h2: Threshold = field(default=3, metadata=_THRESHOLD)
-    h3: Threshold = field(default=0.6666, metadata=_THRESHOLD)
+    h1: Threshold = field(default=0.5, metadata=THRESHOLD_CHECK)
+    h2: Threshold = field(default=3, metadata=THRESHOLD_CHECK)
+    h3: Threshold = field(default=0.6666, metadata=THRESHOLD_CHECK)
 
 
 @dataclass(frozen=True)
@@ -106,9 +105,9 @@ class SplitConfig:
     annotations: str | None = None
     labels: str | None = None
     fn: float | None = field(default=None, metadata=_FN)
-    h1: Threshold | None = field(default=None, metadata=_THRESHOLD)
-    h2: Threshold | None = field(default=None, metadata=_THRESHOLD)
-    h3: Threshold | None = field(default=None, metadata=_THRESHOLD)
+    h1: Threshold | None = field(default=None, metadata=THRESHOLD_CHECK)
+    h2: Threshold | None = field(default=None, metadata=THRESHOLD_CHECK)
+    h3: Threshold | None = field(default=None, metadata=THRESHOLD_CHECK)
 
 
 @dataclass(frozen=True)
@@ -210,9 +209,9 @@ class Params:
     seed: int = 0
     # Thresholds for every cleaned split at once: null (the default) leaves each split its own value.
     fn: float | None = field(default=None, metadata=_FN)
-    h1: Threshold | None = field(default=None, metadata=_THRESHOLD)
-    h2: Threshold | None = field(default=None, metadata=_THRESHOLD)
-    h3: Threshold | None = field(default=None, metadata=_THRESHOLD)
+    h1: Threshold | None = field(default=None, metadata=THRESHOLD_CHECK)
+    h2: Threshold | None = field(default=None, metadata=THRESHOLD_CHECK)
+    h3: Threshold | None = field(default=None, metadata=THRESHOLD_CHECK)
     # k of the top-k consensus rule (paper: 5 of 1000 classes); 1..5, the prediction files store the top 5
     topk: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 5, "an integer from 1 to 5 (prediction files store the top 5)"))
     rounds: int = field(default=1, metadata=_POS)
@@ -266,60 +265,9 @@ class Params:
                 |M| (the message names the key, its value and the resolved number).
         """
         n = len(self.models) if n_models is None else n_models
+        from .cleanup.rules import check_resolved
+
         return check_resolved(self.thresholds(split), n, sources=self.threshold_sources(split))
-
-
-def check_resolved(thresholds: Thresholds, n_models: int, *, sources: dict[str, str] | None = None) -> dict[str, float]:
-    """``{"fn", "h1", "h2", "h3"}`` with h1-h3 as real numbers of models, checked against |M|.
-
-    A rule passes at ``count >= h``, so the number of models it needs is
-    ``ceil(h)``; it must lie in 1..|M|. Below 1 a sample that no model flagged
-    would pass; above |M| the rule could never fire (a silent no-op). Fractions
-    in (0, 1) and ``"all"`` always resolve within range; an integer count above
-    |M| (``h2: 3`` with two models) is refused.
-
-    Args:
-        thresholds: The split's thresholds.
-        n_models: The ensemble size |M|.
-        sources: Params key of each threshold, for the message (default: its name).
-
-    Raises:
-        ConfigError: a threshold needs fewer than 1 or more than |M| models; the
-            message gives the resolved number, e.g. ``splits.val.h2 = 3 resolves
-            to 3 models, more than the 2 models of the ensemble``.
-    """
-    if n_models < 1:
-        raise ConfigError(f"the ensemble has {n_models} models; params.yaml models needs at least one")
-    out = {"fn": float(thresholds.fn)}
-    for k in ("h1", "h2", "h3"):
-        h = getattr(thresholds, k)
-        key = (sources or {}).get(k, k)
-        key = k if key == "default" else key
-        try:
-            r = resolve_threshold(h, n_models)
-        except ConfigError as e:
-            raise ConfigError(f"{key}: {e}") from None
-        need = math.ceil(r - 1e-9)
-        if need < 1 or need > n_models:
-            side = "fewer than 1 model" if need < 1 else f"more than the {n_models} models of the ensemble"
-            raise ConfigError(f"{key} = {h!r} resolves to {r:g} models, {side} (|M| = {n_models}); "
-                              f"give a count in 1..{n_models}, a fraction in (0, 1) or \"all\"")
-        out[k] = r
-    return out
-
-
-def resolve_threshold(h: Threshold, n_models: int) -> float:
-    """A threshold as a real number of models, to be compared as ``count >= h``.
-
-    Args:
-        h: An integer count, a fraction in (0, 1) of ``n_models``, or ``"all"``.
-        n_models: The ensemble size |M|.
-    """
-    if h == "all":
-        return float(n_models)
-    if isinstance(h, bool) or not _is_threshold(h):
-        raise ConfigError(f"threshold {h!r} is not {_THRESHOLD['allowed']}")
-    return float(h) if isinstance(h, int) else float(h) * n_models
 
 
 # ---------------------------------------------------------------- validation

@@ -74,11 +74,6 @@ class ReviewOutcome:
     ignored: list[dict] = field(default_factory=list)  # verdicts on unreadable samples
 
 
-def reviews_path(split: str, workdir: str | Path = ".") -> Path:
-    """``<workdir>/reviews/<split>.csv``."""
-    return Path(workdir) / "reviews" / f"{split}.csv"
-
-
 def check_verdict(v: Verdict, *, wnids: set[str] | None = None, where: str = "") -> Verdict:
     """Validate one verdict; return it with whitespace stripped from its fields.
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="The params file.")
+from .options import CAM, JOBS, PARAMS, load
 
 
 def _threshold(name: str, value: Optional[str]):
@@ -29,15 +29,15 @@ def _threshold(name: str, value: Optional[str]):
 
 def clean(
     split: str = typer.Option(..., "--split", help="The split to clean (a key of `splits` in params.yaml)."),
-    params: Path = PARAMS_OPT,
-    cam: Optional[bool] = typer.Option(None, "--cam/--no-cam", help="Run the CAM exemption (default: params cam.enabled, else on)."),
-    jobs: int = typer.Option(1, "--jobs", min=0, help="cleanlab worker processes (0: all cores)."),
+    params: Path = PARAMS,
+    cam: Optional[bool] = CAM,
+    jobs: int = JOBS,
 ) -> None:
     """Decide fixes and removals for a split: data/decisions, data/clean, data/changes, metrics/cleanup."""
-    from ..cleanup.stage import clean_split
-    from ..config import load_params
+    from ..stages import clean as stage
 
-    m = clean_split(split, load_params(params), cam=cam, n_jobs=jobs or None)
+    p, ws = load(params)
+    m = stage.run(p, ws, split, cam=cam, n_jobs=jobs or None)
     if m.get("skipped"):
         typer.echo(f"split {split} skipped ({m['why']}): wrote empty decisions, clean manifest and change list")
         return
@@ -54,10 +54,10 @@ def clean_arrays(
     h2: Optional[str] = typer.Option(None, "--h2", help="Distinct candidates that remove: count, fraction or 'all' (default 3)."),
     h3: Optional[str] = typer.Option(None, "--h3", help="Top-5 misses that remove: count, fraction or 'all' (default 0.667)."),
     out: Path = typer.Option(..., "--out", help="Where to write the decisions parquet."),
-    jobs: int = typer.Option(1, "--jobs", min=0, help="cleanlab worker processes (0: all cores)."),
+    jobs: int = JOBS,
 ) -> None:
     """Run the cleanup rules on your own predictions (no CAMs); last line: JSON counts."""
-    from ..cleanup.stage import clean_arrays as run, write_arrays_decisions
+    from ..cleanup.ensemble import clean_arrays as run, write_arrays_decisions
     from ..config import Thresholds, parse_params
 
     extra = [Path(a) for a in ctx.args]
@@ -118,12 +118,11 @@ def diff(
     typer.echo(json.dumps(summarize(d), sort_keys=True))
 
 
-def score(params: Path = PARAMS_OPT) -> None:
+def score(params: Path = PARAMS) -> None:
     """Score the decisions against the truth (embedded default) or ImageNet ReaL: metrics/detection.json."""
-    from ..cleanup.score import score_all
-    from ..config import load_params
+    from ..stages import score as stage
 
-    res = score_all(load_params(params))
+    res = stage.run(*load(params))
     for split, s in res.get("splits", {}).items():
         typer.echo(f"{split}: fix P/R/F1 {s['fix']['precision']:.3f}/{s['fix']['recall']:.3f}/{s['fix']['f1']:.3f}, "
                    f"remove {s['remove']['precision']:.3f}/{s['remove']['recall']:.3f}/{s['remove']['f1']:.3f}")

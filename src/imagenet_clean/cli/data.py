@@ -7,16 +7,15 @@ from typing import Optional
 
 import typer
 
-PARAMS_HELP = "params.yaml to read"
+from .options import PARAMS, load
 
 
-def generate(params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP)) -> None:
+def generate(params: Path = PARAMS) -> None:
     """Write the embedded mini-ImageNet (generate.* in params.yaml) under generate.out."""
-    from ..config import load_params
-    from ..data.generate import generate as run
+    from ..stages import generate as stage
 
-    p = load_params(params)
-    summary = run(p.generate, seed=p.seed)
+    p, ws = load(params)
+    summary = stage.run(p, ws)
     if not summary["enabled"]:
         typer.echo(f"generate.enabled is false: wrote only {p.generate.out}/classes.tsv")
         return
@@ -28,7 +27,7 @@ def generate(params: Path = typer.Option(Path("params.yaml"), "--params", help=P
 
 def ingest(
     split: Optional[str] = typer.Option(None, "--split", help="stage form: read splits.SPLIT from params.yaml"),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
+    params: Path = PARAMS,
     root: Optional[Path] = typer.Option(None, "--root", help="image root (instead of --split)"),
     layout: str = typer.Option("folders", "--layout", help="train | val | v2 | folders (with --root)"),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="VOC XML folder, LOC_*_solution.csv or labels file"),
@@ -40,18 +39,17 @@ def ingest(
     hash: bool = typer.Option(True, "--hash/--no-hash", help="record content hashes (with --root)"),
 ) -> None:
     """Read a split's image headers and boxes into a manifest parquet."""
-    from ..config import load_params
-
     if split is not None:
         if root is not None or out is not None:
             raise typer.BadParameter("give either --split (stage form) or --root/--out, not both")
-        from ..data.ingest import run_ingest
+        from ..stages import ingest as stage
 
-        stats = run_ingest(split, load_params(params))
+        p, ws = load(params)
+        stats = stage.run(p, ws, split)
         if stats["skipped"]:
-            typer.echo(f"split {split} skipped ({stats['why']}): wrote an empty data/manifests/{split}.parquet")
+            typer.echo(f"split {split} skipped ({stats['why']}): wrote an empty {ws.manifest(split)}")
             return
-        _echo_stats(stats, f"data/manifests/{split}.parquet")
+        _echo_stats(stats, str(ws.manifest(split)))
         return
     if root is None or out is None:
         raise typer.BadParameter("give --split SPLIT, or --root DIR --layout L --out FILE.parquet")

@@ -6,18 +6,7 @@ from pathlib import Path
 
 import typer
 
-PARAMS_HELP = "params.yaml to read"
-ROUND_HELP = "cleaning round whose files to read and write (1: data/ and metrics/; r >= 2: data/rounds/r/, metrics/rounds/r/)"
-
-
-def _setup(params: Path, round: int):
-    from ..config import load_params
-    from ..evaluate.accuracy import RoundPaths
-
-    p = load_params(params)
-    if round > p.rounds:
-        raise ValueError(f"--round {round} is beyond rounds: {p.rounds} in {params}")
-    return p, RoundPaths(round)
+from .options import PARAMS, ROUND, load
 
 
 def _echo_skips(table: dict) -> bool:
@@ -32,22 +21,26 @@ def _echo_skips(table: dict) -> bool:
     return why is not None
 
 
+def _run_and_echo(run, params: Path, round: int) -> None:
+    """Run a table stage in ``round`` and print its skips and where it wrote."""
+    out = run(*load(params, round))
+    _echo_skips(json.loads(out.read_text()))
+    typer.echo(f"wrote {out}")
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
 def tables(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+    params: Path = PARAMS,
+    round: int = ROUND,
 ) -> None:
     """Table 1: issues found and accuracy of every cleanup model (and tables.extra_models) on original vs cleaned splits."""
-    from ..evaluate.splits import table_rows, usable_splits
-    from ..evaluate.table1 import predict_extra, write_table1
+    from ..evaluate.splits import table_rows
+    from ..stages import tables as stage
 
-    p, paths = _setup(params, round)
-    splits, skipped = usable_splits(p, paths, predictions=True)
-    predict_extra(p, splits, paths=paths)
-    out = write_table1(list(p.models), splits, paths=paths, skipped=skipped, extra_models=list(p.tables.extra_models))
+    out = stage.run(*load(params, round))
     rows = json.loads(out.read_text())
     if not _echo_skips(rows):
         for model, row in table_rows(rows).items():
@@ -57,14 +50,14 @@ def tables(
 
 
 def retrain(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+    params: Path = PARAMS,
+    round: int = ROUND,
 ) -> None:
     """Table 2: train tables.archs on T and T_c over tables.seeds seeds; evaluate on every split (cached, resumable)."""
-    from ..evaluate.table2 import headline, write_table2
+    from ..evaluate.table2 import headline
+    from ..stages import retrain as stage
 
-    p, paths = _setup(params, round)
-    out = write_table2(p, paths=paths)
+    out = stage.run(*load(params, round))
     table = json.loads(out.read_text())
     if not _echo_skips(table):
         for arch, h in headline(table).items():
@@ -77,39 +70,30 @@ def retrain(
 
 
 def table3(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+    params: Path = PARAMS,
+    round: int = ROUND,
 ) -> None:
     """Table 3 (tables.resolutions): T_c models at non-square input sizes vs the square model."""
-    from ..evaluate.table3 import write_table3
+    from ..stages import table3 as stage
 
-    p, paths = _setup(params, round)
-    out = write_table3(p, paths=paths)
-    _echo_skips(json.loads(out.read_text()))
-    typer.echo(f"wrote {out}")
+    _run_and_echo(stage.run, params, round)
 
 
 def ablations(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP),
-    round: int = typer.Option(1, "--round", min=1, help=ROUND_HELP),
+    params: Path = PARAMS,
+    round: int = ROUND,
 ) -> None:
     """Ablations (tables.ablations): train on T with only fixes, only removals, only merges, all."""
-    from ..evaluate.ablations import write_ablations
+    from ..stages import ablations as stage
 
-    p, paths = _setup(params, round)
-    out = write_ablations(p, paths=paths)
-    _echo_skips(json.loads(out.read_text()))
-    typer.echo(f"wrote {out}")
+    _run_and_echo(stage.run, params, round)
 
 
-def report(params: Path = typer.Option(Path("params.yaml"), "--params", help=PARAMS_HELP)) -> None:
+def report(params: Path = PARAMS) -> None:
     """Render every computed table (all rounds) as metrics/report.md, and the changes-per-class plot data."""
-    from ..config import load_params
-    from ..evaluate.report import write_report
+    from ..stages import report as stage
 
-    p = load_params(params)
-    splits = [name for name, sc in p.splits.items() if sc.root is not None]  # skipped splits' decision files are ignored too
-    typer.echo(f"wrote {write_report(splits, rounds=p.rounds)}")
+    typer.echo(f"wrote {stage.run(*load(params))}")
 
 
 def register(app: typer.Typer) -> None:

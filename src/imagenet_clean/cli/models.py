@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from .options import PARAMS, load
+
 
 def predict(
     model: str = typer.Option(..., "--model", help="timm architecture, e.g. efficientnet_lite0."),
@@ -50,7 +52,7 @@ def predict(
 
 def predict_split(
     split: str = typer.Option(..., "--split", help="Split name in params.yaml (train, val, v2, ...)."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="The params file."),
+    params: Path = PARAMS,
     model: Optional[list[str]] = typer.Option(None, "--model", help="Only these models (default: all in params.models)."),
 ) -> None:
     """Stage predict@split: every configured model predicts data/manifests/S.parquet into data/predictions/S/.
@@ -58,11 +60,10 @@ def predict_split(
     A split with a null root writes one empty file per model; imagenet_r is
     restricted to its 200 classes. Runs under torchrun, or set IMAGENET_CLEAN_LAUNCHER.
     """
-    from ..config import load_params
-    from ..models.predict import run_predict_split
+    from ..stages import predict as stage
 
-    p = load_params(params)
-    summaries = run_predict_split(split, p, models=model or None)
+    p, ws = load(params)
+    summaries = stage.run(p, ws, split, models=model or None)
     if summaries:
         typer.echo(json.dumps(summaries, sort_keys=True))
 

@@ -6,12 +6,14 @@ from typing import Optional
 
 import typer
 
+from .options import WORKDIR
+
 
 def review(
     split: str = typer.Option("val", "--split", help="The split whose changes to review (train, val or v2)."),
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="The port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="The address to bind; anything but loopback prints an access token."),
-    workdir: Path = typer.Option(Path("."), "--workdir", help="The project folder (data/, reviews/, params.yaml)."),
+    workdir: Path = WORKDIR,
     export: Optional[Path] = typer.Option(None, "--export", help="Write a read-only HTML report of the changes to this folder instead of serving."),
 ) -> None:
     """Review a split's changes in the browser; verdicts go to reviews/<split>.csv, which `dvc repro` applies."""
@@ -28,12 +30,13 @@ def review(
 
 
 def review_metrics(
-    workdir: Path = typer.Option(Path("."), "--workdir", help="The project folder."),
+    workdir: Path = WORKDIR,
 ) -> None:
     """Write metrics/review.json: reviewed changes, and the machine's precision per rule as the reviewers judged it."""
-    from ..review.metrics import review_metrics as run
+    from ..stages import review as stage
+    from ..workspace import Workspace
 
-    m = run(workdir)
+    m = stage.run(None, Workspace(workdir))
     per = "; ".join(f"{s}: {v['reviewed']} of {v['changes']} changes reviewed, {len(v['stale'])} stale"
                     for s, v in m["splits"].items())
     typer.echo(f"metrics/review.json: {per or 'no decisions'}")

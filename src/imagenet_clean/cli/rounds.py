@@ -6,21 +6,22 @@ from typing import Optional
 
 import typer
 
+from .options import CAM, JOBS, PARAMS, load
+
 
 def rounds(
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="params.yaml to read"),
-    cam: Optional[bool] = typer.Option(None, "--cam/--no-cam", help="Run the CAM exemption (default: params cam.enabled)."),
-    jobs: int = typer.Option(1, "--jobs", min=0, help="cleanlab worker processes (0: all cores)."),
+    params: Path = PARAMS,
+    cam: Optional[bool] = CAM,
+    jobs: int = JOBS,
 ) -> None:
     """Cleaning rounds 2..`rounds`: retrain the cleanup models on the previous round's clean training set, clean again.
 
     Writes data/rounds/<r>/ (manifests, models, predictions, decisions, clean, changes) and metrics/rounds/<r>/ (cleanup metrics, tables); with `rounds: 1` only the two folders' README files.
     """
-    from ..config import load_params
-    from ..evaluate.rounds import run_rounds
+    from ..stages import rounds as stage
 
-    p = load_params(params)
-    done = run_rounds(p, cam=cam, n_jobs=jobs or None)
+    p, ws = load(params)
+    done = stage.run(p, ws, cam=cam, n_jobs=jobs or None)
     if not done:
         typer.echo("rounds: 1: no further cleaning round (wrote data/rounds/README.md and metrics/rounds/README.md)")
     for s in done:

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
+
+from .options import PARAMS, load
 
 
 def fit(
     model: str = typer.Option(..., "--model", help="Model name in params.yaml (models.NAME)."),
-    params: Path = typer.Option(Path("params.yaml"), "--params", help="The params file."),
-    manifest: Path = typer.Option(Path("data/manifests/train.parquet"), "--manifest", help="Training split manifest."),
-    models_dir: Path = typer.Option(Path("data/models"), "--models-dir", help="Checkpoints go to MODELS_DIR/NAME/."),
-    predictions_dir: Path = typer.Option(Path("data/predictions/train"), "--predictions-dir", help="Out-of-fold predictions go to DIR/NAME.parquet."),
-    live_dir: Path = typer.Option(Path("metrics/train"), "--live-dir", help="dvclive training curves go to LIVE_DIR/NAME/."),
+    params: Path = PARAMS,
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Training split manifest (default: the project's)."),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Checkpoints go to MODELS_DIR/NAME/ (default: the project's)."),
+    predictions_dir: Optional[Path] = typer.Option(None, "--predictions-dir", help="Out-of-fold predictions go to DIR/NAME.parquet (default: the project's)."),
+    live_dir: Optional[Path] = typer.Option(None, "--live-dir", help="dvclive training curves go to LIVE_DIR/NAME/ (default: the project's)."),
 ) -> None:
     """Stage fit@model: k-fold cross-validation (out-of-fold predictions), plus the full-split model for `weights: train`.
 
@@ -23,11 +26,11 @@ def fit(
     `torchrun --nproc-per-node N` too, or set IMAGENET_CLEAN_LAUNCHER. The last
     line printed is a JSON summary.
     """
-    from ..config import load_params
-    from ..models.crossval import run_fit
+    from ..stages import fit as stage
 
-    summary = run_fit(model, load_params(params), manifest=manifest, models_dir=models_dir,
-                      predictions_dir=predictions_dir, live_root=live_dir)
+    p, ws = load(params)
+    summary = stage.run(p, ws, model, manifest=manifest, models_dir=models_dir, predictions_dir=predictions_dir,
+                        live_root=live_dir)
     if summary is not None:
         typer.echo(json.dumps(summary, sort_keys=True))
 

@@ -27,7 +27,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..io import read_table, write_json
-from .accuracy import PLACEHOLDER, TRAIN_SPLIT, RoundPaths
+from ..workspace import Workspace
+from .accuracy import PLACEHOLDER, TRAIN_SPLIT
 from .splits import primary_set, write_skipped
 from .table2 import (
     CONTENT_COLUMNS,
@@ -182,7 +183,7 @@ def ablations(
     return table, runs
 
 
-def write_ablations(params, *, paths: RoundPaths, backend: RetrainBackend | None = None) -> Path:
+def write_ablations(params, *, paths: Workspace, backend: RetrainBackend | None = None) -> Path:
     """Write ``ablations.json`` and ``runs/ablations.json`` of this round.
 
     Both are ``{"skipped": true, "reason": ...}`` when ``tables.ablations`` is off, when

@@ -5,10 +5,10 @@ the original split ``V`` (manifest rows with status ``ok``, original labels) or
 the cleaned split ``V_c`` (clean manifest rows except placeholders, cleaned
 labels). Accuracies are in percent, as in the paper's tables.
 
-:class:`RoundPaths` names every file the tables read and write, for cleaning
-round ``r``: round 1 is the pipeline's own ``data/`` and ``metrics/``; round
-``r >= 2`` lives under ``data/rounds/<r>/`` and ``metrics/rounds/<r>/`` and
-reads the original manifests unchanged.
+The files of cleaning round ``r`` are named by
+:class:`~imagenet_clean.workspace.Workspace`: round 1 is the pipeline's own
+``data/`` and ``metrics/``; round ``r >= 2`` lives under ``data/rounds/<r>/``
+and ``metrics/rounds/<r>/`` and reads the original manifests unchanged.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import pandas as pd
 from ..data.imagenet_r import NUM_IMAGENET_CLASSES
 from ..io import read_table
 from ..predictions import Predictions, read_predictions
+from ..workspace import Workspace
 
 TRAIN_SPLIT = "train"
 """Name of the training split in params.yaml ``splits``; every other split is evaluated."""
@@ -41,68 +42,6 @@ def symbol(set_name: str) -> str:
     base, clean = (set_name[: -len(CLEAN_SUFFIX)], True) if set_name.endswith(CLEAN_SUFFIX) else (set_name, False)
     sym = SYMBOLS.get(base, base)
     return f"{sym}_c" if clean else sym
-
-
-@dataclass(frozen=True)
-class RoundPaths:
-    """File layout of one cleaning round.
-
-    Args:
-        round: Cleaning round, 1 for the pipeline's main outputs.
-        data: Data folder of the project.
-        metrics: Metrics folder of the project.
-    """
-
-    round: int = 1
-    data: Path = Path("data")
-    metrics: Path = Path("metrics")
-
-    def __post_init__(self):
-        if not isinstance(self.round, int) or self.round < 1:
-            raise ValueError(f"round must be an integer >= 1, got {self.round!r}")
-        object.__setattr__(self, "data", Path(self.data))
-        object.__setattr__(self, "metrics", Path(self.metrics))
-
-    @property
-    def round_data(self) -> Path:
-        """Folder of this round's cleanup outputs (models, predictions, decisions, clean)."""
-        return self.data if self.round == 1 else self.data / "rounds" / str(self.round)
-
-    @property
-    def round_metrics(self) -> Path:
-        """Folder of this round's metrics."""
-        return self.metrics if self.round == 1 else self.metrics / "rounds" / str(self.round)
-
-    def manifest(self, split: str) -> Path:
-        """The original (round-independent) manifest of ``split``."""
-        return self.data / "manifests" / f"{split}.parquet"
-
-    def input(self, split: str) -> Path:
-        """What this round cleaned: the original manifest in round 1, the previous round's clean manifest after."""
-        if self.round == 1:
-            return self.manifest(split)
-        return RoundPaths(self.round - 1, self.data, self.metrics).clean(split)
-
-    def clean(self, split: str) -> Path:
-        """This round's clean manifest of ``split``."""
-        return self.round_data / "clean" / f"{split}.parquet"
-
-    def decisions(self, split: str) -> Path:
-        """This round's decisions of ``split``."""
-        return self.round_data / "decisions" / f"{split}.parquet"
-
-    def predictions(self, split: str, model: str) -> Path:
-        """This round's predictions of cleanup model ``model`` on ``split``."""
-        return self.round_data / "predictions" / split / f"{model}.parquet"
-
-    def metric(self, name: str) -> Path:
-        """A metrics file of this round, e.g. ``table1.json``."""
-        return self.round_metrics / name
-
-    @property
-    def retrain_cache(self) -> Path:
-        """Cache of finished retraining runs, shared by all rounds (keys are content hashes)."""
-        return self.data / "cache" / "retrain"
 
 
 @dataclass(frozen=True)
@@ -233,7 +172,7 @@ Other evaluated splits (e.g. ``imagenet_r``) are scored on their original labels
 unless a clean manifest exists for them."""
 
 
-def has_clean(split: str, paths: RoundPaths) -> bool:
+def has_clean(split: str, paths: Workspace) -> bool:
     """Whether ``split`` is evaluated on a cleaned version too.
 
     Raises:
@@ -246,13 +185,13 @@ def has_clean(split: str, paths: RoundPaths) -> bool:
     return False
 
 
-def split_sets(split: str, paths: RoundPaths) -> dict[str, EvalSet]:
+def split_sets(split: str, paths: Workspace) -> dict[str, EvalSet]:
     """``{split: original, split_clean: cleaned}`` read from this round's files (see :func:`has_clean`)."""
     m_path, c_path = paths.manifest(split), paths.clean(split)
     out = {split: original_set(read_table(m_path), name=split, split=split, source=str(m_path))}
     if has_clean(split, paths):
         out[split + CLEAN_SUFFIX] = cleaned_set(read_table(c_path), name=split + CLEAN_SUFFIX, split=split, source=str(c_path),
-                                                merges=merge_lookup(c_path, workdir=paths.data.parent))
+                                                merges=merge_lookup(c_path, workdir=paths.root))
     return out
 
 

@@ -21,8 +21,9 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..io import read_metadata, read_table, write_text
+from ..workspace import Workspace
 from . import paper
-from .accuracy import CLEAN_SUFFIX, SYMBOLS, RoundPaths, symbol
+from .accuracy import CLEAN_SUFFIX, SYMBOLS, symbol
 from .splits import SKIPPED_SPLITS, primary_set, skip_reason_of, table_rows
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ RENDERERS = {"table1.json": render_table1, "table2.json": render_table2, "table3
 # ------------------------------------------------------------------ report
 
 
-def load_round(paths: RoundPaths) -> dict[str, object]:
+def load_round(paths: Workspace) -> dict[str, object]:
     """This round's metrics files by name; ``None`` for a missing file.
 
     Raises:
@@ -315,7 +316,7 @@ def render_cleanup(cleanup: Mapping[str, Mapping | None]) -> str:
     return out
 
 
-def load_cleanup(paths: RoundPaths) -> dict[str, dict | None]:
+def load_cleanup(paths: Workspace) -> dict[str, dict | None]:
     """This round's ``cleanup/<split>.json`` per cleaned split; None for a missing file.
 
     Raises:
@@ -374,25 +375,24 @@ def _cleaned(decisions: Path) -> bool:
     return decisions.is_file() and read_metadata(decisions).get("skipped") != "true"
 
 
-def write_report(splits: Sequence[str], *, rounds: int = 1, data: str | Path = "data", metrics: str | Path = "metrics") -> Path:
+def write_report(splits: Sequence[str], *, rounds: int = 1, workspace: Workspace = Workspace()) -> Path:
     """Write ``metrics/report.md`` and ``metrics/plots/changes_per_class.csv``; returns the report path.
 
     Args:
         splits: Splits whose decisions feed the changes plot (missing decision files, and those
             written for a skipped split, are left out).
         rounds: Number of cleaning rounds to report (params.yaml ``rounds``).
-        data: Data folder.
-        metrics: Metrics folder.
+        workspace: The project (round 1; later rounds are read from it).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
-    per_round = {r: load_round(RoundPaths(r, Path(data), Path(metrics))) for r in range(1, rounds + 1)}
-    out = Path(metrics) / "report.md"
+    per_round = {r: load_round(workspace.at_round(r)) for r in range(1, rounds + 1)}
+    out = workspace.report
     write_text(out, render_report(per_round))
-    first = RoundPaths(1, Path(data), Path(metrics))
+    first = workspace.at_round(1)
     decisions = {s: read_table(first.decisions(s), columns=["wnid", "action"]) for s in splits if _cleaned(first.decisions(s))}
     csv = changes_per_class(decisions).to_csv(index=False, lineterminator="\n")
-    write_text(Path(metrics) / "plots" / "changes_per_class.csv", csv)
+    write_text(workspace.plots / "changes_per_class.csv", csv)
     return out
 
 

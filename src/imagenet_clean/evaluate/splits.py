@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..io import read_metadata, read_table, write_json
-from .accuracy import CLEAN_SUFFIX, PLACEHOLDER, SYMBOLS, TRAIN_SPLIT, RoundPaths
+from ..workspace import Workspace
+from .accuracy import CLEAN_SUFFIX, PLACEHOLDER, SYMBOLS, TRAIN_SPLIT
 
 SKIPPED_SPLITS = "skipped_splits"
 """Top-level key of a metrics table listing the splits it left out: ``{split: reason}``."""
@@ -49,7 +50,7 @@ def table_rows(table: Mapping) -> dict:
     return {k: v for k, v in table.items() if k not in META_KEYS}
 
 
-def write_skipped(paths: RoundPaths, names: Sequence[str], reason: str, *, skipped_splits: Mapping[str, str] | None = None) -> Path:
+def write_skipped(paths: Workspace, names: Sequence[str], reason: str, *, skipped_splits: Mapping[str, str] | None = None) -> Path:
     """Write :func:`skipped_output` to each of this round's metrics files ``names``; returns the first path."""
     obj = skipped_output(reason, skipped_splits=skipped_splits)
     for name in names:
@@ -69,7 +70,7 @@ def _n_images(clean: Path) -> int:
     return int((read_table(clean, columns=["action"])["action"] != PLACEHOLDER).sum())
 
 
-def split_skip_reason(split: str, paths: RoundPaths, *, root: str | None, predictions: bool = False) -> str | None:
+def split_skip_reason(split: str, paths: Workspace, *, root: str | None, predictions: bool = False) -> str | None:
     """Why ``split`` cannot be evaluated from this round's files, or ``None`` when it can.
 
     Args:
@@ -98,7 +99,7 @@ def split_skip_reason(split: str, paths: RoundPaths, *, root: str | None, predic
     return None
 
 
-def usable_splits(params, paths: RoundPaths, *, predictions: bool = False) -> tuple[list[str], dict[str, str]]:
+def usable_splits(params, paths: Workspace, *, predictions: bool = False) -> tuple[list[str], dict[str, str]]:
     """Evaluated splits (every configured split but the training split) that the tables can use.
 
     Returns:
@@ -116,7 +117,7 @@ def usable_splits(params, paths: RoundPaths, *, predictions: bool = False) -> tu
     return splits, skipped
 
 
-def train_skip_reason(params, paths: RoundPaths, *, decisions: bool = False) -> str | None:
+def train_skip_reason(params, paths: Workspace, *, decisions: bool = False) -> str | None:
     """Why the training split cannot be trained on (T and T_c), or ``None``.
 
     Args:

@@ -25,7 +25,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..io import read_table, write_json
-from .accuracy import CLEAN_SUFFIX, RoundPaths, evaluate_file, split_sets
+from ..workspace import Workspace
+from .accuracy import CLEAN_SUFFIX, evaluate_file, split_sets
 from .splits import SKIPPED_SPLITS, write_skipped
 
 
@@ -47,7 +48,7 @@ def issue_counts(decisions: pd.DataFrame, models: Sequence[str], *, source: str 
     return counts
 
 
-def table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -> dict:
+def table1(models: Sequence[str], splits: Sequence[str], *, paths: Workspace) -> dict:
     """Compute table 1 from this round's prediction, manifest, clean-manifest and decision files.
 
     Args:
@@ -80,16 +81,7 @@ def table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -
     return out
 
 
-EXTRA_DIR = "extra"
-"""Folder under the round's data folder holding the extra models' predictions: ``<data>/extra/predictions/<split>/<model>.parquet``."""
-
-
-def extra_predictions(paths: RoundPaths) -> Path:
-    """Where the extra (not-in-cleanup) models' predictions go: ``data/extra/predictions``."""
-    return paths.round_data / EXTRA_DIR / "predictions"
-
-
-def predict_extra(params, splits: Sequence[str], *, paths: RoundPaths) -> Path:
+def predict_extra(params, splits: Sequence[str], *, paths: Workspace) -> Path:
     """Predict every usable evaluated split with each ``tables.extra_models`` entry (pretrained weights).
 
     The models are the same kind of entry as ``models`` and are predicted by the
@@ -104,23 +96,23 @@ def predict_extra(params, splits: Sequence[str], *, paths: RoundPaths) -> Path:
 
     from ..io import write_json
 
-    out = extra_predictions(paths)
+    out = paths.extra_predictions
     extra = dict(params.tables.extra_models)
     if extra:
         from ..models.predict import run_predict_split
 
         as_models = dataclasses.replace(params, models=extra)
         for split in splits:
-            run_predict_split(split, as_models, manifests_dir=paths.data / "manifests", models_dir=paths.data / "models",
-                              out_dir=out, cache_dir=paths.data / "cache" / "predict-extra")
+            run_predict_split(split, as_models, manifests_dir=paths.manifests, models_dir=paths.at_round(1).models,
+                              out_dir=out, cache_dir=paths.extra_predict_cache)
     write_json(out / "models.json", {name: {"arch": m.arch, "weights": m.weights} for name, m in extra.items()})
     return out
 
 
-def extra_rows(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths) -> dict[str, dict]:
+def extra_rows(models: Sequence[str], splits: Sequence[str], *, paths: Workspace) -> dict[str, dict]:
     """Table-1 rows of models that took no part in the cleanup: accuracies only, ``"cleanup": false``."""
     out: dict[str, dict] = {}
-    folder = extra_predictions(paths)
+    folder = paths.extra_predictions
     for m in models:
         row: dict = {"cleanup": False, "issues": {}}
         for split in splits:
@@ -131,7 +123,7 @@ def extra_rows(models: Sequence[str], splits: Sequence[str], *, paths: RoundPath
     return out
 
 
-def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: RoundPaths, skipped: Mapping[str, str] | None = None,
+def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: Workspace, skipped: Mapping[str, str] | None = None,
                  extra_models: Sequence[str] = ()) -> Path:
     """Compute table 1 and write it to this round's ``table1.json``; returns the path.
 

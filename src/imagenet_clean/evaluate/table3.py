@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..io import read_table, write_json
-from .accuracy import TRAIN_SPLIT, RoundPaths
+from ..workspace import Workspace
+from .accuracy import TRAIN_SPLIT
 from .splits import primary_set, write_skipped
 from .table2 import (
     InputSize,
@@ -164,7 +165,7 @@ def ctx_default(ctx: RetrainContext, arch: str) -> InputSize:
     return tuple(ctx.backend.default_input_size(arch, num_classes=ctx.num_classes))
 
 
-def write_table3(params, *, paths: RoundPaths, backend: RetrainBackend | None = None) -> Path:
+def write_table3(params, *, paths: Workspace, backend: RetrainBackend | None = None) -> Path:
     """Write ``table3.json`` and ``runs/table3.json`` of this round.
 
     Both are ``{"skipped": true, "reason": ...}`` when ``tables.resolutions`` is off, when

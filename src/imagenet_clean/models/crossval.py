@@ -362,10 +362,10 @@ def run_fit(
     model_name: str,
     params,
     *,
-    manifest: str | Path = "data/manifests/train.parquet",
-    models_dir: str | Path = "data/models",
-    predictions_dir: str | Path = "data/predictions/train",
-    live_root: str | Path | None = "metrics/train",
+    manifest: str | Path,
+    models_dir: str | Path,
+    predictions_dir: str | Path,
+    live_root: str | Path | None = None,
 ) -> dict | None:
     """Stage fit@model: cross-validate one configured model on the training split.
 

@@ -244,7 +244,7 @@ def _sort_header_metadata(path: Path) -> None:
         f.write(out + b" " * (n - len(out)))
 
 
-def trained_checkpoint_path(model_name: str, *, fold: int = -1, models_dir: str | Path = "data/models") -> Path:
+def trained_checkpoint_path(model_name: str, *, fold: int = -1, models_dir: str | Path) -> Path:
     """Where ``fit`` stores a model: ``<models_dir>/<name>/full.safetensors`` (fold -1) or ``fold<k>.safetensors``."""
     return Path(models_dir) / model_name / ("full.safetensors" if fold < 0 else f"fold{fold}.safetensors")
 
@@ -281,7 +281,7 @@ def _checkpoint_digest(path: Path) -> str | None:
         return None
 
 
-def resolve_checkpoint(model_name: str, cfg: ModelConfig, *, fold: int = -1, models_dir: str | Path = "data/models") -> Path | None:
+def resolve_checkpoint(model_name: str, cfg: ModelConfig, *, fold: int = -1, models_dir: str | Path) -> Path | None:
     """The trained checkpoint :func:`load_trained` loads for ``fold``; None means the configured pretrained source.
 
     As in the paper, validation and V2 (fold -1) are predicted by the *pretrained*
@@ -310,7 +310,7 @@ def resolve_checkpoint(model_name: str, cfg: ModelConfig, *, fold: int = -1, mod
     return path
 
 
-def load_trained(model_name: str, cfg: ModelConfig, *, num_classes: int, fold: int = -1, models_dir: str | Path = "data/models") -> tuple:
+def load_trained(model_name: str, cfg: ModelConfig, *, num_classes: int, fold: int = -1, models_dir: str | Path) -> tuple:
     """The model of ``fold`` (-1: the model that predicts the evaluated splits) with its data config.
 
     Fold -1 is the full-split checkpoint of a ``weights: train`` entry and the

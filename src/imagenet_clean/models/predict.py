@@ -579,10 +579,10 @@ def run_predict_split(
     split: str,
     params,
     *,
-    manifests_dir: str | Path = "data/manifests",
-    models_dir: str | Path = "data/models",
-    out_dir: str | Path = "data/predictions",
-    cache_dir: str | Path = "data/cache/predict",
+    manifests_dir: str | Path,
+    models_dir: str | Path,
+    out_dir: str | Path,
+    cache_dir: str | Path,
     models: list[str] | None = None,
 ) -> dict:
     """The ``predict@split`` stage: every configured model predicts one split, one model at a time.

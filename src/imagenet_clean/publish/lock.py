@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ..workspace import Workspace
+
 CLEAN_STAGE = "clean"
 """The foreach stage group whose outputs users need (``clean@<split>``)."""
 
@@ -78,17 +80,27 @@ def lock_params(text: str, stage: str) -> dict:
 
 def clean_manifest_path(split: str) -> str:
     """The clean manifest of a split, relative to the repository root."""
-    return f"data/clean/{split}.parquet"
+    return Workspace().clean(split).as_posix()
 
 
 def decisions_path(split: str) -> str:
     """The decisions table of a split, relative to the repository root."""
-    return f"data/decisions/{split}.parquet"
+    return Workspace().decisions(split).as_posix()
 
 
-def clean_splits(files: dict[str, LockedFile]) -> list[str]:
-    """The splits whose clean manifest the lock names, sorted."""
-    return sorted(Path(p).stem for p in files if p.startswith("data/clean/") and p.endswith(".parquet"))
+def _splits_in(paths, folder: Path) -> list[str]:
+    prefix = folder.as_posix() + "/"
+    return sorted(Path(p).stem for p in paths if p.startswith(prefix) and p.endswith(".parquet"))
+
+
+def clean_splits(files) -> list[str]:
+    """The splits whose clean manifest the lock's paths (``files``: paths, or a dict keyed by path) name, sorted."""
+    return _splits_in(files, Workspace().clean("-").parent)
+
+
+def decision_splits(files) -> list[str]:
+    """The splits whose decisions table the lock's paths name, sorted."""
+    return _splits_in(files, Workspace().decisions("-").parent)
 
 
 def md5_file(path: str | Path, *, chunk: int = 1 << 20) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import gitops
-from .lock import CLEAN_STAGE, LockedFile, cached_outs
+from .lock import CLEAN_STAGE, LockedFile, cached_outs, clean_splits
 from .release_card import CARD_PATH, Release, render_release_card, split_order
 from .remote import (check_reachable, describe, dvc_errors, folder_bytes, is_local_url, local_path,
                      missing_objects, prune_local, url_odb, write_remote_config)
@@ -220,7 +220,7 @@ def publish(
             shown_url = f"{local_path(read_url, cwd).relative_to(top.resolve()).as_posix()}/ (a folder committed in this repository)"
         card_text = render_release_card(
             Release(top, tag, name, shown_url, {f.path: f for f in files}, (top / "dvc.lock").read_text()),
-            sorted({Path(f.path).stem for f in files if f.path.startswith("data/clean/")}, key=split_order),
+            sorted(clean_splits([f.path for f in files]), key=split_order),
         )
 
     config_files = [top / ".dvc" / "config", top / ".dvc" / "config.local", top / CARD_PATH]

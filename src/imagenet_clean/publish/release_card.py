@@ -18,6 +18,7 @@ import yaml
 from .. import __version__
 from ..evaluate.paper import PAPER_TRAIN_CHANGES, PAPER_V2_CHANGES
 from ..io import read_metadata, read_table
+from ..workspace import Workspace
 from .lock import LockedFile, clean_manifest_path, decisions_path, lock_params
 
 CARD_PATH = "published/CARD.md"
@@ -82,7 +83,7 @@ def split_counts(root: Path, split: str) -> dict[str, int]:
 
 def _settings(root: Path, split: str) -> tuple[object, object, object]:
     """``(thresholds, resolved thresholds, models)`` of a split, from its cleanup metrics and clean manifest."""
-    metrics = root / "metrics" / "cleanup" / f"{split}.json"
+    metrics = Workspace(root).cleanup_metrics(split)
     m = json.loads(metrics.read_text()) if metrics.is_file() else {}
     meta = read_metadata(root / clean_manifest_path(split))
     try:

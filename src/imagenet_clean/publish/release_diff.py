@@ -17,7 +17,7 @@ import pandas as pd
 from ..cleanup.diff import diff_decisions, summarize
 from ..io import read_table
 from .fetch import fetch_release_file, open_release
-from .lock import decisions_path, lock_params, parse_lock
+from .lock import decision_splits, decisions_path, lock_params, parse_lock
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
 
 
 def _splits(lock_text: str) -> list[str]:
-    return sorted(Path(p).stem for p in parse_lock(lock_text) if p.startswith("data/decisions/") and p.endswith(".parquet"))
+    return decision_splits(parse_lock(lock_text))
 
 
 def diff_releases(repo: str, rev_a: str, rev_b: str, splits: list[str] | None = None) -> list[SplitDiff]:

@@ -27,8 +27,10 @@ import pyarrow.parquet as pq
 
 from ..classes import ClassList, load_classes
 from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_UNREADABLE
-from ..cleanup.verdicts import RULE_HUMAN, VERDICTS, Verdict, check_verdict, read_verdicts, record_verdict, reviews_path
+from ..cleanup.verdicts import RULE_HUMAN, VERDICTS, Verdict, check_verdict, read_verdicts, record_verdict
 from ..io import read_metadata
+from ..workspace import Workspace
+from .evidence import read_cache, read_change_top5, write_cache
 
 RULE_BITS = {r: 1 << i for i, r in enumerate((RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT,
                                                RULE_UNREADABLE, RULE_HUMAN))}
@@ -77,8 +79,9 @@ class ReviewData:
     def __init__(self, workdir: str | Path, split: str, classes: ClassList | None = None, *, background: bool = False):
         self.workdir = Path(workdir)
         self.split = split
-        dec_path = self.workdir / "data" / "decisions" / f"{split}.parquet"
-        man_path = self.workdir / "data" / "manifests" / f"{split}.parquet"
+        self.workspace = Workspace(self.workdir)
+        dec_path = self.workspace.decisions(split)
+        man_path = self.workspace.manifest(split)
         for p in (dec_path, man_path):
             if not p.is_file():
                 raise FileNotFoundError(f"{p}: not found (run `dvc repro` first)")
@@ -93,7 +96,7 @@ class ReviewData:
         root = Path(meta.get("root") or ".")
         self.root = root if root.is_absolute() else self.workdir / root
         self.models = json.loads(read_metadata(dec_path).get("models") or "[]")
-        self.reviews = reviews_path(split, self.workdir)
+        self.reviews = self.workspace.reviews(split)
         self._lock = threading.Lock()
         self._top5: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._top5_locks: dict[str, threading.Lock] = {}
@@ -103,10 +106,10 @@ class ReviewData:
         # with what paging needs, and every row's label and whether it was kept (for the examples)
         self._dec_path, self._man_path = dec_path, man_path
         cached = self._page_cache(dec_path)
-        page = _read_cache(cached)
+        page = read_cache(cached)
         if page is None:
             page = self._scan_changes(dec_path)
-            _write_cache(cached, page)
+            write_cache(cached, page)
         else:
             self._label_all = self._keep_all = None  # read again in the background, for the examples
         self._rows = page["row"].to_numpy()
@@ -144,7 +147,7 @@ class ReviewData:
     def _page_cache(self, dec_path: Path) -> Path:
         """The cached paging index of this decisions file (keyed by its size and modification time)."""
         st = dec_path.stat()
-        return self.workdir / "data" / "cache" / "review" / self.split / f"pages-{st.st_size}-{st.st_mtime_ns}.parquet"
+        return self.workspace.review_cache(self.split) / f"pages-{st.st_size}-{st.st_mtime_ns}.parquet"
 
     def _scan_changes(self, dec_path: Path) -> pa.Table:
         """Pass 1 over the decisions, in batches: the changes' paging columns and global ``row``.
@@ -448,70 +451,8 @@ class ReviewData:
             return self._top5[model]
 
     def _read_top5(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(top5, probs, fold, margin)`` of every change, aligned with :attr:`ids`.
-
-        ``margin`` is the top-1 probability minus the given label's (NaN, like top-5
-        -1 and fold -1, where the model has no prediction). The prediction file is
-        read once, in batches; only the changes' rows are kept (48 bytes per change).
-        """
-        n = len(self.ids)
-        top = np.full((n, 5), -1, np.int32)
-        probs = np.zeros((n, 5), np.float32)
-        fold = np.full(n, -1, np.int32)
-        margin = np.full(n, np.nan, np.float32)
-        path = self.workdir / "data" / "predictions" / self.split / f"{model}.parquet"
-        if not path.is_file() or not n:
-            return top, probs, fold, margin
-        pf = pq.ParquetFile(path)
-        where = pc.index_in(pf.read(columns=["sample_id"]).column(0),
-                            value_set=pa.array(self.ids.tolist(), pa.string())).fill_null(-1)
-        where = np.asarray(where.to_numpy(zero_copy_only=False) if isinstance(where, pa.Array)
-                           else where.combine_chunks().to_numpy(zero_copy_only=False), np.int64)
-        offset = 0
-        for b in pf.iter_batches(batch_size=8192, columns=["status", "fold", "top5", "probs"]):
-            w = where[offset:offset + b.num_rows]
-            offset += b.num_rows
-            hit = np.flatnonzero(w >= 0)
-            if not len(hit):
-                continue
-            sub = b.take(pa.array(hit, pa.int64()))
-            ok = np.asarray(pc.equal(sub.column(0), "ok").fill_null(False))
-            k = sub.column(3).type.list_size
-            t = _fixed_values(sub.column(2), 5).astype(np.int64)
-            p = _fixed_values(sub.column(3), k).astype(np.float32)
-            dest = w[hit][ok]
-            t, p = t[ok], p[ok]
-            top[dest] = t
-            probs[dest] = np.take_along_axis(p, np.clip(t, 0, k - 1), axis=1)
-            fold[dest] = np.asarray(sub.column(1).fill_null(-1))[ok]
-            lab = np.clip(self.label[dest], 0, k - 1)
-            margin[dest] = p.max(axis=1) - p[np.arange(len(dest)), lab]
-        return top, probs, fold, margin
-
-
-def _read_cache(path: Path) -> pa.Table | None:
-    try:
-        return pq.read_table(path).combine_chunks() if path.is_file() else None
-    except (OSError, pa.ArrowException):
-        return None
-
-
-def _write_cache(path: Path, table: pa.Table) -> None:
-    """Write the paging index (best effort: a read-only project just rescans next time); drop older ones."""
-    from ..io import OutputError, write_table
-
-    try:
-        for old in path.parent.glob("pages-*.parquet"):
-            old.unlink()
-        write_table(path, table)
-    except (OSError, OutputError):
-        pass
-
-
-def _fixed_values(arr: pa.FixedSizeListArray, k: int) -> np.ndarray:
-    """(len, k) values of a fixed-size list array, null rows included (flatten would drop them)."""
-    vals = pc.fill_null(arr.values.slice(arr.offset * k, len(arr) * k), 0)
-    return np.asarray(vals.to_numpy(zero_copy_only=False)).reshape(-1, k)
+        """``(top5, probs, fold, margin)`` of every change, aligned with :attr:`ids` (:func:`.evidence.read_change_top5`)."""
+        return read_change_top5(self.workspace.predictions(self.split, model), self.ids, self.label)
 
 
 def parse_class(data: ReviewData, text: str) -> int:

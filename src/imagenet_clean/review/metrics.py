@@ -28,8 +28,9 @@ import pyarrow.parquet as pq
 
 from ..classes import load_classes
 from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX
-from ..cleanup.verdicts import VERDICTS, classify, read_verdicts, reviews_path
+from ..cleanup.verdicts import VERDICTS, classify, read_verdicts
 from ..io import read_metadata, write_json
+from ..workspace import Workspace
 
 SPLITS = ("train", "val", "v2")
 """The splits the clean stage writes decisions for."""
@@ -114,17 +115,18 @@ def review_metrics(workdir: str | Path = ".", *, splits: Iterable[str] = SPLITS,
         VerdictError: a malformed reviews file (nothing is written).
     """
     w = Path(workdir)
+    ws = Workspace(w)
     result: dict = {"splits": {}}
     for split in splits:
-        path = w / "data" / "decisions" / f"{split}.parquet"
+        path = ws.decisions(split)
         if not path.is_file():
             continue
         cols = [c for c in ("sample_id", "rules", "n_flagged", "c_s", "content_hash", "verdict")
                 if c in pq.read_schema(path).names]
         dec = pq.read_table(path, columns=cols).to_pandas()
-        result["splits"][split] = split_review(dec, reviews_path(split, w), wnids=_wnids(path, w))
+        result["splits"][split] = split_review(dec, ws.reviews(split), wnids=_wnids(path, w))
     s = result["splits"].values()
     result["reviewed"] = sum(v["reviewed"] for v in s)
     result["stale"] = sum(len(v["stale"]) for v in s)
-    write_json(Path(out) if out else w / "metrics" / "review.json", result)
+    write_json(Path(out) if out else ws.review_metrics, result)
     return result

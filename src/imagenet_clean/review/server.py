@@ -25,6 +25,7 @@ from typing import Callable
 from flask import Flask, Response, abort, jsonify, render_template_string, request
 
 from ..cleanup.verdicts import VerdictError
+from ..workspace import Workspace
 from .data import Filter, ReviewData, ReviewError, default_reviewer, parse_class
 from .render import CamRenderer, image_with_boxes
 
@@ -206,9 +207,9 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
             from ..models.factory import load_trained
 
             return load_trained(name, params.models[name], num_classes=len(data.classes), fold=fold,
-                                models_dir=workdir / "data" / "models")
+                                models_dir=Workspace(workdir).models)
 
-        cams = CamRenderer(load, workdir / "data" / "cache" / "review" / split)
+        cams = CamRenderer(load, Workspace(workdir).review_cache(split))
     access = None if is_loopback(host) else secrets.token_urlsafe(24)
     # bound to every interface: any Host header may reach it, and the access token guards it
     hosts = LOOPBACK if is_loopback(host) else None if host in ("0.0.0.0", "::") else (host, *LOOPBACK)

@@ -35,8 +35,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import Params
-from ..io import read_metadata, read_table, write_json
 
 PROBLEMS = ("minuscule", "bad_quality", "multi_object")
 SYNONYM = "synonym"
@@ -207,52 +205,3 @@ def score_real(decisions: pd.DataFrame, *, real: list[list[int]], top1: dict[str
             res[f"{name}_n"] = len(ok)
         out["accuracy"][m] = res
     return out
-
-
-# ------------------------------------------------------------------ the stage
-
-
-def score_all(params: Params, *, workdir: str | Path = ".", real_path: str | Path | None = None) -> dict:
-    """Score every split that has decisions; write ``metrics/detection.json``.
-
-    Splits without decisions (not cleaned, e.g. an evaluation-only split, or
-    skipped) are listed under ``not_cleaned``.
-
-    Raises:
-        FileNotFoundError: the truth table named in params is missing.
-    """
-    w = Path(workdir)
-    result: dict = {"splits": {}}
-    truth = None
-    if params.dataset.truth:
-        tp = Path(params.dataset.truth)
-        tp = tp if tp.is_absolute() else w / tp
-        truth = read_table(tp)
-    lut = None
-    if truth is not None:
-        from .merges import load_merges, merge_index
-        from .stage import merge_spec, project_classes
-
-        classes = project_classes({}, params, w)
-        lut = merge_index(load_merges(merge_spec(params.dataset.merges, w), classes), classes)
-    for split in params.splits:
-        f = w / "data" / "decisions" / f"{split}.parquet"
-        if not f.is_file() or read_metadata(f).get("skipped") == "true":
-            result.setdefault("not_cleaned", []).append(split)
-            continue
-        dec = read_table(f)
-        if truth is not None:
-            result["splits"][split] = score_decisions(dec, truth[truth["split"] == split], merge_lut=lut)
-        if params.dataset.real_labels and split == REAL_SPLIT:
-            top1 = {}
-            for m in params.models:
-                f = w / "data" / "predictions" / split / f"{m}.parquet"
-                if f.is_file():
-                    t = read_table(f, columns=["sample_id", "status", "top5"])
-                    t = t[t["status"] == "ok"]
-                    top1[m] = pd.Series([int(x[0]) for x in t["top5"]], index=t["sample_id"])
-            clean = read_table(w / "data" / "clean" / f"{split}.parquet", columns=["sample_id", "action"])
-            result["real"] = score_real(dec, real=load_real_labels(real_path), top1=top1,
-                                        clean_ids=clean.loc[clean["action"] != "placeholder", "sample_id"])
-    write_json(w / "metrics" / "detection.json", result)
-    return result

@@ -1,0 +1,213 @@
+"""Stage ``clean@split``: an ensemble's predictions -> decisions, clean manifest, change list, metrics.
+
+Memory: the models are read one at a time (two passes: first only their
+``sample_id``/``status`` columns to settle which rows are usable by every model,
+then each model's probabilities, reduced at once to the N-vectors of
+:class:`~imagenet_clean.cleanup.confident.ModelEvidence`), so the peak is about
+one model's float32 matrix plus cleanlab's own temporaries.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..cleanup.changes import change_list
+from ..cleanup.confident import model_evidence
+from ..cleanup.ensemble import (
+    CLEAN_SCHEMA,
+    DECISIONS_SCHEMA,
+    Ensemble,
+    ExemptionFn,
+    LoadModelFn,
+    cam_candidates,
+    clean_manifest,
+    cleanup_metrics,
+    full_decisions,
+    row_to_sample,
+    thresholds_dict,
+)
+from ..cleanup.merges import load_merges
+from ..cleanup.rules import apply_exemptions, resolved
+from ..cleanup.verdicts import review_split
+from ..config import Params
+from ..io import read_metadata, read_table, write_json, write_table, write_text
+from ..predictions import read_predictions
+from ..workspace import Workspace
+from .common import merge_spec, project_classes, skip_reason, split_root
+
+
+def prediction_index(path: Path, manifest_ids: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of the manifest's samples in a prediction file, and that file's status/reason per manifest row."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no prediction file (has `imagenet-clean predict-split` run for this model?)")
+    t = pq.read_table(path, columns=["sample_id", "status", "reason"])
+    ids = pd.Index(t["sample_id"].to_numpy(zero_copy_only=False))
+    if ids.has_duplicates:
+        raise ValueError(f"file {path}: duplicate sample_id {ids[ids.duplicated()][0]!r}")
+    pos = ids.get_indexer(manifest_ids)
+    if (pos < 0).any():
+        miss = manifest_ids[pos < 0]
+        raise ValueError(f"file {path}: {len(miss)} manifest samples have no prediction, e.g. {miss[0]!r} "
+                         "(re-run the predict stage for this split)")
+    if len(ids) != len(manifest_ids):
+        extra = ids[~ids.isin(manifest_ids)]
+        raise ValueError(f"file {path}: {len(extra)} predictions for samples not in the manifest, e.g. {extra[0]!r}")
+    status = t["status"].to_numpy(zero_copy_only=False)[pos]
+    reason = t["reason"].to_numpy(zero_copy_only=False)[pos]
+    return pos, status, reason
+
+
+def trained_loader(params: Params, num_classes: int, models_dir: str | Path) -> LoadModelFn:
+    """``(model name, fold) -> (module, data config)`` over the checkpoints under ``models_dir``, for the CAMs."""
+    models_dir = Path(models_dir)
+
+    def load(name: str, fold: int):
+        from ..models.factory import load_trained
+
+        return load_trained(name, params.models[name], num_classes=num_classes, fold=fold, models_dir=models_dir)
+
+    return load
+
+
+def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
+        find_exemptions: ExemptionFn | None = None, load_model: LoadModelFn | None = None,
+        n_jobs: int | None = 1) -> dict:
+    """Clean one split of the workspace's round: decisions, clean manifest, change list and metrics.
+
+    Args:
+        params: The validated params.
+        ws: The project and round (round >= 2 cleans the round's own training manifest
+            with the round's models).
+        split: A split name under ``splits`` in params.yaml.
+        cam: Run the explainability exemption (default: ``params.cam.enabled``
+            when that field exists, else True). Off: consensus removals stand.
+        find_exemptions: The CAM function (default
+            :func:`imagenet_clean.cleanup.cam.find_exemptions`); injectable for tests.
+        load_model: ``(model name, fold) -> (module, data config)`` for the CAMs
+            (default: :func:`trained_loader` over the round's models).
+        n_jobs: cleanlab's worker processes (None: all cores).
+
+    Returns:
+        The metrics written to ``ws.cleanup_metrics(split)``.
+
+    A split that params.yaml does not configure, or whose ``root`` is null, is
+    skipped: empty outputs and ``{"skipped": true}`` metrics are written (as
+    ``ingest`` does), so that DVC finds the stage's outputs.
+
+    Raises:
+        ValueError: no models, predictions that do not match the manifest or
+            are not probabilities (naming file, model and row).
+    """
+    why = skip_reason(params, split)
+    if why:
+        return write_skipped(ws, split, why)
+    if not params.models:
+        raise ValueError("params.yaml lists no models; the cleanup needs at least one")
+    thresholds = params.thresholds(split)
+    params.resolved_thresholds(split)  # refuses a threshold outside [1, |M|] before any work
+    manifest_path = ws.round_manifest(split)
+    manifest = read_table(manifest_path)
+    meta = read_metadata(manifest_path)
+    classes = project_classes(meta, params, ws)
+    k = len(classes)
+    n = len(manifest)
+    ids = pd.Index(manifest["sample_id"])
+    if ids.has_duplicates:
+        raise ValueError(f"file {manifest_path}: duplicate sample_id {ids[ids.duplicated()][0]!r}")
+    labels_all = manifest["label"].to_numpy(np.int64)
+    ok = (manifest["status"].to_numpy() == "ok")
+    reason = np.where(ok, "", manifest["reason"].fillna("").astype(str).to_numpy()).astype(object)
+    bad_lab = ok & ((labels_all < 0) | (labels_all >= k))
+    if bad_lab.any():
+        i = int(np.flatnonzero(bad_lab)[0])
+        raise ValueError(f"file {manifest_path}: label {labels_all[i]} of {manifest['sample_id'].iloc[i]!r} (row {i}) "
+                         f"is out of range for {k} classes")
+
+    # pass 1: which rows does every model have usable predictions for?
+    names = list(params.models)
+    files = {m: ws.predictions(split, m) for m in names}
+    positions = {}
+    for m in names:
+        pos, status, why = prediction_index(files[m], ids)
+        positions[m] = pos
+        lost = ok & (status != "ok")
+        reason[lost] = [f"model {m}: {w or 'no prediction'}" for w in why[lost]]
+        ok &= ~lost
+    valid_rows = np.flatnonzero(ok)
+    labels = labels_all[valid_rows]
+
+    # pass 2: one model at a time, reduced to N-vectors at once
+    def items():
+        for m in names:
+            preds = read_predictions(files[m])
+            if preds.probs.shape[1] != k:
+                raise ValueError(f"file {files[m]}, model {m!r}: {preds.probs.shape[1]} classes, but the class list has {k}")
+            take = positions[m][valid_rows]
+            identity = len(take) == len(preds.probs) and np.array_equal(take, np.arange(len(take)))
+            probs = preds.probs if identity else preds.probs[take]
+            top5, fold = preds.top5[take], preds.fold[take]
+            del preds
+            try:
+                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, n_jobs=n_jobs,
+                                    source=str(files[m]), model=m)
+            except ValueError as e:
+                raise ValueError(row_to_sample(str(e), manifest["sample_id"].to_numpy()[valid_rows])) from None
+            del probs
+            yield m, ev, fold
+
+    ens = Ensemble.stack(items(), len(valid_rows))
+    dec = ens.decide(labels, thresholds)
+    dec.insert(0, "sample_id", manifest["sample_id"].to_numpy()[valid_rows])
+    dec = apply_exemptions(dec, None)
+
+    use_cam = cam if cam is not None else bool(getattr(params.cam, "enabled", True))
+    cands = cam_candidates(manifest, dec, ens, valid_rows)
+    if use_cam and len(cands):
+        extra = {}
+        if find_exemptions is None:
+            from ..cleanup.cam import find_exemptions
+
+            extra["max_pixels"] = params.ingest.max_pixels
+        loader = load_model or trained_loader(params, k, ws.models)
+        root = split_root(meta, params, split, ws)
+        ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=ws.cam_cache(split), **extra)
+        dec = apply_exemptions(dec, ex)
+
+    decisions = full_decisions(manifest, dec, valid_rows, reason, classes)
+    decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
+    merges = load_merges(merge_spec(params, ws), classes)
+    clean = clean_manifest(manifest, decisions, merges, classes)
+    res = resolved(thresholds, len(names))
+    changes = change_list(decisions, clean, classes, n_models=len(names), thresholds=res)
+
+    table_meta = {**meta, "thresholds": json.dumps(thresholds_dict(thresholds)), "models": json.dumps(names),
+                  "merges": str(params.dataset.merges), "cam": json.dumps(use_cam)}
+    schema = DECISIONS_SCHEMA.append(pa.field("verdict", pa.string())) if "verdict" in decisions else DECISIONS_SCHEMA
+    write_table(ws.decisions(split), pa.Table.from_pandas(decisions, schema=schema, preserve_index=False),
+                metadata=table_meta)
+    write_table(ws.clean(split), pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
+    write_text(ws.changes(split), changes.to_csv(index=False, lineterminator="\n"))
+    metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk}
+    metrics["threshold_sources"] = params.threshold_sources(split)
+    if "verdict" in decisions:
+        metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
+    write_json(ws.cleanup_metrics(split), metrics)
+    return metrics
+
+
+def write_skipped(ws: Workspace, split: str, why: str) -> dict:
+    """Empty outputs for a split that is not configured (as ``ingest`` does), so DVC finds its outs."""
+    from ..cleanup.changes import CHANGE_COLUMNS
+
+    meta = {"split": split, "skipped": "true"}
+    write_table(ws.decisions(split), DECISIONS_SCHEMA.empty_table(), metadata=meta)
+    write_table(ws.clean(split), CLEAN_SCHEMA.empty_table(), metadata=meta)
+    write_text(ws.changes(split), ",".join(CHANGE_COLUMNS) + "\n")
+    metrics = {"split": split, "skipped": True, "why": why, "samples": 0, "keep": 0, "fix": 0, "remove": 0}
+    write_json(ws.cleanup_metrics(split), metrics)
+    return metrics
