@@ -9,7 +9,7 @@ OUTS = ("ablations.json", "runs/ablations.json")
 def test_cli_ablations_switched_off_writes_both_outputs(tmp_path, monkeypatch):
     res, fake = run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: [a1], ablations: false}\n", "ablations")
     for name in OUTS:
-        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "reason": "tables.ablations is false"}
+        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "why": "tables.ablations is false"}
     assert "skipped: tables.ablations is false" in res.output and fake.fits == []
 
 
@@ -19,7 +19,7 @@ def test_cli_ablations_with_a_skipped_training_split(tmp_path, monkeypatch):
     yaml = "splits:\n  train: {root: null, layout: train}\n  val: {root: data/raw/val}\ntables: {archs: [a1], ablations: true}\n"
     res, fake = run_cli(tmp_path, monkeypatch, yaml, "ablations")
     for name in OUTS:
-        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "reason": "training split skipped: splits.train.root is null"}
+        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "why": "training split skipped: splits.train.root is null"}
     assert fake.fits == []
 
 

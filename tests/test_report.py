@@ -132,7 +132,7 @@ def test_report_renders_what_exists_and_notes_skips(tmp_path):
 
     paths = make_project(tmp_path, splits=("val",))
     write_table1(list(MODELS), ["val"], paths=paths, skipped={"v2": "splits.v2.root is null"})
-    write_json(paths.metric("table2.json"), {"skipped": True, "reason": "tables.archs is empty"})
+    write_json(paths.metric("table2.json"), {"skipped": True, "why": "tables.archs is empty"})
     write_json(paths.metric("table3.json"), {"skipped": "tables.resolutions is false"})  # the older format
     write_json(paths.metric("ablations.json"), {"a1": {"none": "not a row"}})  # unrenderable
     md = write_report(["val"], data=paths.data, metrics=paths.metrics).read_text()
@@ -177,7 +177,7 @@ def test_cli_report_with_skipped_metrics(tmp_path, monkeypatch):
     from imagenet_clean.io import write_json
 
     for name in ("table1.json", "table2.json", "table3.json", "ablations.json", "runs/table2.json"):
-        write_json(tmp_path / "metrics" / name, {"skipped": True, "reason": "test"})
+        write_json(tmp_path / "metrics" / name, {"skipped": True, "reason": "test"})  # the key before "why"
     (tmp_path / "params.yaml").write_text("splits:\n  val: {root: null}\n")
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["report"])

@@ -148,7 +148,7 @@ def test_every_split_skipped_writes_a_skipped_table1(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["tables"])
     assert res.exit_code == 0, res.output
     t = strict_json(tmp_path / "metrics" / "table1.json")
-    assert t == {"skipped": True, "reason": "no evaluated split besides the training split can be used",
+    assert t == {"skipped": True, "why": "no evaluated split besides the training split can be used",
                  "skipped_splits": {"val": "splits.val.root is null"}}
     assert "skipped: no evaluated split" in res.output
 

@@ -193,7 +193,7 @@ def test_merge_map():
 
 def test_ablations_switch(project):
     out = write_ablations(tables_params(), paths=project, backend=FakeBackend())
-    assert json.loads(out.read_text()) == {"skipped": True, "reason": "tables.ablations is false"}
+    assert json.loads(out.read_text()) == {"skipped": True, "why": "tables.ablations is false"}
     assert json.loads(project.metric("runs/ablations.json").read_text())["skipped"] is True
     fake = FakeBackend()
     out = write_ablations(tables_params(ablations=True, archs=["a1"], seeds=2), paths=project, backend=fake)
@@ -220,7 +220,7 @@ def test_nonsquare_sizes_match_the_paper_at_224():
 
 def test_table3_switch_and_differences(project):
     out = write_table3(tables_params(), paths=project, backend=FakeBackend())
-    assert json.loads(out.read_text()) == {"skipped": True, "reason": "tables.resolutions is false"}
+    assert json.loads(out.read_text()) == {"skipped": True, "why": "tables.resolutions is false"}
     assert json.loads(project.metric("runs/table3.json").read_text())["skipped"] is True
     # the square T_c runs are table 2's: computed first, then reused from the cache
     write_table2(tables_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
@@ -333,7 +333,7 @@ def test_ablation_baselines_reuse_table2_runs(project):
 def test_cli_retrain_without_archs_skips_cleanly(tmp_path, monkeypatch):
     res, fake = run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: []}\n", "retrain")  # no data at all
     for name in ("table2.json", "runs/table2.json"):
-        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "reason": "tables.archs is empty"}
+        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "why": "tables.archs is empty"}
     assert "skipped: tables.archs is empty" in res.output and fake.fits == []
 
 
@@ -358,7 +358,7 @@ def test_retrain_skips_when_the_training_split_is_skipped_or_emptied(tmp_path, m
     params = parse_params({"splits": {"train": {"root": None, "layout": "train"}, "val": {"root": "data/raw/val"}}, "tables": {"archs": ["a1"]}})
     skip_split(params, "train", tmp_path)
     t = strict_json(write_table2(params, paths=paths, backend=FakeBackend()))
-    assert t == {"skipped": True, "reason": "training split skipped: splits.train.root is null"}
+    assert t == {"skipped": True, "why": "training split skipped: splits.train.root is null"}
     # T_c with no image (only placeholders left): nothing to train on
     make_split(paths, "train", n=40)
     from imagenet_clean.io import write_table
@@ -366,7 +366,7 @@ def test_retrain_skips_when_the_training_split_is_skipped_or_emptied(tmp_path, m
     clean = read_table(paths.clean("train"))
     write_table(paths.clean("train"), clean[clean["action"] == "placeholder"])
     t = strict_json(write_table2(tables_params(), paths=paths, backend=FakeBackend()))
-    assert t["skipped"] is True and t["reason"].endswith("has no training image (T_c is empty)")
+    assert t["skipped"] is True and t["why"].endswith("has no training image (T_c is empty)")
     assert strict_json(paths.metric("runs/table2.json"))["skipped"] is True
 
 

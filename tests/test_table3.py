@@ -9,14 +9,14 @@ OUTS = ("table3.json", "runs/table3.json")
 def test_cli_table3_switched_off_writes_both_outputs(tmp_path, monkeypatch):
     res, fake = run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: [a1], resolutions: false}\n", "table3")
     for name in OUTS:
-        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "reason": "tables.resolutions is false"}
+        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "why": "tables.resolutions is false"}
     assert "skipped: tables.resolutions is false" in res.output and fake.fits == []
 
 
 def test_cli_table3_without_archs_skips(tmp_path, monkeypatch):
     run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: [], resolutions: true}\n", "table3")
     for name in OUTS:
-        assert strict_json(tmp_path / "metrics" / name)["reason"] == "tables.archs is empty"
+        assert strict_json(tmp_path / "metrics" / name)["why"] == "tables.archs is empty"
 
 
 def test_cli_table3_runs_and_lists_skipped_splits(tmp_path, monkeypatch):
@@ -37,7 +37,7 @@ def test_table3_needs_a_cleaned_evaluated_split(tmp_path):
     params = parse_params({"splits": {"train": {"root": "r/train"}, "imagenet_r": {"root": "r/ir", "layout": "folders"}},
                            "tables": {"archs": ["a1"], "resolutions": True}})
     t = strict_json(write_table3(params, paths=paths))
-    assert t == {"skipped": True, "reason": "no evaluated split has a cleaned version (evaluated: imagenet_r)"}
+    assert t == {"skipped": True, "why": "no evaluated split has a cleaned version (evaluated: imagenet_r)"}
     assert strict_json(paths.metric("runs/table3.json")) == t
 
 

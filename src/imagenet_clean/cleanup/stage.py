@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from ..classes import ClassList, load_classes
 from ..config import Params, Thresholds
+from ..constants import SKIPPED_WHY
 from ..io import read_metadata, read_table, write_json, write_table, write_text
 from ..predictions import read_predictions
 from .changes import change_list
@@ -431,7 +432,7 @@ def _write_skipped(split: str, paths: SplitPaths, why: str) -> dict:
     write_table(paths.decisions, DECISIONS_SCHEMA.empty_table(), metadata=meta)
     write_table(paths.clean, CLEAN_SCHEMA.empty_table(), metadata=meta)
     write_text(paths.changes, ",".join(CHANGE_COLUMNS) + "\n")
-    metrics = {"split": split, "skipped": True, "why": why, "samples": 0, "keep": 0, "fix": 0, "remove": 0}
+    metrics = {"split": split, "skipped": True, SKIPPED_WHY: why, "samples": 0, "keep": 0, "fix": 0, "remove": 0}
     write_json(paths.metrics, metrics)
     return metrics
 

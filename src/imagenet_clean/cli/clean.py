@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from ..constants import SKIPPED_WHY
+
 PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="The params file.")
 
 
@@ -39,7 +41,7 @@ def clean(
 
     m = clean_split(split, load_params(params), cam=cam, n_jobs=jobs or None)
     if m.get("skipped"):
-        typer.echo(f"split {split} skipped ({m['why']}): wrote empty decisions, clean manifest and change list")
+        typer.echo(f"split {split} skipped ({m[SKIPPED_WHY]}): wrote empty decisions, clean manifest and change list")
         return
     typer.echo(f"{split}: {m['fix']} fixes, {m['remove']} removals ({m['cam_exempted']} exempted by CAMs), "
                f"{m['merged']} merged, {m['placeholders']} placeholders; issues per model {m['issues_per_model']}")

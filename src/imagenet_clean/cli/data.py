@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ..constants import MAX_IMAGE_PIXELS, SKIPPED_WHY
+
 PARAMS_HELP = "params.yaml to read"
 
 
@@ -36,7 +38,7 @@ def ingest(
     classes: str = typer.Option("imagenet-1k", "--classes", help="imagenet-1k or a wnid<TAB>name TSV (with --root)"),
     out: Optional[Path] = typer.Option(None, "--out", help="manifest parquet to write (with --root)"),
     workers: int = typer.Option(2, "--workers", min=1, help="header-reading processes (with --root)"),
-    max_pixels: int = typer.Option(89_478_485, "--max-pixels", min=1, help="decompression-bomb limit (with --root)"),
+    max_pixels: int = typer.Option(MAX_IMAGE_PIXELS, "--max-pixels", min=1, help="decompression-bomb limit (with --root)"),
     hash: bool = typer.Option(True, "--hash/--no-hash", help="record content hashes (with --root)"),
 ) -> None:
     """Read a split's image headers and boxes into a manifest parquet."""
@@ -49,7 +51,7 @@ def ingest(
 
         stats = run_ingest(split, load_params(params))
         if stats["skipped"]:
-            typer.echo(f"split {split} skipped ({stats['why']}): wrote an empty data/manifests/{split}.parquet")
+            typer.echo(f"split {split} skipped ({stats[SKIPPED_WHY]}): wrote an empty data/manifests/{split}.parquet")
             return
         _echo_stats(stats, f"data/manifests/{split}.parquet")
         return

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..classes import ClassList
+from ..constants import MAX_IMAGE_PIXELS, SKIPPED_WHY
 from .annotations import Annotations, load_annotations
 from .images import inspect_image
 from .layouts import LAYOUTS, LINK_ERRORS
@@ -97,7 +98,7 @@ def ingest_split(
     annotations: str | Path | None = None,
     labels: str | Path | None = None,
     workers: int = 1,
-    max_pixels: int = 89_478_485,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     hash: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
     """Build the manifest of one split.
@@ -239,7 +240,7 @@ def run_ingest(split: str, params) -> dict:
         why = "not configured in params.yaml splits" if sc is None else f"splits.{split}.root is null"
         meta = {"root": "", "layout": sc.layout if sc else "", "split": split, "classes": params.dataset.classes, "num_classes": 0}
         write_table(out, manifest_table_empty(), metadata=meta)
-        stats = {"split": split, "skipped": True, "why": why, "n_files": 0, "n_ok": 0, "n_error": 0}
+        stats = {"split": split, "skipped": True, SKIPPED_WHY: why, "n_files": 0, "n_ok": 0, "n_error": 0}
         write_json(metrics, stats)
         return stats
     classes = load_classes(params.dataset.classes)
