@@ -1,7 +1,7 @@
 """A small git + DVC project shaped like the pipeline, for publishing tests (issue 17).
 
 :func:`make_release_project` writes a user's copy of two splits (``val`` and
-``v2`` image trees, tests/test_apply.py's 12-image layout) and a repository
+``v2`` image trees, tests/apply_tree.py's 12-image layout) and a repository
 whose ``dvc.yaml`` has the pipeline's shape where publishing looks:
 
 * ``models`` writes ``data/models/m.bin`` (a cached output users do not need);
@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from apply_tree import make_split
 from imagenet_clean import io
-from test_apply import make_split
 
 ENV = {
     **os.environ,

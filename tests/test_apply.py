@@ -6,113 +6,19 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 
-from imagenet_clean import io
+from apply_tree import WNIDS, expected_tree, make_split, tree_files, write_jpeg, write_manifest
 from imagenet_clean.classes import ClassList
 from imagenet_clean.cli import main
 from imagenet_clean.publish.apply import (
-    CLEAN_COLUMNS,
     STATE_FILE,
     SourceMismatchError,
     apply_clean,
     placeholder_bytes,
 )
 from imagenet_clean.publish.filelist import imagefolder_target_map, read_file_list
-
-# Label order deliberately not sorted, so ImageFolder's sorted indices differ from the labels.
-WNIDS = ["n03000003", "n01000001", "n02000002", "n04000004"]
-
-
-def _jpeg(path: Path, rng: np.random.Generator) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(path, format="JPEG")
-
-
-def _src_path(layout: str, wnid: str, i: int, k: int) -> str:
-    if layout == "train":
-        return f"{wnid}/{wnid}_{k}.JPEG"
-    if layout == "val":
-        return f"ILSVRC2012_val_{i + 1:08d}.JPEG"
-    return f"{WNIDS.index(wnid)}/{k:04x}.jpeg"  # v2: same hex names in every folder
-
-
-def make_split(tmp: Path, layout: str = "train", *, seed: int = 0, split: str | None = None):
-    """A 12-image split in ``layout`` and its clean manifest.
-
-    Decisions: image 0 of class 0 is fixed to class 1; image 2 of class 1 is
-    removed; image 0 of class 3 is fixed to class 0; the rest of class 3 is
-    merged into class 2, and class 3 keeps a placeholder. 7 keep, 2 fix, 2 merge.
-
-    Returns:
-        ``(root, manifest path, clean manifest rows)``.
-    """
-    rng = np.random.default_rng(seed)
-    split = split or layout
-    root = tmp / f"src_{split}"
-    rows, expected = [], {}
-    i = 0
-    for label, wnid in enumerate(WNIDS):
-        for k in range(3):
-            rel = _src_path(layout, wnid, i, k)
-            i += 1
-            _jpeg(root / rel, rng)
-            new_label, action = label, "keep"
-            if (label, k) == (1, 2):
-                continue  # removed
-            if (label, k) == (0, 0):
-                new_label, action = 1, "fix"
-            elif label == 3 and k == 0:
-                new_label, action = 0, "fix"
-            elif label == 3:
-                new_label, action = 2, "merge"
-            size = (root / rel).stat().st_size
-            chash = None if k == 1 else io.file_digest(root / rel)  # some rows without a recorded hash
-            rows.append((rel, rel, new_label, WNIDS[new_label], label, wnid, action, size, chash))
-    ph = f"__placeholder__/{WNIDS[3]}.JPEG"
-    rows.append((ph, ph, 3, WNIDS[3], 3, WNIDS[3], "placeholder", None, None))
-    df = pd.DataFrame(rows, columns=list(CLEAN_COLUMNS)).astype({"size": "Int64"})
-    manifest = tmp / "data" / "clean" / f"{split}.parquet"
-    write_manifest(manifest, df, root=root, layout=layout, split=split)
-    return root, manifest, df
-
-
-def write_manifest(path: Path, df: pd.DataFrame, *, root: Path, layout: str, split: str) -> None:
-    io.write_table(
-        path,
-        df,
-        metadata={
-            "root": str(root),
-            "layout": layout,
-            "split": split,
-            "classes": "data/raw/classes.tsv",
-            "num_classes": len(WNIDS),
-            "thresholds": json.dumps({"fn": 1.0, "h1": 2, "h2": 3, "h3": 3}),
-            "models": json.dumps(["resnet10t", "lcnet_050", "mobilenetv3_small_050"]),
-        },
-    )
-
-
-def expected_tree(df: pd.DataFrame) -> dict[str, int]:
-    """{dest: label} the tree must hold; on a name clash the first sample_id keeps the name."""
-    out = {}
-    for r in df.sort_values("sample_id").itertuples():
-        name = "__placeholder__.JPEG" if r.action == "placeholder" else Path(r.path).name
-        dest = f"{r.wnid}/{name}"
-        if dest in out:
-            dest = f"{r.wnid}/{r.sample_id.replace('/', '__')}"
-        out[dest] = r.label
-    return out
-
-
-def tree_files(out: Path) -> set[str]:
-    return {
-        p.relative_to(out).as_posix()
-        for p in out.rglob("*")
-        if (p.is_file() or p.is_symlink()) and p.parent != out
-    }
 
 
 @pytest.mark.parametrize("layout", ["train", "val", "v2"])
@@ -322,7 +228,7 @@ def test_deepaugment_copies_follow_their_original(tmp_path):
     rng = np.random.default_rng(1)
     for rel in [f"{WNIDS[0]}/{WNIDS[0]}_0", f"{WNIDS[1]}/{WNIDS[1]}_2"]:  # a fixed one, a removed one
         for tag in ("CAE", "EDSR"):
-            _jpeg(root / f"{rel}_{tag}.JPEG", rng)
+            write_jpeg(root / f"{rel}_{tag}.JPEG", rng)
     out = tmp_path / "out"
     counts = apply_clean(manifest, root, out, deepaugment=True)
     assert counts["deepaugment"] == 2 and counts["removed"] == 3  # the removed image and its 2 copies

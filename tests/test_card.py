@@ -5,9 +5,9 @@ import subprocess
 
 import pandas as pd
 
+from apply_tree import WNIDS, make_split
 from imagenet_clean.publish.apply import load_clean_manifest
 from imagenet_clean.publish.card import git_revision, render_card
-from test_apply import WNIDS, make_split
 
 COUNTS = {
     "split": "val", "mode": "symlink", "source_files": 12, "images": 12, "classes": 4, "kept": 7,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import CLI, ENV, SLOW_CLI, run
 from hostile_corpus import tree_bytes, write_tiny_project
-from test_interrupt import CLI, ENV, SLOW_CLI, run
 
 # What DVC 3 prints when a second `dvc repro` meets the first one's locks (rwlock on the outputs, or the repo lock).
 DVC_BUSY = re.compile(r"is busy, it is being blocked by:\s+\(PID \d+\): .*dvc repro|Unable to acquire lock", re.S)

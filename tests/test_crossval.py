@@ -22,8 +22,7 @@ from imagenet_clean.config import ModelConfig, TrainConfig  # noqa: E402
 from imagenet_clean.models.crossval import assign_folds, cross_validate  # noqa: E402
 from imagenet_clean.predictions import read_predictions  # noqa: E402
 from imagenet_clean.workspace import Workspace
-
-from test_train import make_dataset  # noqa: E402
+from train_data import make_dataset  # noqa: E402
 
 ARCH = ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32))
 TINY = TrainConfig(folds=2, epochs=1, batch_size=8, lr=0.05, warmup_epochs=0, cooldown_epochs=0, threads=1)

@@ -79,7 +79,7 @@ def test_val_and_v2_only_runs_to_the_end_and_h3_reaches_every_cleaned_split(tmp_
         assert json.loads((repo / "data" / "models" / m / "skipped.json").read_text())["skipped"] is True
     assert _cleanup(repo, "train")["skipped"] is True
     t2 = json.loads((repo / "metrics" / "table2.json").read_text())
-    assert t2["skipped"] is True and "splits.train.root is null" in t2["reason"], t2
+    assert t2["skipped"] is True and "splits.train.root is null" in t2["why"], t2
     for name in ("table3.json", "ablations.json"):  # switched off in the preset; skipped, with the reason
         assert json.loads((repo / "metrics" / name).read_text())["skipped"] is True
     # validation and V2 were cleaned with the paper's per-split thresholds, scored in table 1 and reported

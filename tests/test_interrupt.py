@@ -20,24 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import CLI, ENV, SLOW_CLI, run
 from hostile_corpus import manifest_without_mtime, metrics_without_timing, run_main, tree_bytes, write_tiny_project
-
-CLI = [sys.executable, "-c", "from imagenet_clean.cli import main; main()"]
-# The same command on a "slow disk": every rename waits 0.4 s first, so that a kill reliably lands while a
-# temporary output exists (the real window is a few milliseconds).
-SLOW_CLI = [sys.executable, "-c", (
-    "import os, time; _r = os.replace\n"
-    "def _slow(a, b, **kw):\n    time.sleep(0.4)\n    return _r(a, b, **kw)\n"
-    "os.replace = _slow\n"
-    "from imagenet_clean.cli import main; main()")]
-ENV = {**os.environ, "IMAGENET_CLEAN_PROGRESS": "0"}
-
-
-def run(args: list[str], cwd: Path, *, check: bool = True) -> subprocess.CompletedProcess:
-    res = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
-    if check:
-        assert res.returncode == 0, f"{args} failed:\n{res.stdout}\n{res.stderr}"
-    return res
 
 
 def kill_when(args: list[str], cwd: Path, *, pattern: str | None = None, delay: float = 0.0) -> bool:
@@ -322,8 +306,8 @@ CLEAN_KILLS = [
 
 
 def _clean_project(folder: Path) -> Path:
-    """test_stage's synthetic split (160 samples, three models' predictions), CAMs off: a seconds-long clean."""
-    from test_stage import make_project
+    """stage_project's synthetic split (160 samples, three models' predictions), CAMs off: a seconds-long clean."""
+    from stage_project import make_project
 
     folder.mkdir(parents=True, exist_ok=True)
     make_project(folder, cam={"enabled": False})

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from apply_tree import expected_tree, tree_files
 from imagenet_clean.cli import main
 from imagenet_clean.publish.fetch import split_repo_rev
 from imagenet_clean.publish.release import publish
 from release_project import Project, dvc, git, imagenet_clean, lock_outs, make_release_project, md5
-from test_apply import expected_tree, tree_files
 
 CLEAN_OUTS = {f"data/{kind}/{s}.{ext}" for s in ("val", "v2")
               for kind, ext in (("clean", "parquet"), ("decisions", "parquet"), ("changes", "csv"))}

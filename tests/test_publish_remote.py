@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from apply_tree import expected_tree, make_split, tree_files
 from imagenet_clean.publish.filelist import imagefolder_target_map, read_file_list
-from test_apply import expected_tree, make_split, tree_files
 
 ENV = os.environ | {
     "DVC_NO_ANALYTICS": "1",

@@ -2,8 +2,6 @@
 
 import pandas as pd
 import pytest
-from test_table1 import MODELS, make_project, make_split
-from test_table2 import FakeBackend, _params
 
 from imagenet_clean.evaluate import paper
 from imagenet_clean.evaluate.ablations import write_ablations
@@ -12,6 +10,7 @@ from imagenet_clean.evaluate.table1 import write_table1
 from imagenet_clean.evaluate.table2 import write_table2
 from imagenet_clean.evaluate.table3 import write_table3
 from imagenet_clean.workspace import Workspace
+from table_project import MODELS, FakeBackend, make_project, make_split, tables_params
 
 
 def test_paper_figures_transcribed():
@@ -42,9 +41,9 @@ def test_report_renders_all_tables(tmp_path):
     paths = make_project(tmp_path, n=40)
     write_table1(list(MODELS), ["val", "v2"], paths=paths)
     fake = FakeBackend()
-    write_table2(_params(archs=["a1"], seeds=2), paths=paths, backend=fake)
-    write_table3(_params(archs=["a1"], seeds=2, resolutions=True), paths=paths, backend=fake)
-    write_ablations(_params(archs=["a1"], seeds=2), paths=paths, backend=fake)  # switched off
+    write_table2(tables_params(archs=["a1"], seeds=2), paths=paths, backend=fake)
+    write_table3(tables_params(archs=["a1"], seeds=2, resolutions=True), paths=paths, backend=fake)
+    write_ablations(tables_params(archs=["a1"], seeds=2), paths=paths, backend=fake)  # switched off
     md = write_report(["train", "val", "v2"], workspace=paths).read_text()
     assert "## Table 2" in md and "T_c, V_c" in md and "T_c, V2_c" in md and "±" in md
     assert "Beyond seed spread" in md and "mean±std over 2 seed(s)" in md
@@ -61,7 +60,7 @@ def test_report_renders_all_tables(tmp_path):
 
 def test_report_ablations_and_rounds(tmp_path):
     paths = make_project(tmp_path, n=40)
-    write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
+    write_ablations(tables_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
     r2 = paths.at_round(2)
     make_split(r2, "val")
     write_table1(list(MODELS), ["val"], paths=r2)
@@ -118,7 +117,7 @@ def test_cli_report(tmp_path, monkeypatch):
 def test_report_orders_val_first_and_ablations_use_val_clean(tmp_path):
     paths = make_project(tmp_path, n=40)
     write_table1(list(MODELS), ["val", "v2"], paths=paths)
-    write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
+    write_ablations(tables_params(archs=["a1"], seeds=2, ablations=True), paths=paths, backend=FakeBackend())
     md = write_report([], workspace=paths).read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model | Label errors"))
     assert header.index("(V)") < header.index("(V2)")
@@ -133,7 +132,7 @@ def test_report_renders_what_exists_and_notes_skips(tmp_path):
 
     paths = make_project(tmp_path, splits=("val",))
     write_table1(list(MODELS), ["val"], paths=paths, skipped={"v2": "splits.v2.root is null"})
-    write_json(paths.metric("table2.json"), {"skipped": True, "reason": "tables.archs is empty"})
+    write_json(paths.metric("table2.json"), {"skipped": True, "why": "tables.archs is empty"})
     write_json(paths.metric("table3.json"), {"skipped": "tables.resolutions is false"})  # the older format
     write_json(paths.metric("ablations.json"), {"a1": {"none": "not a row"}})  # unrenderable
     md = write_report(["val"], workspace=paths).read_text()
@@ -144,9 +143,8 @@ def test_report_renders_what_exists_and_notes_skips(tmp_path):
 
 
 def test_report_ignores_decisions_of_skipped_splits(tmp_path):
-    from test_table1 import skip_split
-
     from imagenet_clean.config import parse_params
+    from table_project import skip_split
 
     paths = make_project(tmp_path, splits=("val",))
     skip_split(parse_params({"splits": {"v2": {"root": None, "layout": "v2"}}}), "v2", tmp_path)
@@ -157,7 +155,7 @@ def test_report_ignores_decisions_of_skipped_splits(tmp_path):
 
 def test_table2_in_the_papers_layout(tmp_path):
     paths = make_project(tmp_path, n=40)
-    write_table2(_params(archs=["a1"], seeds=3), paths=paths, backend=FakeBackend())
+    write_table2(tables_params(archs=["a1"], seeds=3), paths=paths, backend=FakeBackend())
     md = write_report([], workspace=paths).read_text()
     header = next(line for line in md.splitlines() if line.startswith("| Model | T, V"))
     cols = [c.strip() for c in header.strip("|").split("|")]
@@ -179,7 +177,7 @@ def test_cli_report_with_skipped_metrics(tmp_path, monkeypatch):
     from imagenet_clean.io import write_json
 
     for name in ("table1.json", "table2.json", "table3.json", "ablations.json", "runs/table2.json"):
-        write_json(tmp_path / "metrics" / name, {"skipped": True, "reason": "test"})
+        write_json(tmp_path / "metrics" / name, {"skipped": True, "reason": "test"})  # the key before "why"
     (tmp_path / "params.yaml").write_text("splits:\n  val: {root: null}\n")
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["report"])

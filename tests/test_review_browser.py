@@ -1,6 +1,6 @@
 """The review app in a real headless Chromium (issue 16): keyboard verdicts, undo, a missing image.
 
-Runs `imagenet-clean review` on the synthetic split of test_stage (no pipeline
+Runs `imagenet-clean review` on the synthetic split of stage_project (no pipeline
 run: seconds). Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run``
 installs them) and selenium (the dev extra); without them it is skipped. The
 same scenario on a real pipeline's outputs, followed by ``dvc repro``, is
@@ -12,7 +12,7 @@ import pytest
 
 from imagenet_clean.cleanup.verdicts import read_verdicts
 from review_browser import api, browser, press, review_server, review_three_changes, wait
-from test_review_server import make_review_project
+from review_project import make_review_project
 
 
 def test_keyboard_verdicts_undo_and_a_missing_image_in_chromium(tmp_path):

@@ -9,20 +9,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.cleanup.verdicts import read_verdicts
-from imagenet_clean.io import read_table
 from imagenet_clean.review.data import ReviewData
 from imagenet_clean.review.render import CamRenderer
 from imagenet_clean.review.server import create_app
-from imagenet_clean.workspace import Workspace
 from review_browser import free_port
-from test_stage import CONS_EXEMPT, CONS_REMOVE, WNIDS, FakeCam, make_project
+from review_project import make_review_project
+from stage_project import CONS_EXEMPT, CONS_REMOVE, WNIDS
 
 CSRF = "test-csrf-token"
 HOST = {"Host": "127.0.0.1:8765"}
@@ -30,27 +27,8 @@ HOST = {"Host": "127.0.0.1:8765"}
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """The synthetic split of test_stage, cleaned, with an image file for every row but one."""
+    """The synthetic split of stage_project, cleaned, with an image file for every row but one."""
     return make_review_project(tmp_path_factory.mktemp("review"))
-
-
-def make_review_project(tmp: Path) -> dict:
-    """:func:`test_stage.make_project` cleaned (fake CAMs), with an image for every row but the last change."""
-    params, manifest, _ = make_project(tmp)
-    clean_stage.run(params, Workspace(tmp), "val", find_exemptions=FakeCam(), load_model=lambda n, f: None)
-    dec = read_table(tmp / "data/decisions/val.parquet")
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    changed = dec.loc[dec["action"] != "keep", "sample_id"].tolist()
-    missing = changed[-1]
-    for sid in manifest["sample_id"]:
-        if sid == missing:
-            continue
-        p = tmp / "raw/val" / sid
-        p.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(p)
-    return {"tmp": tmp, "params": params, "dec": dec, "missing": missing}
 
 
 @pytest.fixture()

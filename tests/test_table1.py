@@ -1,15 +1,12 @@
 """Table 1 on a tiny synthetic project: issue counts and accuracy on original vs cleaned splits.
 
-``make_project`` (also used by the other evaluate tests) writes manifests, clean
-manifests, decisions and predictions of two cleanup models for train/val/v2
-under a temporary folder, following the data contracts in docs/architecture.md.
+The project is tests/table_project.py's ``make_project``: manifests, clean
+manifests, decisions and predictions of two cleanup models for train/val/v2.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,91 +14,7 @@ from imagenet_clean.evaluate.table1 import issue_counts, table1, write_table1
 from imagenet_clean.io import write_table
 from imagenet_clean.predictions import predictions_table, write_predictions
 from imagenet_clean.workspace import Workspace
-
-K = 4
-MODELS = ("m1", "m2")
-
-
-def _probs(best: np.ndarray, k: int = K) -> np.ndarray:
-    p = np.full((len(best), k), 0.1 / (k - 1), np.float32)
-    p[np.arange(len(best)), best] = 0.9
-    return p
-
-
-def make_split(paths: Workspace, split: str, *, n: int = 12, seed: int = 0, models=MODELS) -> dict:
-    """Write one split; returns the truth used to build it.
-
-    Sample i has true class ``i % K`` (also encoded in its path ``c<k>/<split>_<i>.png``).
-    Samples 1 and 5 carry a wrong label and are fixed; sample 2 is removed; sample 3 is
-    unreadable (status error, removed); the clean manifest gets one placeholder row.
-    Model m1 predicts the true class everywhere; m2 predicts class 0 everywhere.
-    m1 flags samples 1, 2, 5; m2 flags sample 2.
-    """
-    rng = np.random.default_rng(seed)
-    ids = [f"c{i % K}/{split}_{i:03d}.png" for i in range(n)]
-    true = np.arange(n) % K
-    label = true.copy()
-    label[[1, 5]] = (true[[1, 5]] + 1) % K
-    status = np.array(["ok"] * n, dtype=object)
-    status[3] = "error"
-    root = paths.data / "raw" / split
-    manifest = pd.DataFrame({"sample_id": ids, "path": ids, "label": label.astype("int64"), "wnid": [f"n{x}" for x in label],
-                             "status": status, "reason": ["" if s == "ok" else "broken" for s in status],
-                             "content_hash": [f"h{i}" for i in range(n)]})
-    write_table(paths.manifest(split), manifest, metadata={"root": root, "split": split, "num_classes": K})
-    action = np.array(["keep"] * n, dtype=object)
-    action[[1, 5]] = "fix"
-    action[[2, 3]] = "remove"
-    flagged = [[] for _ in range(n)]
-    for i in (1, 2, 5):
-        flagged[i].append("m1")
-    flagged[2].append("m2")
-    decisions = pd.DataFrame({"sample_id": ids, "path": ids, "label": label, "wnid": manifest["wnid"], "action": action,
-                              "new_label": np.where(action == "fix", true, label).astype("int64"),
-                              "flagged_models": flagged, "rules": [[] for _ in range(n)]})
-    write_table(paths.decisions(split), decisions)
-    kept = action != "remove"
-    clean = pd.DataFrame({"sample_id": np.array(ids, dtype=object)[kept], "path": np.array(ids, dtype=object)[kept],
-                          "label": true[kept].astype("int64"), "orig_label": label[kept].astype("int64"), "action": action[kept],
-                          "content_hash": manifest["content_hash"][kept].to_numpy()})
-    ph = pd.DataFrame({"sample_id": ["__placeholder__/n3.JPEG"], "path": ["__placeholder__/n3.JPEG"], "label": [3], "orig_label": [3],
-                       "action": ["placeholder"], "content_hash": ["black"]})
-    write_table(paths.clean(split), pd.concat([clean, ph], ignore_index=True), metadata={"root": root, "split": split, "num_classes": K})
-    for m in models:
-        best = true if m == "m1" else np.zeros(n, np.int64)
-        probs = _probs(best) + rng.uniform(0, 1e-3, (n, K)).astype(np.float32)
-        write_predictions(paths.predictions(split, m), predictions_table(ids, probs / probs.sum(1, keepdims=True), status=status), model=m, split=split, num_classes=K)
-    return {"ids": ids, "true": true, "label": label, "status": status}
-
-
-def make_project(tmp: Path, *, splits=("train", "val", "v2"), round: int = 1, n: int = 12) -> Workspace:
-    paths = Workspace(tmp, round)
-    for i, s in enumerate(splits):
-        make_split(paths, s, n=n, seed=i)
-    return paths
-
-
-def skip_split(params, split: str, workdir: Path) -> None:
-    """Write what the real `ingest` and `clean` stages write for a split params.yaml skips (root null)."""
-    from imagenet_clean.stages import clean as clean_stage
-    from imagenet_clean.stages.ingest import run as run_ingest
-
-    cwd = os.getcwd()
-    os.chdir(workdir)
-    try:
-        run_ingest(params, Workspace(), split)
-    finally:
-        os.chdir(cwd)
-    clean_stage.run(params, Workspace(workdir), split)
-
-
-def strict_json(path: Path):
-    """Parse a metrics file as strict JSON (NaN/Infinity rejected, as DVC and browsers do)."""
-    def no_constant(name):
-        raise ValueError(f"{path}: non-standard JSON constant {name}")
-
-    return json.loads(Path(path).read_text(), parse_constant=no_constant)
-
+from table_project import MODELS, K, confident_probs, make_project, make_split, skip_split, strict_json
 
 TABLES_PARAMS = (
     "models:\n  m1: {arch: resnet10t}\n  m2: {arch: resnet10t}\n"
@@ -235,7 +148,7 @@ def test_every_split_skipped_writes_a_skipped_table1(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["tables"])
     assert res.exit_code == 0, res.output
     t = strict_json(tmp_path / "metrics" / "table1.json")
-    assert t == {"skipped": True, "reason": "no evaluated split besides the training split can be used",
+    assert t == {"skipped": True, "why": "no evaluated split besides the training split can be used",
                  "skipped_splits": {"val": "splits.val.root is null"}}
     assert "skipped: no evaluated split" in res.output
 
@@ -258,7 +171,7 @@ def test_extra_models_are_scored_beside_the_cleanup_models_without_issue_counts(
     truth = make_split(paths, "val")
     folder = paths.extra_predictions
     n = len(truth["ids"])
-    write_predictions(folder / "val" / "big.parquet", predictions_table(truth["ids"], _probs(truth["true"]), status=truth["status"]),
+    write_predictions(folder / "val" / "big.parquet", predictions_table(truth["ids"], confident_probs(truth["true"]), status=truth["status"]),
                       model="big", split="val", num_classes=K)
     out = json.loads(write_table1(list(MODELS), ["val"], paths=paths, extra_models=["big"]).read_text())
     assert out["big"]["cleanup"] is False and out["big"]["issues"] == {}

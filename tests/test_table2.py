@@ -1,15 +1,15 @@
 """Retraining tables (2, 3, ablations) with a fast stand-in backend; one slow test with real timm training.
 
-The stand-in "model" remembers how noisy its training labels were (the true class
-of a sample is in its path ``c<k>/...``) and predicts the true class with a
-probability that falls with that noise, so cleaner training sets score higher.
+The stand-in "model" (tests/table_project.py's ``FakeBackend``) remembers how noisy
+its training labels were (the true class of a sample is in its path ``c<k>/...``)
+and predicts the true class with a probability that falls with that noise, so
+cleaner training sets score higher.
 """
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-from test_table1 import K, make_project, make_split, skip_split, strict_json
 
 from imagenet_clean.config import parse_params
 from imagenet_clean.evaluate.ablations import VARIANTS, merge_map, placeholder_free, variant_manifest, write_ablations
@@ -23,49 +23,8 @@ from imagenet_clean.evaluate.table2 import (
 )
 from imagenet_clean.evaluate.table3 import nonsquare_sizes, write_table3
 from imagenet_clean.io import read_table
-from imagenet_clean.predictions import predictions_table
 from imagenet_clean.workspace import Workspace
-
-
-def _true(paths: pd.Series) -> np.ndarray:
-    return paths.str.extract(r"^c(\d+)/")[0].astype(int).to_numpy()
-
-
-class FakeBackend:
-    fingerprint = {"backend": "fake"}
-
-    def __init__(self, fail_after: int | None = None):
-        self.fits = []
-        self.fail_after = fail_after
-
-    def fit(self, samples, root, *, arch, num_classes, seed, input_size):
-        if self.fail_after is not None and len(self.fits) >= self.fail_after:
-            raise KeyboardInterrupt("killed")
-        self.fits.append((arch, seed, input_size, len(samples)))
-        noise = float((_true(samples["path"]) != samples["label"].to_numpy()).mean())
-        bonus = 0.0 if input_size is None else 0.02 * (input_size[1] * input_size[2] / 1024 - 1)
-        return {"noise": noise, "seed": seed, "bonus": bonus, "k": num_classes}
-
-    def predict(self, model, manifest, root, *, arch, num_classes, input_size):
-        true = _true(manifest["path"])
-        rng = np.random.default_rng(model["seed"] + 100 * len(arch))
-        correct = rng.uniform(size=len(true)) >= 0.15 + 2 * model["noise"] - model["bonus"]
-        best = np.where(correct, true, (true + 1) % K)
-        probs = np.full((len(true), K), 0.05, np.float32)
-        probs[np.arange(len(true)), best] = 0.85
-        return predictions_table(manifest["sample_id"], probs, status=manifest["status"])
-
-    def default_input_size(self, arch, *, num_classes):
-        return (3, 32, 32)
-
-
-def _params(**tables):
-    return parse_params({
-        "seed": 0,
-        "models": {"m1": {"arch": "resnet10t"}, "m2": {"arch": "resnet10t"}},
-        "splits": {"train": {"root": "r/train", "layout": "train"}, "val": {"root": "r/val"}, "v2": {"root": "r/v2", "layout": "v2"}},
-        "tables": {"archs": ["a1", "a22"], "seeds": 3, **tables},
-    })
+from table_project import SPLITS_YAML, FakeBackend, K, make_project, make_split, run_cli, skip_split, strict_json, tables_params
 
 
 @pytest.fixture
@@ -75,7 +34,7 @@ def project(tmp_path):
 
 def test_table2_trains_T_and_Tc_per_seed_and_reports_spread(project):
     fake = FakeBackend()
-    out = write_table2(_params(), paths=project, backend=fake)
+    out = write_table2(tables_params(), paths=project, backend=fake)
     assert len(fake.fits) == 2 * 2 * 3  # archs x {T, T_c} x seeds
     t = json.loads(out.read_text())
     row = t["a1"]
@@ -101,7 +60,7 @@ def test_table2_trains_T_and_Tc_per_seed_and_reports_spread(project):
 
 def test_table2_has_every_paper_cell_and_uses_tables_input_size(project):
     fake = FakeBackend()
-    t = json.loads(write_table2(_params(archs=["a1"], seeds=2, input_size=48), paths=project, backend=fake).read_text())["a1"]
+    t = json.loads(write_table2(tables_params(archs=["a1"], seeds=2, input_size=48), paths=project, backend=fake).read_text())["a1"]
     for train_set, eval_set in [("T", "val"), ("T", "val_clean"), ("T_c", "val_clean"), ("T", "v2"), ("T_c", "v2"), ("T_c", "v2_clean")]:
         for m in ("top1", "top5"):
             cell = t[train_set][eval_set][m]
@@ -110,32 +69,32 @@ def test_table2_has_every_paper_cell_and_uses_tables_input_size(project):
 
 
 def test_table2_rerun_is_cached_and_identical(project):
-    write_table2(_params(), paths=project, backend=FakeBackend())
+    write_table2(tables_params(), paths=project, backend=FakeBackend())
     first = project.metric("table2.json").read_bytes()
     again = FakeBackend()
-    write_table2(_params(), paths=project, backend=again)
+    write_table2(tables_params(), paths=project, backend=again)
     assert again.fits == []
     assert project.metric("table2.json").read_bytes() == first
 
 
 def test_table2_resumes_after_interruption(project):
     with pytest.raises(KeyboardInterrupt):
-        write_table2(_params(), paths=project, backend=FakeBackend(fail_after=5))
+        write_table2(tables_params(), paths=project, backend=FakeBackend(fail_after=5))
     assert not project.metric("table2.json").exists()
     rest = FakeBackend()
-    write_table2(_params(), paths=project, backend=rest)
+    write_table2(tables_params(), paths=project, backend=rest)
     assert len(rest.fits) == 12 - 5
 
 
 def test_threshold_change_on_val_rescores_without_training(project):
-    write_table2(_params(), paths=project, backend=FakeBackend())
+    write_table2(tables_params(), paths=project, backend=FakeBackend())
     before = json.loads(project.metric("table2.json").read_text())
     clean = read_table(project.clean("val"))
     from imagenet_clean.io import write_table
 
     write_table(project.clean("val"), clean.iloc[5:], metadata={"root": "r/val", "num_classes": K})  # a different V_c
     fake = FakeBackend()
-    write_table2(_params(), paths=project, backend=fake)
+    write_table2(tables_params(), paths=project, backend=fake)
     after = json.loads(project.metric("table2.json").read_text())
     assert fake.fits == []
     assert after["a1"]["T"]["val"] == before["a1"]["T"]["val"]
@@ -170,7 +129,7 @@ def test_empty_archs_and_bad_training_rows(project):
 def test_missing_training_manifest(tmp_path):
     paths = make_project(tmp_path, splits=("val",))
     with pytest.raises(FileNotFoundError, match="train.parquet"):
-        write_table2(_params(), paths=paths, backend=FakeBackend())
+        write_table2(tables_params(), paths=paths, backend=FakeBackend())
 
 
 def test_summarize_and_compare():
@@ -233,11 +192,11 @@ def test_merge_map():
 
 
 def test_ablations_switch(project):
-    out = write_ablations(_params(), paths=project, backend=FakeBackend())
-    assert json.loads(out.read_text()) == {"skipped": True, "reason": "tables.ablations is false"}
+    out = write_ablations(tables_params(), paths=project, backend=FakeBackend())
+    assert json.loads(out.read_text()) == {"skipped": True, "why": "tables.ablations is false"}
     assert json.loads(project.metric("runs/ablations.json").read_text())["skipped"] is True
     fake = FakeBackend()
-    out = write_ablations(_params(ablations=True, archs=["a1"], seeds=2), paths=project, backend=fake)
+    out = write_ablations(tables_params(ablations=True, archs=["a1"], seeds=2), paths=project, backend=fake)
     t = json.loads(out.read_text())["a1"]
     assert set(t) == set(VARIANTS)
     assert t["none"]["d_top1"] == 0.0 and t["none"]["n_train"] == 39 and t["all"]["n_train"] == 38
@@ -260,13 +219,13 @@ def test_nonsquare_sizes_match_the_paper_at_224():
 
 
 def test_table3_switch_and_differences(project):
-    out = write_table3(_params(), paths=project, backend=FakeBackend())
-    assert json.loads(out.read_text()) == {"skipped": True, "reason": "tables.resolutions is false"}
+    out = write_table3(tables_params(), paths=project, backend=FakeBackend())
+    assert json.loads(out.read_text()) == {"skipped": True, "why": "tables.resolutions is false"}
     assert json.loads(project.metric("runs/table3.json").read_text())["skipped"] is True
     # the square T_c runs are table 2's: computed first, then reused from the cache
-    write_table2(_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
+    write_table2(tables_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
     fake = FakeBackend()
-    out = write_table3(_params(resolutions=True, archs=["a1"], seeds=2), paths=project, backend=fake)
+    out = write_table3(tables_params(resolutions=True, archs=["a1"], seeds=2), paths=project, backend=fake)
     t = json.loads(out.read_text())["a1"]
     assert t["square"]["input_size"] == [3, 32, 32]
     assert set(t) == {"square", "40x24 (L)", "56x32 (L)", "24x40 (P)", "32x56 (P)"}
@@ -278,7 +237,7 @@ def test_table3_switch_and_differences(project):
 
 def test_table3_uses_tables_input_size(project):
     fake = FakeBackend()
-    out = write_table3(_params(resolutions=True, archs=["a1"], seeds=1, input_size=64), paths=project, backend=fake)
+    out = write_table3(tables_params(resolutions=True, archs=["a1"], seeds=1, input_size=64), paths=project, backend=fake)
     t = json.loads(out.read_text())["a1"]
     assert t["square"]["input_size"] == [3, 64, 64] and "112x64 (L)" in t
     assert {f[2] for f in fake.fits} >= {(3, 64, 64), (3, 64, 112)}
@@ -290,7 +249,7 @@ def test_round_two_uses_its_own_clean_training_set(tmp_path):
     for s in ("train", "val", "v2"):
         make_split(r2, s, n=40)
     fake = FakeBackend()
-    out = write_table2(_params(archs=["a1"], seeds=1), paths=r2, backend=fake)
+    out = write_table2(tables_params(archs=["a1"], seeds=1), paths=r2, backend=fake)
     assert out == tmp_path / "metrics" / "rounds" / "2" / "table2.json"
 
 
@@ -361,9 +320,9 @@ def test_run_key_changes_with_image_content(project):
 
 
 def test_ablation_baselines_reuse_table2_runs(project):
-    write_table2(_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
+    write_table2(tables_params(archs=["a1"], seeds=2), paths=project, backend=FakeBackend())
     fake = FakeBackend()
-    write_ablations(_params(archs=["a1"], seeds=2, ablations=True), paths=project, backend=fake)
+    write_ablations(tables_params(archs=["a1"], seeds=2, ablations=True), paths=project, backend=fake)
     # 'none' is T and 'all' is T_c (cached by table 2); 'merges' has no merges here, so it is 'none'
     assert len(fake.fits) == 2 * 2 and {f[3] for f in fake.fits} == {39, 38}
 
@@ -371,28 +330,10 @@ def test_ablation_baselines_reuse_table2_runs(project):
 # ------------------------------------------------------------------ skipped inputs
 
 
-def _run_cli(tmp_path, monkeypatch, params_yaml: str, command: str):
-    from typer.testing import CliRunner
-
-    from imagenet_clean.cli import app
-    from imagenet_clean.evaluate import table2 as t2
-
-    fake = FakeBackend()
-    monkeypatch.setitem(t2.BACKENDS, "timm", lambda **kw: fake)
-    (tmp_path / "params.yaml").write_text(params_yaml)
-    monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(app, [command])
-    assert res.exit_code == 0, (res.output, res.exception)
-    return res, fake
-
-
-SPLITS_YAML = "splits:\n  train: {root: data/raw/train, layout: train}\n  val: {root: data/raw/val}\n"
-
-
 def test_cli_retrain_without_archs_skips_cleanly(tmp_path, monkeypatch):
-    res, fake = _run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: []}\n", "retrain")  # no data at all
+    res, fake = run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: []}\n", "retrain")  # no data at all
     for name in ("table2.json", "runs/table2.json"):
-        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "reason": "tables.archs is empty"}
+        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "why": "tables.archs is empty"}
     assert "skipped: tables.archs is empty" in res.output and fake.fits == []
 
 
@@ -417,15 +358,15 @@ def test_retrain_skips_when_the_training_split_is_skipped_or_emptied(tmp_path, m
     params = parse_params({"splits": {"train": {"root": None, "layout": "train"}, "val": {"root": "data/raw/val"}}, "tables": {"archs": ["a1"]}})
     skip_split(params, "train", tmp_path)
     t = strict_json(write_table2(params, paths=paths, backend=FakeBackend()))
-    assert t == {"skipped": True, "reason": "training split skipped: splits.train.root is null"}
+    assert t == {"skipped": True, "why": "training split skipped: splits.train.root is null"}
     # T_c with no image (only placeholders left): nothing to train on
     make_split(paths, "train", n=40)
     from imagenet_clean.io import write_table
 
     clean = read_table(paths.clean("train"))
     write_table(paths.clean("train"), clean[clean["action"] == "placeholder"])
-    t = strict_json(write_table2(_params(), paths=paths, backend=FakeBackend()))
-    assert t["skipped"] is True and t["reason"].endswith("has no training image (T_c is empty)")
+    t = strict_json(write_table2(tables_params(), paths=paths, backend=FakeBackend()))
+    assert t["skipped"] is True and t["why"].endswith("has no training image (T_c is empty)")
     assert strict_json(paths.metric("runs/table2.json"))["skipped"] is True
 
 

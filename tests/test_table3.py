@@ -1,31 +1,29 @@
 """`imagenet-clean table3` writes every declared output, computed or skipped (dvc.yaml stage table3)."""
-from test_table1 import make_project, skip_split, strict_json
-from test_table2 import SPLITS_YAML, _run_cli
-
 from imagenet_clean.config import parse_params
 from imagenet_clean.evaluate.table3 import write_table3
+from table_project import SPLITS_YAML, make_project, run_cli, skip_split, strict_json
 
 OUTS = ("table3.json", "runs/table3.json")
 
 
 def test_cli_table3_switched_off_writes_both_outputs(tmp_path, monkeypatch):
-    res, fake = _run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: [a1], resolutions: false}\n", "table3")
+    res, fake = run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: [a1], resolutions: false}\n", "table3")
     for name in OUTS:
-        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "reason": "tables.resolutions is false"}
+        assert strict_json(tmp_path / "metrics" / name) == {"skipped": True, "why": "tables.resolutions is false"}
     assert "skipped: tables.resolutions is false" in res.output and fake.fits == []
 
 
 def test_cli_table3_without_archs_skips(tmp_path, monkeypatch):
-    _run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: [], resolutions: true}\n", "table3")
+    run_cli(tmp_path, monkeypatch, SPLITS_YAML + "tables: {archs: [], resolutions: true}\n", "table3")
     for name in OUTS:
-        assert strict_json(tmp_path / "metrics" / name)["reason"] == "tables.archs is empty"
+        assert strict_json(tmp_path / "metrics" / name)["why"] == "tables.archs is empty"
 
 
 def test_cli_table3_runs_and_lists_skipped_splits(tmp_path, monkeypatch):
     make_project(tmp_path, splits=("train", "val"), n=40)
     yaml = SPLITS_YAML + "  v2: {root: null, layout: v2}\ntables: {archs: [a1], seeds: 1, input_size: 32, resolutions: true}\n"
     skip_split(parse_params({"splits": {"v2": {"root": None}}}), "v2", tmp_path)
-    res, fake = _run_cli(tmp_path, monkeypatch, yaml, "table3")
+    res, fake = run_cli(tmp_path, monkeypatch, yaml, "table3")
     t = strict_json(tmp_path / "metrics" / "table3.json")
     assert t["skipped_splits"] == {"v2": "splits.v2.root is null"}
     assert t["a1"]["square"]["input_size"] == [3, 32, 32] and "val_clean" in t["a1"]["square"]
@@ -39,7 +37,7 @@ def test_table3_needs_a_cleaned_evaluated_split(tmp_path):
     params = parse_params({"splits": {"train": {"root": "r/train"}, "imagenet_r": {"root": "r/ir", "layout": "folders"}},
                            "tables": {"archs": ["a1"], "resolutions": True}})
     t = strict_json(write_table3(params, paths=paths))
-    assert t == {"skipped": True, "reason": "no evaluated split has a cleaned version (evaluated: imagenet_r)"}
+    assert t == {"skipped": True, "why": "no evaluated split has a cleaned version (evaluated: imagenet_r)"}
     assert strict_json(paths.metric("runs/table3.json")) == t
 
 

@@ -18,7 +18,7 @@ from imagenet_clean.cleanup.verdicts import (VERDICT_COLUMNS, Verdict, VerdictEr
 from imagenet_clean.io import read_table
 from imagenet_clean.review.metrics import machine_action, review_metrics
 from imagenet_clean.workspace import Workspace
-from test_stage import WNIDS, FakeCam, make_project
+from stage_project import WNIDS, FakeCam, make_project
 
 HEADER = ",".join(VERDICT_COLUMNS) + "\n"
 OUTPUTS = ("data/decisions/val.parquet", "data/clean/val.parquet", "data/changes/val.csv", "metrics/cleanup/val.json")
@@ -34,7 +34,7 @@ def outputs(tmp) -> dict[str, bytes]:
 
 @pytest.fixture()
 def machine(tmp_path):
-    """The synthetic split of test_stage cleaned without reviews: params, manifest, decisions, output bytes."""
+    """The synthetic split of stage_project cleaned without reviews: params, manifest, decisions, output bytes."""
     params, manifest, _ = make_project(tmp_path)
     run_clean(tmp_path, params)
     return dict(tmp=tmp_path, params=params, manifest=manifest, dec=read_table(tmp_path / OUTPUTS[0]),

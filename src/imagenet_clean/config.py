@@ -15,6 +15,8 @@ from typing import Any, Union
 
 import yaml
 
+from .constants import MAX_IMAGE_PIXELS
+
 DEFAULT_PARAMS = "params.yaml"
 
 
@@ -121,7 +123,7 @@ class DatasetConfig:
 @dataclass(frozen=True)
 class IngestConfig:
     workers: int = field(default=2, metadata=_POS)
-    max_pixels: int = field(default=89_478_485, metadata=_POS)
+    max_pixels: int = field(default=MAX_IMAGE_PIXELS, metadata=_POS)
     hash: bool = True
 
 

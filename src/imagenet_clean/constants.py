@@ -10,3 +10,12 @@ FIX_MAX_DISTINCT = 3
 
 # Top-k used by the consensus rule (paper eq. 4).
 CONSENSUS_TOPK = 5
+
+# Decompression-bomb guard: images with more pixels (width * height) than this are refused before decoding.
+# PIL's own default Image.MAX_IMAGE_PIXELS (1024**3 // 4 // 3, a quarter GiB of 24-bit pixels), far above any
+# ImageNet photo; params.yaml ingest.max_pixels defaults to it.
+MAX_IMAGE_PIXELS = 89_478_485
+
+# Key under which every skipped output (stage metrics, table files, parquet metadata, skipped.json markers)
+# records why it was skipped, beside "skipped": true; readers look it up by this name.
+SKIPPED_WHY = "why"

@@ -32,12 +32,12 @@ from imagenet_clean.cleanup.camgeom import box_heat_score, box_mask, eval_geomet
 from imagenet_clean.cleanup.cammethods import (CAM_METHODS, TARGET_LAYERS, compute_heatmaps, find_target_layer,
                                                model_fingerprint, register_target_layer)
 from imagenet_clean.config import CamConfig
+from imagenet_clean.constants import MAX_IMAGE_PIXELS
 
 if TYPE_CHECKING:
     import torch
 
 CANDIDATE_COLUMNS = ("sample_id", "path", "label", "boxes", "width", "height", "content_hash", "models", "folds")
-DEFAULT_MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit, params.yaml ingest.max_pixels
 
 __all__ = ["CAM_METHODS", "TARGET_LAYERS", "compute_heatmaps", "find_exemptions", "find_target_layer",
            "register_target_layer"]
@@ -160,7 +160,7 @@ def _run_model(samples: list[_Sample], name: str, fold: int, model, data_cfg: di
 
 def find_exemptions(candidates: pd.DataFrame, *, root: str | Path,
                     load_model: Callable[[str, int], tuple[torch.nn.Module, dict]], cfg: CamConfig,
-                    cache_dir: Path | None, lazy: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> pd.DataFrame:
+                    cache_dir: Path | None, lazy: bool = True, max_pixels: int = MAX_IMAGE_PIXELS) -> pd.DataFrame:
     """Which consensus-removal candidates an explainability check saves.
 
     Args:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..constants import CONSENSUS_TOPK
+
 ROW_SUM_ATOL = 1e-2
 """Tolerance of ``|sum(row) - 1|``: probabilities stored as float16 (the prediction
 contract) sum to 1 within about 5e-4 for K = 1000; 1e-2 leaves room and still
@@ -29,8 +31,6 @@ catches logits or unnormalised scores."""
 CHUNK_ROWS = 16384
 """Rows processed at once by the chunked checks, so that temporaries stay a few
 tens of MB even for ImageNet's 1000 classes."""
-
-TOPK = 5
 
 
 @dataclass
@@ -163,7 +163,7 @@ def candidate_labels(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.nda
     return cand, cprob
 
 
-def label_in_topk(labels: np.ndarray, pred_probs: np.ndarray, *, k: int = TOPK) -> np.ndarray:
+def label_in_topk(labels: np.ndarray, pred_probs: np.ndarray, *, k: int = CONSENSUS_TOPK) -> np.ndarray:
     """Whether the given label is among the ``k`` most probable classes.
 
     Ties are ordered as :func:`imagenet_clean.predictions.top5_of` orders them
@@ -220,7 +220,7 @@ def cleanlab_issues(labels: np.ndarray, pred_probs: np.ndarray, *, frac_noise: f
 
 
 def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, top5: np.ndarray | None = None,
-                   topk: int = TOPK, n_jobs: int | None = 1, validate: bool = True, source: str = "",
+                   topk: int = CONSENSUS_TOPK, n_jobs: int | None = 1, validate: bool = True, source: str = "",
                    model: str = "") -> ModelEvidence:
     """Everything the rules need from one model, keeping only N-vectors.
 
@@ -253,8 +253,8 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
     cprob = np.where(flagged, cprob, 0.0).astype(np.float32)
     if top5 is not None:
         top5 = np.asarray(top5)
-        if top5.shape != (len(labels), TOPK):
-            raise ValueError(f"{_where(source, model)}top5 has shape {top5.shape}, expected ({len(labels)}, {TOPK})")
+        if top5.shape != (len(labels), CONSENSUS_TOPK):
+            raise ValueError(f"{_where(source, model)}top5 has shape {top5.shape}, expected ({len(labels)}, {CONSENSUS_TOPK})")
         miss = ~(top5[:, :topk] == labels[:, None]).any(axis=1)
     else:
         miss = ~label_in_topk(labels, probs, k=topk)

@@ -11,7 +11,18 @@ import sys
 
 import typer
 
-from . import clean, data, evaluate, models, publish, release, review, rounds, setup, train
+from . import (
+    clean,
+    data,
+    evaluate,
+    models,
+    publish,
+    release,
+    review,
+    rounds,
+    setup,
+    train,
+)
 
 app = typer.Typer(
     name="imagenet-clean",

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from ..constants import SKIPPED_WHY
 from .options import CAM, JOBS, PARAMS, load
 
 
@@ -39,7 +40,7 @@ def clean(
     p, ws = load(params)
     m = stage.run(p, ws, split, cam=cam, n_jobs=jobs or None)
     if m.get("skipped"):
-        typer.echo(f"split {split} skipped ({m['why']}): wrote empty decisions, clean manifest and change list")
+        typer.echo(f"split {split} skipped ({m[SKIPPED_WHY]}): wrote empty decisions, clean manifest and change list")
         return
     typer.echo(f"{split}: {m['fix']} fixes, {m['remove']} removals ({m['cam_exempted']} exempted by CAMs), "
                f"{m['merged']} merged, {m['placeholders']} placeholders; issues per model {m['issues_per_model']}")
@@ -57,7 +58,8 @@ def clean_arrays(
     jobs: int = JOBS,
 ) -> None:
     """Run the cleanup rules on your own predictions (no CAMs); last line: JSON counts."""
-    from ..cleanup.ensemble import clean_arrays as run, write_arrays_decisions
+    from ..cleanup.ensemble import clean_arrays as run
+    from ..cleanup.ensemble import write_arrays_decisions
     from ..config import Thresholds, parse_params
 
     extra = [Path(a) for a in ctx.args]

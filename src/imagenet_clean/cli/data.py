@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..constants import MAX_IMAGE_PIXELS, SKIPPED_WHY
 from .options import PARAMS, load
 
 
@@ -35,7 +36,7 @@ def ingest(
     classes: str = typer.Option("imagenet-1k", "--classes", help="imagenet-1k or a wnid<TAB>name TSV (with --root)"),
     out: Optional[Path] = typer.Option(None, "--out", help="manifest parquet to write (with --root)"),
     workers: int = typer.Option(2, "--workers", min=1, help="header-reading processes (with --root)"),
-    max_pixels: int = typer.Option(89_478_485, "--max-pixels", min=1, help="decompression-bomb limit (with --root)"),
+    max_pixels: int = typer.Option(MAX_IMAGE_PIXELS, "--max-pixels", min=1, help="decompression-bomb limit (with --root)"),
     hash: bool = typer.Option(True, "--hash/--no-hash", help="record content hashes (with --root)"),
 ) -> None:
     """Read a split's image headers and boxes into a manifest parquet."""
@@ -47,7 +48,7 @@ def ingest(
         p, ws = load(params)
         stats = stage.run(p, ws, split)
         if stats["skipped"]:
-            typer.echo(f"split {split} skipped ({stats['why']}): wrote an empty {ws.manifest(split)}")
+            typer.echo(f"split {split} skipped ({stats[SKIPPED_WHY]}): wrote an empty {ws.manifest(split)}")
             return
         _echo_stats(stats, str(ws.manifest(split)))
         return

@@ -31,7 +31,12 @@ def apply(
     differs from the manifest. Safe to rerun: correct entries are kept. Prints the
     counts as JSON on the last line.
     """
-    from ..publish.apply import LINK_MODES, SourceMismatchError, apply_clean, format_problems
+    from ..publish.apply import (
+        LINK_MODES,
+        SourceMismatchError,
+        apply_clean,
+        format_problems,
+    )
 
     if mode not in LINK_MODES:
         raise typer.BadParameter(f"{mode!r} is not one of {', '.join(LINK_MODES)}", param_hint="--mode")

@@ -26,7 +26,12 @@ def init_embedded(
     """Restore the embedded default (mini-ImageNet from scikit-learn's digits)."""
     import yaml
 
-    from ..presets import PresetError, apply_overrides, embedded_params_text, write_params
+    from ..presets import (
+        PresetError,
+        apply_overrides,
+        embedded_params_text,
+        write_params,
+    )
 
     text = embedded_params_text()
     if set_:

@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..classes import ClassList
+from ..constants import MAX_IMAGE_PIXELS
 from .annotations import Annotations, load_annotations
 from .images import inspect_image
 from .layouts import LAYOUTS, LINK_ERRORS
@@ -97,7 +98,7 @@ def ingest_split(
     annotations: str | Path | None = None,
     labels: str | Path | None = None,
     workers: int = 1,
-    max_pixels: int = 89_478_485,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     hash: bool = True,
 ) -> tuple[pd.DataFrame, dict]:
     """Build the manifest of one split.

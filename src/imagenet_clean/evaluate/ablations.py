@@ -186,7 +186,7 @@ def ablations(
 def write_ablations(params, *, paths: Workspace, backend: RetrainBackend | None = None) -> Path:
     """Write ``ablations.json`` and ``runs/ablations.json`` of this round.
 
-    Both are ``{"skipped": true, "reason": ...}`` when ``tables.ablations`` is off, when
+    Both are ``{"skipped": true, "why": ...}`` when ``tables.ablations`` is off, when
     :func:`.table2.stage_skip_reason` says so (the training decisions included), or when
     no evaluated split has a cleaned version.
     """

@@ -4,7 +4,7 @@ Reads the metrics files of each cleaning round (``table1.json``, ``table2.json``
 ``table3.json``, ``ablations.json``; a missing or skipped one is noted, not an
 error) and writes ``metrics/report.md``, with the paper's own ImageNet figures
 (:mod:`.paper`) under each table for reference. A table written as
-``{"skipped": true, "reason": ...}`` becomes a one-line note with the reason,
+``{"skipped": true, "why": ...}`` becomes a one-line note with the reason,
 splits a table left out (``skipped_splits``) are listed under it, and a table
 that cannot be rendered is noted with the error rather than failing the report.
 Also writes the DVC plots data ``metrics/plots/changes_per_class.csv`` (split,
@@ -20,6 +20,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from ..constants import SKIPPED_WHY
 from ..io import read_metadata, read_table, write_text
 from ..workspace import Workspace
 from . import paper
@@ -293,7 +294,7 @@ def render_cleanup(cleanup: Mapping[str, Mapping | None]) -> str:
             notes.append(f"{symbol(split)}: no cleanup metrics (metrics/cleanup/{split}.json missing)")
             continue
         if m.get("skipped"):
-            notes.append(f"{symbol(split)}: not cleaned ({m.get('why', 'skipped')})")
+            notes.append(f"{symbol(split)}: not cleaned ({m.get(SKIPPED_WHY, 'skipped')})")
             continue
         n = m.get("samples") or 0
         rate = lambda k: (m.get(k, 0) / n) if n else None  # noqa: E731

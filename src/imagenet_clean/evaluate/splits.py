@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..constants import SKIPPED_WHY
 from ..io import read_metadata, read_table, write_json
 from ..workspace import Workspace
 from .accuracy import CLEAN_SUFFIX, PLACEHOLDER, SYMBOLS, TRAIN_SPLIT
@@ -26,8 +27,8 @@ META_KEYS = (SKIPPED_SPLITS,)
 
 
 def skipped_output(reason: str, *, skipped_splits: Mapping[str, str] | None = None) -> dict:
-    """The content of a metrics or runs file whose table was not computed: ``{"skipped": true, "reason": ...}``."""
-    out: dict = {"skipped": True, "reason": reason}
+    """The content of a metrics or runs file whose table was not computed: ``{"skipped": true, "why": ...}``."""
+    out: dict = {"skipped": True, SKIPPED_WHY: reason}
     if skipped_splits:
         out[SKIPPED_SPLITS] = dict(skipped_splits)
     return out
@@ -36,13 +37,13 @@ def skipped_output(reason: str, *, skipped_splits: Mapping[str, str] | None = No
 def skip_reason_of(obj) -> str | None:
     """Why a loaded metrics table was skipped (``None`` when it was computed).
 
-    Understands ``{"skipped": true, "reason": r}`` and the older ``{"skipped": r}``.
+    Understands ``{"skipped": true, "why": r}`` and the older ``{"skipped": true, "reason": r}`` and ``{"skipped": r}``.
     """
     if not isinstance(obj, Mapping) or "skipped" not in obj or obj["skipped"] is False:
         return None
     if isinstance(obj["skipped"], str):
         return obj["skipped"]
-    return str(obj.get("reason") or "no reason recorded")
+    return str(obj.get(SKIPPED_WHY) or obj.get("reason") or "no reason recorded")
 
 
 def table_rows(table: Mapping) -> dict:

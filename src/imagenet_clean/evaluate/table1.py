@@ -14,7 +14,7 @@ each original split (``val``, ``v2``) and on its cleaned version (``val_clean``,
      "skipped_splits": {"imagenet_r": "splits.imagenet_r.root is null"}}
 
 ``skipped_splits`` is present when a configured split was left out (see
-:mod:`.splits`); with no usable split the file is ``{"skipped": true, "reason": ...}``.
+:mod:`.splits`); with no usable split the file is ``{"skipped": true, "why": ...}``.
 An empty evaluation set has ``null`` accuracies.
 """
 from __future__ import annotations
@@ -132,7 +132,7 @@ def write_table1(models: Sequence[str], splits: Sequence[str], *, paths: Workspa
         splits: Usable evaluated splits (see :func:`.splits.usable_splits`).
         paths: The round's file layout.
         skipped: Evaluated splits left out, with the reason; stored under ``skipped_splits``.
-            With no usable split the file is ``{"skipped": true, "reason": ...}``.
+            With no usable split the file is ``{"skipped": true, "why": ...}``.
         extra_models: ``tables.extra_models`` names, predicted by :func:`predict_extra`: rows
             with ``"cleanup": false`` and no issue counts, after the cleanup models.
     """

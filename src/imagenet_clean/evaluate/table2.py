@@ -36,7 +36,7 @@ whether the gain exceeds it (null with a single seed). ``headline`` repeats it
 for the primary cleaned set (V_c, else the first cleaned set) with both means.
 ``skipped_splits`` lists configured splits left out (see :mod:`.splits`). When
 the table cannot be computed (``tables.archs`` empty, the training split skipped,
-no usable evaluated split) both files are ``{"skipped": true, "reason": ...}``.
+no usable evaluated split) both files are ``{"skipped": true, "why": ...}``.
 Per-seed accuracies go to ``metrics/runs/table2.json`` (kept out of the metrics
 so ``dvc exp show`` stays readable).
 
@@ -287,7 +287,7 @@ def with_skipped(table: dict, skipped: Mapping[str, str]) -> dict:
 def write_table2(params, *, paths: Workspace, backend: RetrainBackend | None = None) -> Path:
     """Run (or re-score from cache) table 2 and write ``table2.json`` and ``runs/table2.json`` of this round.
 
-    Both files are ``{"skipped": true, "reason": ...}`` when :func:`stage_skip_reason` says so.
+    Both files are ``{"skipped": true, "why": ...}`` when :func:`stage_skip_reason` says so.
     """
     names = ["table2.json", "runs/table2.json"]
     why, splits, skipped = stage_skip_reason(params, paths=paths)

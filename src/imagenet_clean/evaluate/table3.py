@@ -168,7 +168,7 @@ def ctx_default(ctx: RetrainContext, arch: str) -> InputSize:
 def write_table3(params, *, paths: Workspace, backend: RetrainBackend | None = None) -> Path:
     """Write ``table3.json`` and ``runs/table3.json`` of this round.
 
-    Both are ``{"skipped": true, "reason": ...}`` when ``tables.resolutions`` is off, when
+    Both are ``{"skipped": true, "why": ...}`` when ``tables.resolutions`` is off, when
     :func:`.table2.stage_skip_reason` says so, or when no evaluated split has a cleaned version.
     """
     names = ["table3.json", "runs/table3.json"]

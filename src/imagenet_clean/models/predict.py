@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..constants import MAX_IMAGE_PIXELS, SKIPPED_WHY
 from ..io import read_metadata, write_table
 from ..predictions import predictions_table
 from ..progress import progress
@@ -34,7 +35,6 @@ from .distributed import barrier, deterministic_cuda
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 89_478_485
 SHARD_PATTERN = "shard-{:06d}.parquet"
 
 
@@ -53,7 +53,7 @@ class ManifestImages:
     An image that cannot be read now gives a zero tensor and its reason instead of raising.
     """
 
-    def __init__(self, root: str | Path, paths: list[str], data_cfg: dict, *, max_pixels: int = DEFAULT_MAX_PIXELS, draft: bool = True):
+    def __init__(self, root: str | Path, paths: list[str], data_cfg: dict, *, max_pixels: int = MAX_IMAGE_PIXELS, draft: bool = True):
         from .transforms import decode_size, eval_transform
 
         self.root = Path(root)
@@ -230,7 +230,7 @@ def predict_samples(
     world_size: int = 1,
     fold: int = -1,
     device=None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     desc: str = "predict",
 ) -> pa.Table | None:
     """Predict every manifest row: full probability vector and top-5 per usable image.
@@ -424,7 +424,7 @@ def accuracy_summary(table: pa.Table, labels) -> dict:
     return out
 
 
-def folder_manifest(images: str | Path, *, classes, max_pixels: int = DEFAULT_MAX_PIXELS) -> pd.DataFrame:
+def folder_manifest(images: str | Path, *, classes, max_pixels: int = MAX_IMAGE_PIXELS) -> pd.DataFrame:
     """A manifest for any image folder: ``<wnid>/`` class folders (labelled) and/or flat files (label -1).
 
     Raises:
@@ -568,7 +568,7 @@ def _write_skipped(split: str, params, names: list[str], *, why: str, manifest_p
     empty = predictions_table([], np.zeros((0, k), np.float32))
     for name in names:
         write_predictions(out_dir / split / f"{name}.parquet", empty, model=name, arch=params.models[name].arch, split=split,
-                          num_classes=k, skipped="true", why=why)
+                          num_classes=k, skipped="true", **{SKIPPED_WHY: why})
         summaries[name] = {"n": 0, "n_error": 0, "skipped": why}
     (out_dir / split).mkdir(parents=True, exist_ok=True)
     _log.info("split %s skipped (%s): wrote %d empty prediction files", split, why, len(names))

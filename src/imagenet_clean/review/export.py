@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..constants import MAX_IMAGE_PIXELS
 from ..data.images import load_rgb
 from ..io import write_text
 from .data import Filter, ReviewData
@@ -30,7 +31,7 @@ STYLE = ("body{font:13px system-ui,sans-serif;margin:12px}table{border-collapse:
 def thumbnail(path: Path, boxes, *, root: Path) -> str:
     """A data URI of the image at most :data:`THUMB` pixels a side, boxes drawn in red ('' if unreadable)."""
     try:
-        img = load_rgb(path, max_pixels=89_478_485, within=root)
+        img = load_rgb(path, max_pixels=MAX_IMAGE_PIXELS, within=root)
     except (OSError, ValueError):
         return ""
     w, h = img.size

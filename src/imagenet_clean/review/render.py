@@ -19,12 +19,12 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..constants import MAX_IMAGE_PIXELS
 from ..data.images import load_rgb
 
 MIN_SIDE = 256
 MAX_SIDE = 768
 BOX_COLOUR = (255, 40, 40)
-MAX_PIXELS = 89_478_485
 
 
 def _scaled(img: Image.Image) -> tuple[Image.Image, float]:
@@ -58,7 +58,7 @@ def image_with_boxes(path: str | Path, boxes: Sequence[Sequence[float]] | None, 
     Raises:
         ValueError: the file cannot be decoded or lies outside ``within``.
     """
-    img = load_rgb(path, max_pixels=MAX_PIXELS, within=within)
+    img = load_rgb(path, max_pixels=MAX_IMAGE_PIXELS, within=within)
     out, s = _scaled(img)
     _draw_boxes(out, boxes or [], s)
     return png(out)
@@ -137,7 +137,7 @@ class CamRenderer:
 
             torch.set_num_threads(self.threads)  # leave the other cores to the pages and verdicts
             net, cfg, layer = self._model(model, fold)
-            img = load_rgb(path, max_pixels=MAX_PIXELS, within=root)
+            img = load_rgb(path, max_pixels=MAX_IMAGE_PIXELS, within=root)
             keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
             tf = timm.data.create_transform(**{k: cfg[k] for k in keys if k in cfg}, is_training=False)
             x = torch.stack([tf(img)])

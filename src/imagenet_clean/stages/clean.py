@@ -35,6 +35,7 @@ from ..cleanup.merges import load_merges
 from ..cleanup.rules import apply_exemptions, resolved
 from ..cleanup.verdicts import review_split
 from ..config import Params
+from ..constants import SKIPPED_WHY
 from ..io import read_metadata, read_table, write_json, write_table, write_text
 from ..predictions import read_predictions
 from ..workspace import Workspace
@@ -208,6 +209,6 @@ def write_skipped(ws: Workspace, split: str, why: str) -> dict:
     write_table(ws.decisions(split), DECISIONS_SCHEMA.empty_table(), metadata=meta)
     write_table(ws.clean(split), CLEAN_SCHEMA.empty_table(), metadata=meta)
     write_text(ws.changes(split), ",".join(CHANGE_COLUMNS) + "\n")
-    metrics = {"split": split, "skipped": True, "why": why, "samples": 0, "keep": 0, "fix": 0, "remove": 0}
+    metrics = {"split": split, "skipped": True, SKIPPED_WHY: why, "samples": 0, "keep": 0, "fix": 0, "remove": 0}
     write_json(ws.cleanup_metrics(split), metrics)
     return metrics

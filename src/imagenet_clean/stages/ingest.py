@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..config import Params
+from ..constants import SKIPPED_WHY
 from ..workspace import Workspace
 from .common import skip_reason
 
@@ -28,7 +29,7 @@ def run(params: Params, ws: Workspace, split: str) -> dict:
     if why:
         meta = {"root": "", "layout": sc.layout if sc else "", "split": split, "classes": params.dataset.classes, "num_classes": 0}
         write_table(out, manifest_table_empty(), metadata=meta)
-        stats = {"split": split, "skipped": True, "why": why, "n_files": 0, "n_ok": 0, "n_error": 0}
+        stats = {"split": split, "skipped": True, SKIPPED_WHY: why, "n_files": 0, "n_ok": 0, "n_error": 0}
         write_json(metrics, stats)
         return stats
     classes = load_classes(params.dataset.classes)

@@ -26,7 +26,12 @@ def run(params: Params, ws: Workspace, *, real_path: str | Path | None = None) -
         FileNotFoundError: the truth table named in params is missing.
     """
     from ..cleanup.merges import load_merges, merge_index
-    from ..evaluate.score import REAL_SPLIT, load_real_labels, score_decisions, score_real
+    from ..evaluate.score import (
+        REAL_SPLIT,
+        load_real_labels,
+        score_decisions,
+        score_real,
+    )
 
     result: dict = {"splits": {}}
     truth = read_table(ws.resolve(params.dataset.truth)) if params.dataset.truth else None
