@@ -39,10 +39,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
 
+    import imagenet_clean.data.ingest as ingest_module
     from imagenet_clean.classes import load_classes
     from imagenet_clean.config import GenerateConfig
     from imagenet_clean.data.generate import embedded_classes, generate
-    import imagenet_clean.data.ingest as ingest_module
     from imagenet_clean.data.ingest import ingest_split
 
     ingest_module._MIN_PARALLEL = 0  # measure the worker pool even on small trees

@@ -175,8 +175,9 @@ def main(argv=None) -> dict:
             result[name] = fn()
             best[name] = max(best[name], n / (time.perf_counter() - t))
 
-    from imagenet_clean.models.transforms import eval_transform
     from PIL import Image
+
+    from imagenet_clean.models.transforms import eval_transform
 
     tf = eval_transform(data_cfg)
     x = torch.stack([tf(Image.open(Path(root) / p).convert("RGB")) for p in manifest["path"][: args.batch_size]])

@@ -30,9 +30,9 @@ def main() -> None:
     import torch
 
     from imagenet_clean.config import load_params
+    from imagenet_clean.models.datasets import ImageSamples, make_loader
     from imagenet_clean.models.train import train_model
     from imagenet_clean.models.transforms import eval_transform
-    from imagenet_clean.models.datasets import ImageSamples, make_loader
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", required=True)
@@ -57,7 +57,8 @@ def main() -> None:
     for name in names:
         mc = params.models[name]
         t0 = time.perf_counter()
-        model = train_model(tr[["path", "label"]], _root(args.train, tr, args.train_root), arch_cfg=mc, num_classes=k, cfg=cfg, seed=params.seed)
+        model = train_model(tr[["path", "label"]], _root(args.train, tr, args.train_root), arch_cfg=mc, num_classes=k, cfg=cfg,
+                            seed=params.seed)
         t_train = time.perf_counter() - t0
         from imagenet_clean.models.factory import data_config
 

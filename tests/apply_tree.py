@@ -47,7 +47,7 @@ def make_split(tmp: Path, layout: str = "train", *, seed: int = 0, split: str | 
     rng = np.random.default_rng(seed)
     split = split or layout
     root = tmp / f"src_{split}"
-    rows, expected = [], {}
+    rows = []
     i = 0
     for label, wnid in enumerate(WNIDS):
         for k in range(3):

@@ -154,7 +154,8 @@ def voc_xml(folder: str, stem: str, size: tuple[int, int], objects: list[tuple[s
     )
 
 
-def build_imagenet_tree(root: str | Path, *, n_train: int = 6, n_val: int = 4, n_v2: int = 3, seed: int = 0, max_side: int = 300) -> ImagenetTree:
+def build_imagenet_tree(root: str | Path, *, n_train: int = 6, n_val: int = 4, n_v2: int = 3, seed: int = 0,
+                        max_side: int = 300) -> ImagenetTree:
     """Write the tree under ``root`` (created) and return its paths and truth.
 
     Args:

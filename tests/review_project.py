@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.io import read_table
+from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.workspace import Workspace
 from stage_project import FakeCam, make_project
 

@@ -47,7 +47,7 @@ def make_project(tmp, *, n=160, seed=0, **over):
     status = np.array(["ok"] * n, object)
     status[BAD_ROW] = "error"
     manifest = pd.DataFrame({
-        "sample_id": ids, "path": ids, "label": labels.astype(np.int64), "wnid": [WNIDS[l] for l in labels],
+        "sample_id": ids, "path": ids, "label": labels.astype(np.int64), "wnid": [WNIDS[lab] for lab in labels],
         "boxes": boxes, "width": np.full(n, 64, np.int32), "height": np.full(n, 64, np.int32),
         "size": np.full(n, 1000, np.int64), "mtime_ns": np.zeros(n, np.int64),
         "content_hash": [f"h{i:04d}" for i in range(n)], "status": status,
@@ -58,14 +58,14 @@ def make_project(tmp, *, n=160, seed=0, **over):
     for mi, m in enumerate(MODELS):
         p = _probs(rng, true, 4.0)
         for r in (CONS_EXEMPT, CONS_REMOVE, CONS_NOBOX):
-            l = labels[r]
+            lab = labels[r]
             if mi < 2:  # models a, b: the label is the least likely class -> top-5 miss
                 q = np.full(K, 1.0)
-                q[(l + 1) % K] = 20.0
-                q[l] = 0.01
+                q[(lab + 1) % K] = 20.0
+                q[lab] = 0.01
             else:       # model c: the label on top
                 q = np.full(K, 1.0)
-                q[l] = 20.0
+                q[lab] = 20.0
             p[r] = q / q.sum()
         st = np.array(["ok"] * n, object)
         if m == "b":

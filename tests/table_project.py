@@ -72,7 +72,8 @@ def make_split(paths: Workspace, split: str, *, n: int = 12, seed: int = 0, mode
     for m in models:
         best = true if m == "m1" else np.zeros(n, np.int64)
         probs = confident_probs(best) + rng.uniform(0, 1e-3, (n, K)).astype(np.float32)
-        write_predictions(paths.predictions(split, m), predictions_table(ids, probs / probs.sum(1, keepdims=True), status=status), model=m, split=split, num_classes=K)
+        write_predictions(paths.predictions(split, m), predictions_table(ids, probs / probs.sum(1, keepdims=True), status=status),
+                          model=m, split=split, num_classes=K)
     return {"ids": ids, "true": true, "label": label, "status": status}
 
 

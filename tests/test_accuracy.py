@@ -1,5 +1,4 @@
 """Accuracy of prediction files over original and cleaned evaluation sets; the round file layout."""
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,7 +6,6 @@ import pytest
 
 from imagenet_clean.evaluate.accuracy import accuracy, cleaned_set, hits, original_set, ranked_topk, symbol
 from imagenet_clean.predictions import Predictions
-from imagenet_clean.workspace import Workspace
 
 
 def _preds(ids, top1, k=6, status=None):

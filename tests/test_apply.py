@@ -111,7 +111,7 @@ def test_second_run_changes_nothing_and_resume(tmp_path):
     gone = sorted(expected_tree(df))[:2]
     for d in gone:
         (out / d).unlink()
-    (out / WNIDS[0] / f".x.JPEG.imagenet-clean-tmp").write_text("partial")
+    (out / WNIDS[0] / ".x.JPEG.imagenet-clean-tmp").write_text("partial")
     counts = apply_clean(manifest, root, out)
     assert counts["created"] == 2 and tree_files(out) == set(expected_tree(df))
 

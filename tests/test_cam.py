@@ -11,8 +11,14 @@ from PIL import Image
 
 from imagenet_clean.cleanup import cam as cam_mod
 from imagenet_clean.cleanup.cam import compute_heatmaps, find_exemptions, find_target_layer
-from imagenet_clean.cleanup.camgeom import (as_geometry, box_heat_score, boxes_to_input, eval_geometry,
-                                            heatmap_to_original, input_to_original, original_to_input)
+from imagenet_clean.cleanup.camgeom import (
+    box_heat_score,
+    boxes_to_input,
+    eval_geometry,
+    heatmap_to_original,
+    input_to_original,
+    original_to_input,
+)
 from imagenet_clean.config import CamConfig
 
 GEOMETRIES = [  # (data_cfg, width, height)

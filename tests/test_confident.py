@@ -5,7 +5,12 @@ from cleanlab.filter import find_label_issues
 
 from imagenet_clean.cleanup import confident
 from imagenet_clean.cleanup.confident import (
-    candidate_labels, find_candidates, label_in_topk, model_evidence, rank_issues, validate_pred_probs,
+    candidate_labels,
+    find_candidates,
+    label_in_topk,
+    model_evidence,
+    rank_issues,
+    validate_pred_probs,
 )
 from imagenet_clean.cleanup.rules import decide
 from imagenet_clean.config import Thresholds
@@ -107,9 +112,9 @@ def test_rank_issues_orders_flagged_samples():
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda l, p: p.__setitem__((3, 1), np.nan), "row 3 .*NaN"),
-    (lambda l, p: p.__setitem__((4, 1), -0.2), "row 4 .*negative"),
-    (lambda l, p: p.__setitem__((5, slice(None)), p[5] * 2), "row 5 .*sums to"),
+    (lambda lab, p: p.__setitem__((3, 1), np.nan), "row 3 .*NaN"),
+    (lambda lab, p: p.__setitem__((4, 1), -0.2), "row 4 .*negative"),
+    (lambda lab, p: p.__setitem__((5, slice(None)), p[5] * 2), "row 5 .*sums to"),
 ])
 def test_bad_probabilities_name_file_model_and_row(mutate, match):
     labels, p, _ = noisy(seed=8, n=20)

@@ -86,9 +86,9 @@ def test_a_real_change_is_not_explained_by_float_noise():
 
 
 def _photo_manifest(tmp_path):
-    from imagenet_tree import build_imagenet_tree
     from imagenet_clean.classes import load_classes
     from imagenet_clean.data.ingest import ingest_split
+    from imagenet_tree import build_imagenet_tree
 
     tree = build_imagenet_tree(tmp_path / "in", n_train=16, n_val=1, n_v2=1, max_side=256)
     manifest, _ = ingest_split(tree.train, layout="train", classes=load_classes("imagenet-1k"), max_pixels=10**8)

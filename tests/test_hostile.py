@@ -15,8 +15,22 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from hostile_corpus import (CLASSES, FORMULA, FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, audited,
-                            build_corpus, run_main, text_of_tree, tiny_checkpoint, under)
+from hostile_corpus import (
+    CLASSES,
+    FORMULA,
+    FORMULA_NAME,
+    SECRET,
+    SYMLINK_OUTSIDE,
+    UNICODE_NAME,
+    W1,
+    W2,
+    audited,
+    build_corpus,
+    run_main,
+    text_of_tree,
+    tiny_checkpoint,
+    under,
+)
 from imagenet_clean.cli import app
 from imagenet_clean.data.images import inspect_image, load_rgb
 from imagenet_clean.data.ingest import ingest_split

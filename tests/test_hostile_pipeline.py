@@ -25,8 +25,23 @@ import pandas as pd
 import pytest
 import yaml
 
-from hostile_corpus import (FORMULA_NAME, SECRET, SYMLINK_OUTSIDE, UNICODE_NAME, W1, W2, W3, audited, build_corpus,
-                            run_main, text_of_tree, tiny_checkpoint, under, voc_xml, write_jpeg)
+from hostile_corpus import (
+    FORMULA_NAME,
+    SECRET,
+    SYMLINK_OUTSIDE,
+    UNICODE_NAME,
+    W1,
+    W2,
+    W3,
+    audited,
+    build_corpus,
+    run_main,
+    text_of_tree,
+    tiny_checkpoint,
+    under,
+    voc_xml,
+    write_jpeg,
+)
 from imagenet_clean.classes import ClassList, write_classes
 from imagenet_clean.cleanup.changes import TEXT_COLUMNS
 from imagenet_clean.io import read_table
@@ -133,7 +148,7 @@ def test_hostile_corpus_through_ingest_clean_and_apply(project, capsys, tmp_path
     swapped.unlink()
     swapped.symlink_to(corpus.outside / "secret.JPEG")
 
-    import cleanlab.filter, pytorch_grad_cam, timm  # noqa: F401, E401  (their import-time caches are not the pipeline's)
+    import cleanlab.filter  # noqa: F401, E401  (their import-time caches are not the pipeline's)
 
     with audited() as events:  # the first run: a cached CAM score must not hide a read
         code, out, err = run_main(["clean", "--split", "train"], capsys)

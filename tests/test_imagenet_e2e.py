@@ -196,7 +196,8 @@ def test_dvc_repro_cleans_the_real_photo_tree(tree, tmp_path):
             if hits:
                 candidates[s] = hits
     ranks = {s: [sorted(top5[m][s]) for m in MODELS] for s in tree.mislabeled("val")}
-    assert candidates, f"fixture drifted: no consensus-only candidate with a box and a top-5 model; decisions:\n{d.loc[tree.mislabeled('val'), ['wnid', 'action', 'rules', 'c_s']]}\n{ranks}"
+    shown = d.loc[tree.mislabeled("val"), ["wnid", "action", "rules", "c_s"]]
+    assert candidates, f"fixture drifted: no consensus-only candidate with a box and a top-5 model; decisions:\n{shown}\n{ranks}"
     for s, hits in candidates.items():
         scores = json.loads(d.loc[s, "cam_scores"])
         assert scores and set(scores) <= set(hits), f"val/{s}: CAM scores {scores} (models with the label in the top-5: {hits})"

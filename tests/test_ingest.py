@@ -13,8 +13,8 @@ from imagenet_clean.classes import ClassList, write_classes
 from imagenet_clean.cli import app
 from imagenet_clean.config import parse_params
 from imagenet_clean.data.ingest import MANIFEST_SCHEMA, ingest_split, write_manifest
-from imagenet_clean.stages.ingest import run as run_ingest
 from imagenet_clean.io import read_metadata, read_table
+from imagenet_clean.stages.ingest import run as run_ingest
 from imagenet_clean.workspace import Workspace
 
 BIG = 10**8

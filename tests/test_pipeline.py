@@ -24,8 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline_project import (ENV, TINY_MODELS, commit, metrics_tree, output_bytes, run, stages_run,
-                              write_pipeline_project)
+from pipeline_project import ENV, TINY_MODELS, commit, metrics_tree, output_bytes, run, stages_run, write_pipeline_project
 
 pytestmark = pytest.mark.slow
 

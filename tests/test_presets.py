@@ -78,7 +78,8 @@ def test_cli_refuses_an_unknown_model_and_suggests_names(tmp_path):
     _tree(tmp_path / "v2", ["0"])
     res, errors = _init(tmp_path, "--v2", str(tmp_path / "v2"), "--model", "efficientnet_lite9")
     assert res.exit_code == 1 and len(errors) == 1
-    assert "efficientnet_lite9: unknown timm architecture" in errors[0] and "did you mean" in errors[0] and "efficientnet_lite1" in errors[0]
+    assert "efficientnet_lite9: unknown timm architecture" in errors[0]
+    assert "did you mean" in errors[0] and "efficientnet_lite1" in errors[0]
 
 
 def test_cli_refuses_flat_validation_without_labels(tmp_path):
@@ -87,7 +88,8 @@ def test_cli_refuses_flat_validation_without_labels(tmp_path):
     res, errors = _init(tmp_path, "--val", str(tmp_path / "val"), "--model", "efficientnet_lite0")
     assert res.exit_code == 1 and len(errors) == 1 and "--val-labels LOC_val_solution.csv" in errors[0]
     (tmp_path / "bad.csv").write_text("image,label\nILSVRC2012_val_00000001,n01440764\n")
-    res, errors = _init(tmp_path, "--val", str(tmp_path / "val"), "--val-labels", str(tmp_path / "bad.csv"), "--model", "efficientnet_lite0")
+    res, errors = _init(tmp_path, "--val", str(tmp_path / "val"), "--val-labels", str(tmp_path / "bad.csv"), "--model",
+                        "efficientnet_lite0")
     assert res.exit_code == 1 and len(errors) == 1 and "header 'ImageId,PredictionString'" in errors[0]
 
 
@@ -119,7 +121,8 @@ def test_cli_refuses_bad_set_overrides(tmp_path, setting, expect):
 
 def test_set_may_add_a_model_entry(tmp_path):
     _tree(tmp_path / "v2", ["0"])
-    params = imagenet_params(v2=tmp_path / "v2", models=["efficientnet_lite0"], overrides=["models.extra.arch=resnet18", "models.extra.weights=train"])
+    params = imagenet_params(v2=tmp_path / "v2", models=["efficientnet_lite0"], overrides=["models.extra.arch=resnet18",
+                                                                                           "models.extra.weights=train"])
     assert parse_params(params).models["extra"].arch == "resnet18"
 
 

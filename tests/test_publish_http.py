@@ -21,7 +21,6 @@ from imagenet_clean.publish.release import publish
 from release_project import dvc, git, lock_outs, make_release_project, md5
 
 
-
 class _Recording(SimpleHTTPRequestHandler):
     requests: list[str] = []
 

@@ -285,8 +285,9 @@ def test_cams_are_computed_on_demand_and_cached(project, tmp_path):
     q = {"id": sid, "model": "c", "method": "gradcam"}
     r = get(c, "/cam", query_string=q)
     assert r.status_code == 200 and r.data[:4] == b"\x89PNG"
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     im = Image.open(io.BytesIO(r.data))
     assert min(im.size) >= 256

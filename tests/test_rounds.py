@@ -89,12 +89,12 @@ def _tiny_params(folder: Path, rounds: int) -> Path:
 
 
 def _round_one(p):
-    from imagenet_clean.stages import clean as clean_stage
     from imagenet_clean.data.generate import generate
-    from imagenet_clean.stages.ingest import run as run_ingest
     from imagenet_clean.evaluate.splits import usable_splits
     from imagenet_clean.evaluate.table1 import write_table1
+    from imagenet_clean.stages import clean as clean_stage
     from imagenet_clean.stages.fit import run as run_fit
+    from imagenet_clean.stages.ingest import run as run_ingest
     from imagenet_clean.stages.predict import run as run_predict_split
 
     generate(p.generate, seed=p.seed)
@@ -157,8 +157,8 @@ def test_two_rounds_retrain_on_round_one_clean_set_and_report_each_round(tmp_pat
     assert "test_resnet" in t2 and {"T", "T_c"} <= set(t2["test_resnet"])
     assert json.loads(Path("metrics/rounds/2/table3.json").read_text())["skipped"] is True  # switch off
 
-    from imagenet_clean.stages import clean as clean_stage
     from imagenet_clean.models import factory
+    from imagenet_clean.stages import clean as clean_stage
 
     seen = []
     monkeypatch.setattr(factory, "load_trained", lambda name, cfg, **kw: seen.append(kw["models_dir"]))
@@ -192,8 +192,8 @@ def test_one_round_writes_only_the_marker_folders(tmp_path, monkeypatch):
 
 def test_a_round_without_the_previous_clean_training_set_names_the_stage_to_run(tmp_path, monkeypatch):
     from imagenet_clean.config import load_params
-    from imagenet_clean.stages.rounds import run_round
     from imagenet_clean.io import write_table
+    from imagenet_clean.stages.rounds import run_round
 
     project = _tiny_params(tmp_path / "proj", rounds=2)
     monkeypatch.chdir(project)
@@ -205,5 +205,6 @@ def test_a_round_without_the_previous_clean_training_set_names_the_stage_to_run(
     write_table("data/manifests/train.parquet", pa.table({"sample_id": ["a"]}))
     with pytest.raises(FileNotFoundError, match=r"data/clean/train.parquet: missing \(run `imagenet-clean clean --split train`"):
         run_round(p, Workspace(round=2))
-    with pytest.raises(FileNotFoundError, match=r"data/rounds/2/clean/train.parquet: missing \(run round 2 \(`imagenet-clean rounds`\) first"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"data/rounds/2/clean/train.parquet: missing \(run round 2 \(`imagenet-clean rounds`\) first"):
         run_round(p, Workspace(round=3))

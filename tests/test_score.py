@@ -4,10 +4,10 @@ import json
 import pandas as pd
 import pytest
 
-from imagenet_clean.evaluate.score import load_real_labels, prf, real_index, score_decisions, score_real
-from imagenet_clean.stages.score import run as score_all
 from imagenet_clean.config import parse_params
+from imagenet_clean.evaluate.score import load_real_labels, prf, real_index, score_decisions, score_real
 from imagenet_clean.io import write_table
+from imagenet_clean.stages.score import run as score_all
 from imagenet_clean.workspace import Workspace
 
 

@@ -143,7 +143,8 @@ def test_every_split_skipped_writes_a_skipped_table1(tmp_path, monkeypatch):
 
     from imagenet_clean.cli import app
 
-    (tmp_path / "params.yaml").write_text("models:\n  m1: {arch: resnet10t}\nsplits:\n  train: {root: data/raw/train}\n  val: {root: null}\n")
+    (tmp_path / "params.yaml").write_text("models:\n  m1: {arch: resnet10t}\n"
+                                          "splits:\n  train: {root: data/raw/train}\n  val: {root: null}\n")
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(app, ["tables"])
     assert res.exit_code == 0, res.output
@@ -171,7 +172,8 @@ def test_extra_models_are_scored_beside_the_cleanup_models_without_issue_counts(
     truth = make_split(paths, "val")
     folder = paths.extra_predictions
     n = len(truth["ids"])
-    write_predictions(folder / "val" / "big.parquet", predictions_table(truth["ids"], confident_probs(truth["true"]), status=truth["status"]),
+    table = predictions_table(truth["ids"], confident_probs(truth["true"]), status=truth["status"])
+    write_predictions(folder / "val" / "big.parquet", table,
                       model="big", split="val", num_classes=K)
     out = json.loads(write_table1(list(MODELS), ["val"], paths=paths, extra_models=["big"]).read_text())
     assert out["big"]["cleanup"] is False and out["big"]["issues"] == {}

@@ -23,7 +23,6 @@ from imagenet_clean.evaluate.table2 import (
 )
 from imagenet_clean.evaluate.table3 import nonsquare_sizes, write_table3
 from imagenet_clean.io import read_table
-from imagenet_clean.workspace import Workspace
 from table_project import SPLITS_YAML, FakeBackend, K, make_project, make_split, run_cli, skip_split, strict_json, tables_params
 
 
@@ -355,7 +354,8 @@ def test_retrain_leaves_out_skipped_splits(tmp_path, monkeypatch):
 
 def test_retrain_skips_when_the_training_split_is_skipped_or_emptied(tmp_path, monkeypatch):
     paths = make_project(tmp_path, splits=("val", "v2"), n=40)
-    params = parse_params({"splits": {"train": {"root": None, "layout": "train"}, "val": {"root": "data/raw/val"}}, "tables": {"archs": ["a1"]}})
+    params = parse_params({"splits": {"train": {"root": None, "layout": "train"}, "val": {"root": "data/raw/val"}},
+                           "tables": {"archs": ["a1"]}})
     skip_split(params, "train", tmp_path)
     t = strict_json(write_table2(params, paths=paths, backend=FakeBackend()))
     assert t == {"skipped": True, "why": "training split skipped: splits.train.root is null"}
@@ -401,6 +401,7 @@ def test_timm_backend_passes_the_recipe_to_train_model(project, monkeypatch):
     seen = {}
     monkeypatch.setattr(train_mod, "train_model", lambda samples, root, **kw: seen.update(kw) or "model")
     params = parse_params({"train": {"opt": "adamw", "cache_images": True}, "tables": {"archs": ["a1"], "epochs": 3}})
-    assert make_backend(params).fit(pd.DataFrame({"path": ["x"], "label": [0]}), "r", arch="a1", num_classes=K, seed=5, input_size=(3, 16, 16)) == "model"
+    assert make_backend(params).fit(pd.DataFrame({"path": ["x"], "label": [0]}), "r", arch="a1", num_classes=K, seed=5,
+                                    input_size=(3, 16, 16)) == "model"
     assert seen["cfg"].epochs == 3 and seen["cfg"].opt == "adamw" and seen["cfg"].cache_images is True
     assert seen["seed"] == 5 and seen["input_size"] == (3, 16, 16) and seen["num_classes"] == K

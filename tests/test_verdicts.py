@@ -12,11 +12,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagenet_clean.cleanup.ensemble import DECISIONS_SCHEMA
-from imagenet_clean.stages import clean as clean_stage
-from imagenet_clean.cleanup.verdicts import (VERDICT_COLUMNS, Verdict, VerdictError, format_verdicts, parse_verdicts,
-                                             read_verdicts, record_verdict)
+from imagenet_clean.cleanup.verdicts import (
+    VERDICT_COLUMNS,
+    Verdict,
+    VerdictError,
+    format_verdicts,
+    parse_verdicts,
+    read_verdicts,
+    record_verdict,
+)
 from imagenet_clean.io import read_table
 from imagenet_clean.review.metrics import machine_action, review_metrics
+from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.workspace import Workspace
 from stage_project import WNIDS, FakeCam, make_project
 

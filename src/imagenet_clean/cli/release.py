@@ -11,10 +11,12 @@ import typer
 def publish(
     remote: str = typer.Option(..., "--remote", help="Push URL: a local folder, s3://, gs://, azure://, ssh:// or http(s)://."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Git tag for the release commit (must not exist yet)."),
-    read_url: Optional[str] = typer.Option(None, "--read-url", help="URL readers fetch from, committed in .dvc/config (default: --remote)."),
+    read_url: Optional[str] = typer.Option(None, "--read-url",
+                                           help="URL readers fetch from, committed in .dvc/config (default: --remote)."),
     name: str = typer.Option("published", "--name", help="DVC remote name to record (made the default)."),
     everything: bool = typer.Option(False, "--all", help="Also push models, predictions, manifests and raw data."),
-    prune: bool = typer.Option(False, "--prune", help="Remove earlier releases' objects from a local folder remote (one committed in git keeps them in its history)."),
+    prune: bool = typer.Option(False, "--prune", help="Remove earlier releases' objects from a local folder remote "
+                                   "(one committed in git keeps them in its history)."),
     commit: bool = typer.Option(True, "--commit/--no-commit", help="Commit (and tag) the release files."),
     repo: Path = typer.Option(Path("."), "--repo", help="The pipeline repository."),
 ) -> None:

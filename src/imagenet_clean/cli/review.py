@@ -14,7 +14,8 @@ def review(
     port: int = typer.Option(8765, "--port", min=1, max=65535, help="The port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="The address to bind; anything but loopback prints an access token."),
     workdir: Path = WORKDIR,
-    export: Optional[Path] = typer.Option(None, "--export", help="Write a read-only HTML report of the changes to this folder instead of serving."),
+    export: Optional[Path] = typer.Option(None, "--export",
+                                          help="Write a read-only HTML report of the changes to this folder instead of serving."),
 ) -> None:
     """Review a split's changes in the browser; verdicts go to reviews/<split>.csv, which `dvc repro` applies."""
     if export is not None:

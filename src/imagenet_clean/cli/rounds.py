@@ -16,7 +16,8 @@ def rounds(
 ) -> None:
     """Cleaning rounds 2..`rounds`: retrain the cleanup models on the previous round's clean training set, clean again.
 
-    Writes data/rounds/<r>/ (manifests, models, predictions, decisions, clean, changes) and metrics/rounds/<r>/ (cleanup metrics, tables); with `rounds: 1` only the two folders' README files.
+    Writes data/rounds/<r>/ (manifests, models, predictions, decisions, clean, changes) and metrics/rounds/<r>/
+    (cleanup metrics, tables); with `rounds: 1` only the two folders' README files.
     """
     from ..stages import rounds as stage
 

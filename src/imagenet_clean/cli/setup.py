@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-init_app = typer.Typer(help="Write params.yaml: `init embedded` (the default) or `init imagenet` (the paper's configuration).", no_args_is_help=True)
+init_app = typer.Typer(help="Write params.yaml: `init embedded` (the default) or `init imagenet` (the paper's configuration).",
+                       no_args_is_help=True)
 
 _SET_HELP = "KEY=VALUE params setting applied last (YAML value), repeatable: e.g. --set train.folds=2 --set tables.archs=[]."
 

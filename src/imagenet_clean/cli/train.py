@@ -15,8 +15,10 @@ def fit(
     params: Path = PARAMS,
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Training split manifest (default: the project's)."),
     models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="Checkpoints go to MODELS_DIR/NAME/ (default: the project's)."),
-    predictions_dir: Optional[Path] = typer.Option(None, "--predictions-dir", help="Out-of-fold predictions go to DIR/NAME.parquet (default: the project's)."),
-    live_dir: Optional[Path] = typer.Option(None, "--live-dir", help="dvclive training curves go to LIVE_DIR/NAME/ (default: the project's)."),
+    predictions_dir: Optional[Path] = typer.Option(None, "--predictions-dir",
+                                                   help="Out-of-fold predictions go to DIR/NAME.parquet (default: the project's)."),
+    live_dir: Optional[Path] = typer.Option(None, "--live-dir",
+                                            help="dvclive training curves go to LIVE_DIR/NAME/ (default: the project's)."),
 ) -> None:
     """Stage fit@model: k-fold cross-validation (out-of-fold predictions), plus the full-split model for `weights: train`.
 

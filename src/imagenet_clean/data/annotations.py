@@ -126,9 +126,10 @@ def parse_voc_xml(path: str | Path) -> list[tuple[str, Box]]:
             declarations or external references (refused, not expanded), or an
             object without a valid box.
     """
+    from xml.etree.ElementTree import ParseError
+
     import defusedxml.ElementTree as DET
     from defusedxml import DefusedXmlException
-    from xml.etree.ElementTree import ParseError
 
     try:
         root = DET.parse(str(path), forbid_dtd=False, forbid_entities=True, forbid_external=True).getroot()

@@ -103,7 +103,8 @@ def _check_probs(pred_probs: np.ndarray, subset: ClassSubset) -> np.ndarray:
     pred_probs = np.asarray(pred_probs)
     if pred_probs.ndim != 2 or pred_probs.shape[1] != NUM_IMAGENET_CLASSES:
         raise ValueError(
-            f"pred_probs must be (N, {NUM_IMAGENET_CLASSES}) ImageNet-1k probabilities to restrict to {subset.name}; got shape {pred_probs.shape}"
+            f"pred_probs must be (N, {NUM_IMAGENET_CLASSES}) ImageNet-1k probabilities to restrict to {subset.name}; "
+            f"got shape {pred_probs.shape}"
         )
     return pred_probs
 
@@ -148,7 +149,8 @@ def restrict_logits(logits, *, subset: str = IMAGENET_R):
     """
     s = load_subset(subset)
     if tuple(logits.shape[-1:]) != (NUM_IMAGENET_CLASSES,):
-        raise ValueError(f"logits must end in {NUM_IMAGENET_CLASSES} ImageNet-1k classes to restrict to {subset}; got shape {tuple(logits.shape)}")
+        raise ValueError(f"logits must end in {NUM_IMAGENET_CLASSES} ImageNet-1k classes to restrict to {subset}; "
+                         f"got shape {tuple(logits.shape)}")
     mask = s.mask()
     if isinstance(logits, np.ndarray):
         return np.where(mask, logits, -np.inf).astype(logits.dtype, copy=False)

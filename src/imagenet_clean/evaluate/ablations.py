@@ -115,12 +115,14 @@ def variant_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame, merges: Ma
     if variant not in VARIANTS:
         raise ValueError(f"unknown ablation variant {variant!r}; known: {', '.join(VARIANTS)}")
     v = VARIANTS[variant]
-    for df, cols, name in ((manifest, ("sample_id", "path", "label"), "manifest"), (decisions, ("sample_id", "action", "new_label"), "decisions")):
+    for df, cols, name in ((manifest, ("sample_id", "path", "label"), "manifest"), (decisions, ("sample_id", "action", "new_label"),
+                                                                                    "decisions")):
         missing = [c for c in cols if c not in df.columns]
         if missing:
             raise ValueError(f"{name}: missing column(s) {missing}")
     if decisions["sample_id"].duplicated().any():
-        raise ValueError(f"decisions: sample_id {decisions.loc[decisions['sample_id'].duplicated(), 'sample_id'].iloc[0]!r} appears more than once")
+        dup = decisions.loc[decisions["sample_id"].duplicated(), "sample_id"].iloc[0]
+        raise ValueError(f"decisions: sample_id {dup!r} appears more than once")
     bad = sorted(set(decisions["action"]) - {"keep", "fix", "remove"})
     if bad:
         raise ValueError(f"decisions: unknown action(s) {bad}; expected keep, fix or remove")
@@ -173,7 +175,8 @@ def ablations(
         raise ValueError(f"evaluation set {set_name!r} not evaluated; have {sorted(ctx.eval_sets)}")
     table, runs = {}, {}
     for arch in archs:
-        per = {name: seed_runs(ctx, rows, arch=arch, seeds=seeds, input_size=input_size, label=f"ablation {name}") for name, rows in variants.items()}
+        per = {name: seed_runs(ctx, rows, arch=arch, seeds=seeds, input_size=input_size, label=f"ablation {name}") for name,
+               rows in variants.items()}
         row = {}
         for name, r in per.items():
             c = compare(per_metric(per["none"], set_name, "top1"), per_metric(r, set_name, "top1"))
@@ -199,13 +202,15 @@ def write_ablations(params, *, paths: Workspace, backend: RetrainBackend | None 
     ctx = stage_context(params, paths=paths, backend=backend, splits=splits)
     set_name = primary_set(list(ctx.eval_sets))
     if set_name is None:
-        return write_skipped(paths, names, f"no evaluated split has a cleaned version (evaluated: {', '.join(splits)})", skipped_splits=skipped)
+        return write_skipped(paths, names, f"no evaluated split has a cleaned version (evaluated: {', '.join(splits)})",
+                             skipped_splits=skipped)
     manifest = read_table(paths.input(TRAIN_SPLIT))
     decisions = read_table(paths.decisions(TRAIN_SPLIT))
     clean = read_table(paths.clean(TRAIN_SPLIT))
     merges = merge_map(clean, decisions, source=str(paths.clean(TRAIN_SPLIT)))
     variants = {name: variant_manifest(manifest, decisions, merges, variant=name) for name in VARIANTS}
-    table, runs = ablations(ctx, list(params.tables.archs), seeds=seeds_of(params), variants=variants, input_size=square_size(params), set_name=set_name)
+    table, runs = ablations(ctx, list(params.tables.archs), seeds=seeds_of(params), variants=variants, input_size=square_size(params),
+                            set_name=set_name)
     out = paths.metric(names[0])
     write_json(out, with_skipped(table, skipped))
     write_json(paths.metric(names[1]), runs)

@@ -364,10 +364,13 @@ def changes_per_class(decisions: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         missing = [c for c in ("wnid", "action") if c not in dec.columns]
         if missing:
             raise ValueError(f"decisions of split {split!r}: missing column(s) {missing}")
-        g = dec.assign(fixes=dec["action"] == "fix", removals=dec["action"] == "remove").groupby("wnid", sort=True)[["fixes", "removals"]].sum()
-        frames.append(pd.DataFrame({"split": split, "class": g.index.astype(str), "fixes": g["fixes"].astype("int64").to_numpy(), "removals": g["removals"].astype("int64").to_numpy()}))
+        g = dec.assign(fixes=dec["action"] == "fix",
+                       removals=dec["action"] == "remove").groupby("wnid", sort=True)[["fixes", "removals"]].sum()
+        frames.append(pd.DataFrame({"split": split, "class": g.index.astype(str), "fixes": g["fixes"].astype("int64").to_numpy(),
+                                    "removals": g["removals"].astype("int64").to_numpy()}))
     if not frames:
-        return pd.DataFrame({"split": pd.Series(dtype=str), "class": pd.Series(dtype=str), "fixes": pd.Series(dtype="int64"), "removals": pd.Series(dtype="int64")})
+        return pd.DataFrame({"split": pd.Series(dtype=str), "class": pd.Series(dtype=str), "fixes": pd.Series(dtype="int64"),
+                             "removals": pd.Series(dtype="int64")})
     return pd.concat(frames, ignore_index=True)
 
 

@@ -242,7 +242,8 @@ def run_key(ctx: RetrainContext, samples: pd.DataFrame, *, arch: str, seed: int,
     return hashlib.blake2b(json.dumps(spec, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
-def cached_run(ctx: RetrainContext, samples: pd.DataFrame, *, arch: str, seed: int, input_size: InputSize | None = None, label: str = "") -> Path:
+def cached_run(ctx: RetrainContext, samples: pd.DataFrame, *, arch: str, seed: int, input_size: InputSize | None = None,
+               label: str = "") -> Path:
     """Train and predict one run unless its cache folder is complete; returns the folder.
 
     The folder holds ``<split>.parquet`` predictions (contract of ``predictions.py``)
@@ -268,7 +269,8 @@ def cached_run(ctx: RetrainContext, samples: pd.DataFrame, *, arch: str, seed: i
     t_fit = time.perf_counter() - t0
     for split, manifest in ctx.eval_manifests.items():
         table = ctx.backend.predict(model, manifest, ctx.eval_roots[split], arch=arch, num_classes=ctx.num_classes, input_size=input_size)
-        write_predictions(folder / f"{split}.parquet", table, model=f"{arch}-{label}-seed{seed}", arch=arch, split=split, num_classes=ctx.num_classes)
+        write_predictions(folder / f"{split}.parquet", table, model=f"{arch}-{label}-seed{seed}", arch=arch, split=split,
+                          num_classes=ctx.num_classes)
     record = {
         "arch": arch, "set": label, "seed": seed, "input_size": input_size, "n_train": len(samples),
         "fit_s": round(t_fit, 2), "total_s": round(time.perf_counter() - t0, 2),

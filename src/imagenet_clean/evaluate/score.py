@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
 PROBLEMS = ("minuscule", "bad_quality", "multi_object")
 SYNONYM = "synonym"
 """Truth ``problem`` of images given the synonym class: the category merge, not a fix
@@ -183,8 +182,8 @@ def score_real(decisions: pd.DataFrame, *, real: list[list[int]], top1: dict[str
     labels = decisions["label"].to_numpy(np.int64)
     new = decisions["new_label"].to_numpy(np.int64)
     act = decisions["action"].to_numpy()
-    fix_ok = [(s is not None and n in s and l not in s) for s, l, n in zip(sets, labels, new)]
-    rem_ok = [(s is not None and (not s or l not in s)) for s, l in zip(sets, labels)]
+    fix_ok = [(s is not None and n in s and lab not in s) for s, lab, n in zip(sets, labels, new)]
+    rem_ok = [(s is not None and (not s or lab not in s)) for s, lab in zip(sets, labels)]
     fix = (act == "fix") & has
     rem = (act == "remove") & has
     out = {

@@ -162,7 +162,8 @@ def table2(
         raise ValueError(f"train_sets lacks {missing}; got {sorted(train_sets)}")
     table, runs = {}, {}
     for arch in archs:
-        per_set = {name: seed_runs(ctx, samples, arch=arch, seeds=seeds, input_size=input_size, label=name) for name, samples in train_sets.items()}
+        per_set = {name: seed_runs(ctx, samples, arch=arch, seeds=seeds, input_size=input_size, label=name) for name,
+                   samples in train_sets.items()}
         row = {name: aggregate(r) for name, r in per_set.items()}
         row["gain"] = {
             s: {m: compare(per_metric(per_set["T"], s, m), per_metric(per_set["T_c"], s, m)) for m in ("top1", "top5")}
@@ -256,7 +257,8 @@ def stage_skip_reason(params, *, paths: Workspace, decisions: bool = False) -> t
     return None, splits, skipped
 
 
-def stage_context(params, *, paths: Workspace, backend: RetrainBackend | None = None, splits: Sequence[str] | None = None) -> RetrainContext:
+def stage_context(params, *, paths: Workspace, backend: RetrainBackend | None = None,
+                  splits: Sequence[str] | None = None) -> RetrainContext:
     """The :class:`RetrainContext` of a tables stage from params and this round's files.
 
     Args:

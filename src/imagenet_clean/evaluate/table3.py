@@ -56,7 +56,8 @@ MULTIPLE = 8
 """Every side is rounded to a multiple of this (network strides)."""
 
 
-def nonsquare_sizes(side: int, *, aspect: tuple[int, int] = ASPECT, ratios: Sequence[float] = PIXEL_RATIOS, multiple: int = MULTIPLE) -> dict[str, InputSize]:
+def nonsquare_sizes(side: int, *, aspect: tuple[int, int] = ASPECT, ratios: Sequence[float] = PIXEL_RATIOS,
+                    multiple: int = MULTIPLE) -> dict[str, InputSize]:
     """Landscape and portrait input sizes with about ``ratio * side**2`` pixels each.
 
     Args:
@@ -180,10 +181,11 @@ def write_table3(params, *, paths: Workspace, backend: RetrainBackend | None = N
     ctx = stage_context(params, paths=paths, backend=backend, splits=splits)
     set_name = primary_set(list(ctx.eval_sets))
     if set_name is None:
-        return write_skipped(paths, names, f"no evaluated split has a cleaned version (evaluated: {', '.join(splits)})", skipped_splits=skipped)
+        return write_skipped(paths, names, f"no evaluated split has a cleaned version (evaluated: {', '.join(splits)})",
+                             skipped_splits=skipped)
     samples = cleaned_train(read_table(paths.clean(TRAIN_SPLIT)))
-    tables, runs = table3(ctx, list(params.tables.archs), seeds=seeds_of(params), samples=samples, square=square_size(params), set_name=set_name,
-                           sizes=params.tables.sizes)
+    tables, runs = table3(ctx, list(params.tables.archs), seeds=seeds_of(params), samples=samples, square=square_size(params),
+                          set_name=set_name, sizes=params.tables.sizes)
     out = paths.metric(names[0])
     write_json(out, with_skipped(tables, skipped))
     write_json(paths.metric(names[1]), runs)

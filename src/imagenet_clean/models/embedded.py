@@ -29,9 +29,9 @@ pretrained weights.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from timm.layers import ConvNormAct, SqueezeExcite
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from torch import nn
 
 __all__ = ["DigitsNet"]
 

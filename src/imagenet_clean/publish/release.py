@@ -18,8 +18,18 @@ from typing import Iterator
 from . import gitops
 from .lock import CLEAN_STAGE, LockedFile, cached_outs, clean_splits
 from .release_card import CARD_PATH, Release, render_release_card, split_order
-from .remote import (check_reachable, describe, dvc_errors, folder_bytes, is_local_url, local_path,
-                     missing_objects, prune_local, url_odb, write_remote_config)
+from .remote import (
+    check_reachable,
+    describe,
+    dvc_errors,
+    folder_bytes,
+    is_local_url,
+    local_path,
+    missing_objects,
+    prune_local,
+    url_odb,
+    write_remote_config,
+)
 
 RELEASE_FILES = ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", CARD_PATH)
 """Git-tracked files every release commit includes (plus metrics and an in-repository remote)."""

@@ -142,7 +142,8 @@ def render_release_card(release: Release, splits: list[str]) -> str:
     for s in splits:
         c, p = counts[s], PAPER_CHANGES.get(s)
         paper = (f"{p['fixes']} ({p['fixes_pct']} %)", f"{p['removals']} ({p['removals_pct']} %)", PAPER_SIZES[s]) if p else ("-", "-", "-")
-        rows.append((s, c["samples"], _pct(c["decision_fix"], c["samples"]), _pct(c["decision_remove"], c["samples"]), paper[2], paper[0], paper[1]))
+        rows.append((s, c["samples"], _pct(c["decision_fix"], c["samples"]), _pct(c["decision_remove"], c["samples"]), paper[2], paper[0],
+                     paper[1]))
     lines += _table(rows, ("split", "images", "fixed (ours)", "removed (ours)", "images (paper)", "fixed (paper)", "removed (paper)"))
     lines += ["", "## Thresholds and models", ""]
     rows = []

@@ -163,7 +163,8 @@ def _check_http(url: str, timeout: float = 15) -> None:
         return
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise ValueError(f"remote {describe(url)} is unreachable: {_one_line(reason) if isinstance(reason, BaseException) else reason}") from None
+        why = _one_line(reason) if isinstance(reason, BaseException) else reason
+        raise ValueError(f"remote {describe(url)} is unreachable: {why}") from None
 
 
 def missing_objects(odb, md5s: Iterable[str]) -> list[str]:
