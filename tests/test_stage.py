@@ -236,15 +236,15 @@ def test_models_are_streamed_one_at_a_time(tmp_path, monkeypatch):
 
     params, _, _ = make_project(tmp_path)
     live = []
-    real = stage.read_predictions
+    real = stage.read_model_rows
 
-    def reading(path):
+    def reading(path, rows):
         assert all(r() is None for r in live), "a previous model's probabilities are still alive"
-        preds = real(path)
+        preds = real(path, rows)
         live.append(weakref.ref(preds.probs))
         return preds
 
-    monkeypatch.setattr(stage, "read_predictions", reading)
+    monkeypatch.setattr(stage, "read_model_rows", reading)
     clean_split("val", params, workdir=tmp_path, cam=False)
     assert len(live) == 3
 

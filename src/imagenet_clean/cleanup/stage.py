@@ -24,9 +24,12 @@ import pyarrow.parquet as pq
 from ..classes import ClassList, load_classes
 from ..config import Params, Thresholds
 from ..io import read_metadata, read_table, write_json, write_table, write_text
-from ..predictions import read_predictions
+from ..diskspace import check_free_space, clean_outputs_bytes
+from ..leftovers import sweep_outputs
 from .changes import change_list
 from .confident import ModelEvidence, model_evidence
+from .inputs import check_prediction_shape, check_unique_ids
+from .streamread import read_model_rows
 from .merges import apply_merges, load_merges, placeholder_rows
 from .rules import RULE_UNREADABLE, apply_exemptions, consensus_only, decide, resolved
 from .verdicts import review_split
@@ -326,6 +329,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
             are not probabilities (naming file, model and row).
     """
     paths = paths or SplitPaths.of(split, workdir)
+    sweep_outputs([paths.decisions, paths.clean, paths.changes, paths.metrics, paths.cam_cache])  # leftovers.py
     sc = params.splits.get(split)
     if sc is None or not sc.root:
         why = "not configured in params.yaml splits" if sc is None else f"splits.{split}.root is null"
@@ -339,9 +343,9 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
     classes = project_classes(meta, params, workdir)
     k = len(classes)
     n = len(manifest)
+    check_free_space({paths.decisions.parent: clean_outputs_bytes(paths.manifest, n)}, what=f"clean@{split}")
     ids = pd.Index(manifest["sample_id"])
-    if ids.has_duplicates:
-        raise ValueError(f"file {paths.manifest}: duplicate sample_id {ids[ids.duplicated()][0]!r}")
+    check_unique_ids(ids, source=str(paths.manifest))
     labels_all = manifest["label"].to_numpy(np.int64)
     ok = (manifest["status"].to_numpy() == "ok")
     reason = np.where(ok, "", manifest["reason"].fillna("").astype(str).to_numpy()).astype(object)
@@ -357,6 +361,7 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
     positions = {}
     for m in names:
         pos, status, why = _prediction_index(files[m], ids)
+        check_prediction_shape(files[m], model=m, num_classes=k)  # before any probabilities are read
         positions[m] = pos
         lost = ok & (status != "ok")
         reason[lost] = [f"model {m}: {w or 'no prediction'}" for w in why[lost]]
@@ -367,13 +372,10 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
     # pass 2: one model at a time, reduced to N-vectors at once
     def items():
         for m in names:
-            preds = read_predictions(files[m])
+            preds = read_model_rows(files[m], positions[m][valid_rows])  # batch by batch: no second copy of the matrix
             if preds.probs.shape[1] != k:
                 raise ValueError(f"file {files[m]}, model {m!r}: {preds.probs.shape[1]} classes, but the class list has {k}")
-            take = positions[m][valid_rows]
-            identity = len(take) == len(preds.probs) and np.array_equal(take, np.arange(len(take)))
-            probs = preds.probs if identity else preds.probs[take]
-            top5, fold = preds.top5[take], preds.fold[take]
+            probs, top5, fold = preds.probs, preds.top5, preds.fold
             del preds
             try:
                 ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, n_jobs=n_jobs,

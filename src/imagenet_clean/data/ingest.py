@@ -231,9 +231,11 @@ def run_ingest(split: str, params) -> dict:
     """
     from ..classes import load_classes
     from ..io import write_json, write_table
+    from ..leftovers import sweep_outputs
     from ..timing import record_timing, split_timing
 
     out, metrics = f"data/manifests/{split}.parquet", f"metrics/ingest/{split}.json"
+    sweep_outputs([out, metrics])  # what a killed run's atomic writes left (leftovers.py)
     sc = params.splits.get(split)
     if sc is None or not sc.root:
         why = "not configured in params.yaml splits" if sc is None else f"splits.{split}.root is null"
