@@ -70,3 +70,33 @@ def test_killed_apply_reruns_to_the_uninterrupted_tree(split, tmp_path):
     subprocess.run(apply_cmd(root, manifest, out), env=ENV, check=True, capture_output=True)
     assert tree(out) == want
     assert not [p for p in out.rglob(".*tmp*")], "a temporary file survived the rerun"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["copy", "hardlink"])
+def test_twenty_kills_of_apply_at_random_moments_rerun_to_the_uninterrupted_tree(split, tmp_path, mode):
+    """Issue 18: 20 kills at seeded random moments (each run resumes what the last kill left), then a rerun."""
+    import shutil
+
+    from kill_loop import kill_loop, timed_run
+
+    root, manifest = split
+    out = tmp_path / "out"
+    cmd = apply_cmd(root, manifest, out)
+    cmd[cmd.index("copy")] = mode
+    start = lambda: subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # noqa: E731
+                                     start_new_session=True)
+    window = timed_run(start)
+    want = tree(out)
+    assert len(want) > 1500
+
+    def finished():
+        assert tree(out) == want
+        shutil.rmtree(out)
+
+    shutil.rmtree(out)
+    loop = kill_loop(start, kills=20, seed=18, window=window, outputs=out, after_kill=lambda: None, after_finish=finished)
+    subprocess.run(cmd, env=ENV, check=True, capture_output=True)
+    assert tree(out) == want
+    assert not [p for p in out.rglob(".*tmp*")], "a temporary file survived the rerun"
+    print(f"apply ({mode}) kill loop: {loop}")

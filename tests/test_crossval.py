@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +20,11 @@ import pytest
 pytest.importorskip("torch")
 
 from imagenet_clean.config import ModelConfig, TrainConfig  # noqa: E402
+from imagenet_clean.leftovers import temporary_owner  # noqa: E402
 from imagenet_clean.models.crossval import assign_folds, cross_validate  # noqa: E402
 from imagenet_clean.predictions import read_predictions  # noqa: E402
-from imagenet_clean.workspace import Workspace
+from imagenet_clean.workspace import Workspace  # noqa: E402
+from kill_loop import SLOW_REPLACE, assert_complete_outputs, kill_loop, temporaries, timed_run  # noqa: E402
 from train_data import make_dataset  # noqa: E402
 
 ARCH = ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32))
@@ -171,7 +174,10 @@ def test_bad_manifests_are_rejected_before_training(data, tmp_path, mutate, matc
 
 _SCRIPT = textwrap.dedent(
     """
-    import os, sys, pandas as pd
+    import os, sys
+    if os.environ.get("SLOW_REPLACE_S"):
+        exec(os.environ["SLOW_REPLACE_SRC"])
+    import pandas as pd
     from imagenet_clean.config import ModelConfig, TrainConfig
     from imagenet_clean.models.crossval import cross_validate
     from imagenet_clean.predictions import write_predictions
@@ -185,28 +191,68 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _run(args, **kw):
-    return subprocess.Popen([sys.executable, "-c", _SCRIPT, *map(str, args)], env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+def _run(args, *, slow: bool = False, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if slow:  # every rename waits first: a kill then lands inside an atomic write (tests/kill_loop.py)
+        env.update(SLOW_REPLACE_S="0.4", SLOW_REPLACE_SRC=SLOW_REPLACE)
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, *map(str, args)], env=env, start_new_session=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def sigkill_reference(data, tmp_path_factory):
+    """An uninterrupted run of the script: its folder, its manifest file and how long it took."""
+    root, manifest = data
+    tmp = tmp_path_factory.mktemp("sigkill")
+    mf = tmp / "manifest.parquet"
+    manifest.to_parquet(mf)
+    seconds = timed_run(lambda: _run([root, mf, tmp / "ref"]))
+    return tmp / "ref", mf, seconds
+
+
+def _same_as_reference(ref: Path, out: Path) -> None:
+    a, b = read_predictions(ref / "oof.parquet"), read_predictions(out / "oof.parquet")
+    assert np.array_equal(a.sample_ids, b.sample_ids) and np.array_equal(a.fold, b.fold)
+    assert np.array_equal(a.probs, b.probs)
+    assert not temporaries(out), temporaries(out)
 
 
 @pytest.mark.slow
-def test_a_sigkilled_run_resumes_to_the_same_result(data, tmp_path):
-    root, manifest = data
-    mf = tmp_path / "manifest.parquet"
-    manifest.to_parquet(mf)
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
-    assert _run([root, mf, ref]).wait() == 0
-    proc = _run([root, mf, killed])
-    while not (killed / "fold0.json").exists() and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
+@pytest.mark.parametrize("attempt", range(int(os.environ.get("IMAGENET_CLEAN_KILL_REPEAT", "1"))))
+def test_a_run_sigkilled_inside_a_checkpoint_write_resumes_to_the_same_result_and_leaves_no_temporary(data, sigkill_reference,
+                                                                                                      tmp_path, attempt):
+    """Deterministic: the kill waits for a checkpoint's temporary (each rename waits 0.4 s), so it always lands inside
+    the write. ``IMAGENET_CLEAN_KILL_REPEAT=20`` runs it 20 times in a row."""
+    root, _ = data
+    ref, mf, _ = sigkill_reference
+    killed = tmp_path / "killed"
+    proc = _run([root, mf, killed], slow=True)
+    while proc.poll() is None and not list(killed.glob(".fold*.tmp")):  # the first checkpoint is being written
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "oof.parquet").exists(), "run finished before it could be killed"
+    left = temporaries(killed)
+    assert left, "the kill did not land inside an atomic write"  # guaranteed: the rename waits 0.4 s
+    assert [temporary_owner(p.name)[1] for p in left] == [proc.pid] * len(left)
+    assert not (killed / "oof.parquet").exists()
     assert _run([root, mf, killed]).wait() == 0
-    a, b = read_predictions(ref / "oof.parquet"), read_predictions(killed / "oof.parquet")
-    assert np.array_equal(a.sample_ids, b.sample_ids) and np.array_equal(a.fold, b.fold)
-    assert np.array_equal(a.probs, b.probs)
-    assert not [p.name for p in killed.iterdir() if p.name.endswith(".tmp")]
+    _same_as_reference(ref, killed)
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_at_random_moments_each_resume_to_the_same_result(data, sigkill_reference, tmp_path):
+    root, _ = data
+    ref, mf, seconds = sigkill_reference
+    out = tmp_path / "loop"
+
+    def finished():
+        _same_as_reference(ref, out)
+        shutil.rmtree(out)
+
+    loop = kill_loop(lambda: _run([root, mf, out], slow=True), kills=20, seed=18, window=seconds, outputs=out,
+                     after_kill=lambda: assert_complete_outputs(out), after_finish=finished)
+    assert _run([root, mf, out]).wait() == 0
+    _same_as_reference(ref, out)
+    print(f"kill loop: {loop}")
 
 
 # ---------------------------------------------------------------- the fit command
@@ -389,10 +435,10 @@ def test_parallel_trainings_give_the_same_result_as_sequential(data, first_run, 
 def test_fit_on_a_skipped_training_split_writes_skipped_outputs(tmp_path, monkeypatch):
     """`init imagenet --val --v2` (no --train): ingest writes an empty manifest, fit writes skipped outputs."""
     from imagenet_clean.config import parse_params
-    from imagenet_clean.stages.ingest import run as run_ingest
     from imagenet_clean.io import read_metadata
-    from imagenet_clean.stages.fit import run as run_fit
     from imagenet_clean.predictions import read_predictions
+    from imagenet_clean.stages.fit import run as run_fit
+    from imagenet_clean.stages.ingest import run as run_ingest
 
     monkeypatch.chdir(tmp_path)
     params = parse_params({"dataset": {"classes": "imagenet-1k"}, "splits": {"train": {"root": None, "layout": "train"}},

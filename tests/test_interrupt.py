@@ -22,6 +22,7 @@ import pytest
 
 from cli_run import CLI, ENV, SLOW_CLI, run
 from hostile_corpus import manifest_without_mtime, metrics_without_timing, run_main, tree_bytes, write_tiny_project
+from kill_loop import KillLoop, kill_loop, temporaries, timed_run
 
 
 def kill_when(args: list[str], cwd: Path, *, pattern: str | None = None, delay: float = 0.0) -> bool:
@@ -342,3 +343,52 @@ def test_killed_clean_leaves_old_or_complete_outputs_and_rerun_is_byte_identical
     run(CLI + ["clean", "--split", "val"], project)
     assert {rel: _clean_output(project, rel) for rel in CLEAN_OUTPUTS} == want
     assert all(Path(p).name.startswith(".") for p in _leftovers(project)), _leftovers(project)
+
+
+# ------------------------------------------------------------------ kill loops: 20 kills at seeded random moments (issue 18)
+
+
+def _starter(args: list[str], cwd: Path):
+    return lambda: subprocess.Popen(args, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
+
+
+def _loop_stage(project: Path, args: list[str], want: dict, read, *, seed: int) -> KillLoop:
+    """20 kills of ``args`` (on the slow disk) at random moments; every output absent or whole after each, then a rerun."""
+    def after_kill():
+        for rel, good in want.items():
+            assert not (project / rel).exists() or read(project, rel) == good, f"partial {rel} after a kill"
+
+    def after_finish():
+        assert {rel: read(project, rel) for rel in want} == want
+        assert not temporaries(project / "data") + temporaries(project / "metrics")
+        for rel in want:
+            (project / rel).unlink()
+
+    start = _starter(SLOW_CLI + args, project)
+    window = timed_run(start)
+    after_finish()
+    loop = kill_loop(start, kills=20, seed=seed, window=window, outputs=project, after_kill=after_kill,
+                     after_finish=after_finish)
+    run(CLI + args, project)
+    assert {rel: read(project, rel) for rel in want} == want
+    assert not temporaries(project / "data") + temporaries(project / "metrics"), "a killed write's temporary survived"
+    return loop
+
+
+@pytest.mark.slow
+def test_twenty_kills_of_ingest_at_random_moments_each_leave_whole_outputs_and_rerun_identical(tmp_path, reference):
+    project = write_tiny_project(tmp_path / "p")
+    shutil.copytree(reference / "data/raw", project / "data/raw")
+    rels = ("data/manifests/train.parquet", "metrics/ingest/train.json")
+    read = lambda p, rel: metrics_without_timing(p / rel) if rel.endswith(".json") else (p / rel).read_bytes()  # noqa: E731
+    loop = _loop_stage(project, ["ingest", "--split", "train"], {rel: read(reference, rel) for rel in rels}, read, seed=8)
+    print(f"ingest kill loop: {loop}")
+
+
+@pytest.mark.slow
+def test_twenty_kills_of_clean_at_random_moments_each_leave_whole_outputs_and_rerun_identical(tmp_path, clean_reference):
+    project = _clean_project(tmp_path / "p")
+    want = {rel: _clean_output(clean_reference, rel) for rel in CLEAN_OUTPUTS}
+    loop = _loop_stage(project, ["clean", "--split", "val"], want, _clean_output, seed=18)
+    print(f"clean kill loop: {loop}")

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from imagenet_clean.cleanup.camgeom import boxes_to_input, eval_geometry, heatmap_to_original
 from imagenet_clean.config import ModelConfig
 from imagenet_clean.models.factory import build_model, save_checkpoint
 from imagenet_clean.models.predict import predict_samples, shard_paths
-from imagenet_clean.cleanup.camgeom import boxes_to_input, eval_geometry, heatmap_to_original
 from imagenet_clean.models.transforms import eval_transform
 from imagenet_clean.predictions import read_predictions
 
@@ -138,6 +138,57 @@ def test_empty_manifest(tmp_path, tiny):
 
 
 # ---------------------------------------------------------------- resumability
+
+LOOPED = textwrap.dedent(
+    """
+    import os, sys
+    exec(os.environ["SLOW_REPLACE_SRC"])
+    import pandas as pd
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models import predict as P
+    from imagenet_clean.models.factory import build_model
+    from imagenet_clean.predictions import write_predictions
+
+    root, manifest, ckpt, shards, out = sys.argv[1:6]
+    model, cfg = build_model(ModelConfig(arch="test_efficientnet", input_size=(3, 32, 32)), num_classes=3, checkpoint=ckpt)
+    t = P.predict_samples(model, cfg, root, pd.read_parquet(manifest), batch_size=2, shard_size=2, workers=0, shard_dir=shards)
+    write_predictions(out, t, model="tiny")
+    """
+)
+
+
+@pytest.mark.slow
+def test_twenty_kills_at_random_moments_resume_to_the_uninterrupted_predictions(tmp_path, tiny):
+    """Issue 18: kills at seeded random moments (each run resumes the last one's shards); no temporary survives."""
+    from kill_loop import SLOW_REPLACE, kill_loop, temporaries, timed_run
+
+    root = tmp_path / "img"
+    manifest = make_images(root, n=12)
+    manifest.to_parquet(tmp_path / "m.parquet")
+    shards, out = tmp_path / "shards", tmp_path / "out" / "p.parquet"
+    env = {**os.environ, "SLOW_REPLACE_S": "0.3", "SLOW_REPLACE_SRC": SLOW_REPLACE, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-c", LOOPED, str(root), str(tmp_path / "m.parquet"), str(tiny), str(shards), str(out)]
+    start = lambda: subprocess.Popen(args, env=env, start_new_session=True)  # noqa: E731
+    window = timed_run(start)
+    want = read_predictions(out)
+
+    def finished():
+        got = read_predictions(out)
+        assert np.array_equal(got.probs, want.probs) and np.array_equal(got.sample_ids, want.sample_ids)
+        assert not temporaries(tmp_path)
+        out.unlink()
+        for f in shards.iterdir():
+            f.unlink()
+
+    finished()
+    loop = kill_loop(start, kills=20, seed=18, window=window, outputs=tmp_path, after_kill=lambda: None, after_finish=finished)
+    assert start().wait() == 0
+    got = read_predictions(out)
+    assert np.array_equal(got.probs, want.probs) and np.array_equal(got.top5, want.top5)
+    assert not temporaries(tmp_path), temporaries(tmp_path)
+    print(f"predict kill loop: {loop}")
+
+
 
 
 KILLER = textwrap.dedent(

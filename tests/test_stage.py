@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from imagenet_clean.cleanup.ensemble import DECISIONS_SCHEMA
-from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.io import read_table, write_table
 from imagenet_clean.predictions import predictions_table, write_predictions
+from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.workspace import Workspace
 from stage_project import BAD_PRED_ROW, BAD_ROW, CONS_EXEMPT, CONS_NOBOX, CONS_REMOVE, MODELS, FakeCam, K, make_project
 
@@ -153,15 +153,15 @@ def test_models_are_streamed_one_at_a_time(tmp_path, monkeypatch):
 
     params, _, _ = make_project(tmp_path)
     live = []
-    real = clean_stage.read_predictions
+    real = clean_stage.read_model_rows
 
-    def reading(path):
+    def reading(path, rows):
         assert all(r() is None for r in live), "a previous model's probabilities are still alive"
-        preds = real(path)
+        preds = real(path, rows)
         live.append(weakref.ref(preds.probs))
         return preds
 
-    monkeypatch.setattr(clean_stage, "read_predictions", reading)
+    monkeypatch.setattr(clean_stage, "read_model_rows", reading)
     clean_stage.run(params, Workspace(tmp_path), "val", cam=False)
     assert len(live) == 3
 

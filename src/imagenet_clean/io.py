@@ -10,13 +10,14 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .leftovers import temporary_name
 
 
 def _read_umask() -> int:
@@ -36,6 +37,11 @@ class OutputError(OSError):
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
+    The temporary is ``.<name>.<host>-<pid>-<random>.tmp``
+    (:func:`imagenet_clean.leftovers.temporary_name`): if this process is
+    killed inside the write, the next run's
+    :func:`~imagenet_clean.leftovers.sweep_temporaries` removes it.
+
     Raises:
         OutputError: the folder is not writable or the write failed; the old
             ``path`` (if any) is left as it was.
@@ -43,9 +49,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs are as readable as any new file
+        tmp = path.parent / temporary_name(path.name)  # names its owner: a later run's sweep removes it after a kill
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # created 0600; outputs are as readable as any new file
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
     tmp = Path(tmp)

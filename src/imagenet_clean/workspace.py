@@ -92,6 +92,11 @@ class Workspace:
         p = Path(path)
         return p if p.is_absolute() else self.root / p
 
+    @property
+    def raw(self) -> Path:
+        """The embedded data set's folder (``generate.out``'s default): ``generate`` replaces it as a whole."""
+        return self.data / "raw"
+
     # ------------------------------------------------------------ manifests
     @property
     def manifests(self) -> Path:

@@ -29,8 +29,14 @@ import pandas as pd
 
 from imagenet_clean.cleanup.camcache import ScoreCache, boxes_digest
 from imagenet_clean.cleanup.camgeom import box_heat_score, box_mask, eval_geometry
-from imagenet_clean.cleanup.cammethods import (CAM_METHODS, TARGET_LAYERS, compute_heatmaps, find_target_layer,
-                                               model_fingerprint, register_target_layer)
+from imagenet_clean.cleanup.cammethods import (
+    CAM_METHODS,
+    TARGET_LAYERS,
+    compute_heatmaps,
+    find_target_layer,
+    model_fingerprint,
+    register_target_layer,
+)
 from imagenet_clean.config import CamConfig
 from imagenet_clean.constants import MAX_IMAGE_PIXELS
 

@@ -93,8 +93,9 @@ def find_target_layer(model: torch.nn.Module, *, input_size: Sequence[int] = (3,
 @contextlib.contextmanager
 def _quiet_scorecam():
     # ScoreCAM wraps its channel loop in a bare tqdm bar; silence it (stage logs stay readable)
-    import pytorch_grad_cam.score_cam as sc
     from types import SimpleNamespace
+
+    import pytorch_grad_cam.score_cam as sc
 
     real = sc.tqdm
     sc.tqdm = SimpleNamespace(tqdm=lambda it, *a, **k: it)

@@ -122,24 +122,30 @@ def validate_pred_probs(pred_probs: np.ndarray, *, n_rows: int | None = None, nu
         raise ValueError(f"{where}pred_probs needs at least 2 classes, got {k}")
     if not np.issubdtype(pred_probs.dtype, np.floating):
         raise ValueError(f"{where}pred_probs must be floating point, got dtype {pred_probs.dtype}")
+    first: dict[str, tuple[int, float]] = {}
+    count = {"nan": 0, "neg": 0, "sum": 0}
     for start in range(0, n, CHUNK_ROWS):
         chunk = np.asarray(pred_probs[start:start + CHUNK_ROWS], dtype=np.float32)
         sums = chunk.sum(axis=1, dtype=np.float64)  # NaN and inf propagate into the sum: one pass finds them
         finite = np.isfinite(sums)
-        if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
-            raise ValueError(f"{where}row {row} of pred_probs has NaN or infinite values")
         neg = chunk.min(axis=1) < 0
-        if neg.any():
-            row = start + int(np.flatnonzero(neg)[0])
-            raise ValueError(f"{where}row {row} of pred_probs has negative values (min {pred_probs[row].min()})")
-        off = np.abs(sums - 1.0) > ROW_SUM_ATOL
-        if off.any():
-            row = start + int(np.flatnonzero(off)[0])
-            raise ValueError(
-                f"{where}row {row} of pred_probs sums to {sums[row - start]:.6g}, not 1 "
-                f"(tolerance {ROW_SUM_ATOL}); pass softmax probabilities, not logits"
-            )
+        off = finite & ~neg & (np.abs(sums - 1.0) > ROW_SUM_ATOL)
+        for key, bad in (("nan", ~finite), ("neg", finite & neg), ("sum", off)):
+            if bad.any():
+                count[key] += int(bad.sum())
+                i = int(np.flatnonzero(bad)[0])
+                first.setdefault(key, (start + i, float(chunk[i].min() if key == "neg" else sums[i])))
+    if not first:
+        return
+    of = lambda key: f"({count[key]} of {n} rows)"  # noqa: E731
+    if "nan" in first:
+        raise ValueError(f"{where}row {first['nan'][0]} of pred_probs has NaN or infinite values {of('nan')}")
+    if "neg" in first:
+        row, low = first["neg"]
+        raise ValueError(f"{where}row {row} of pred_probs has negative values (min {low}) {of('neg')}")
+    row, total = first["sum"]
+    raise ValueError(f"{where}row {row} of pred_probs sums to {total:.6g}, not 1 (tolerance {ROW_SUM_ATOL}) {of('sum')}; "
+                     "pass softmax probabilities, not logits")
 
 
 def candidate_labels(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

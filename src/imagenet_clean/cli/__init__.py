@@ -60,6 +60,25 @@ def _relaunch(argv: list[str], *, traceback: bool) -> None:
         raise ValueError(f"{LAUNCHER_ENV}: cannot run {cmd[0]!r}: {e.strerror or e}") from None
 
 
+def _sweep_project() -> None:
+    """Remove what killed runs' atomic writes left in the project's output folders (``data/``, ``metrics/``).
+
+    Every stage also sweeps its own output folders (``leftovers.py``); this
+    catches the commands that write elsewhere in the project. ``data/raw`` is
+    ``generate``'s, which replaces it as a whole and sweeps beside it.
+    """
+    from ..leftovers import sweep_temporaries
+    from ..workspace import Workspace
+
+    ws = Workspace()
+    data = ws.data
+    folders = [ws.metrics]
+    if data.is_dir() and not data.is_symlink():
+        folders += [p for p in data.iterdir() if p.is_dir() and not p.is_symlink() and p != ws.raw]
+        sweep_temporaries(data, recursive=False)
+    sweep_temporaries(*[f for f in folders if f.is_dir()])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point; under ``IMAGENET_CLEAN_LAUNCHER`` the distributed commands re-execute under the launcher."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -68,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         argv, show_tb = argv[1:], True
     try:
         _relaunch(argv, traceback=show_tb)
+        _sweep_project()
         app(args=argv, prog_name="imagenet-clean")
     except _known_errors() as e:
         if show_tb:

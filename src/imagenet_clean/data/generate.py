@@ -378,13 +378,9 @@ _LEFTOVER = r"\.{name}\.(?:tmp-(\d+)-[A-Za-z0-9_]+|old-(\d+))"
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    from ..leftovers import pid_alive  # the owner check every stage's sweep uses
+
+    return pid_alive(pid)
 
 
 def remove_leftovers(out: Path) -> list[Path]:

@@ -49,7 +49,9 @@ import pyarrow.parquet as pq
 
 from ..config import ModelConfig, TrainConfig
 from ..constants import SKIPPED_WHY
+from ..diskspace import check_free_space, prediction_file_bytes
 from ..io import write_json
+from ..leftovers import sweep_outputs, sweep_temporaries
 from ..predictions import predictions_table, write_predictions
 
 log = logging.getLogger(__name__)
@@ -269,6 +271,7 @@ def cross_validate(
         ValueError: missing manifest columns, labels outside ``[0, num_classes)``,
             duplicate sample ids, or too few samples for ``cfg.folds``.
     """
+    sweep_temporaries(out_dir)  # what a killed run's atomic writes left (leftovers.py)
     need = ["sample_id", "path", "label", "status"]
     missing = [c for c in need if c not in manifest.columns]
     if missing:
@@ -404,6 +407,7 @@ def run_fit(
     from .factory import check_model
     from .predict import accuracy_summary
 
+    sweep_outputs([predictions_dir, Path(models_dir) / model_name])
     if model_name not in params.models:
         raise KeyError(f"model {model_name!r} is not in params.yaml models (configured: {', '.join(params.models) or 'none'})")
     arch_cfg = params.models[model_name]
@@ -418,6 +422,8 @@ def run_fit(
                                   why="splits.train.root is null" if "train" in params.splits and not params.splits["train"].root
                                   else "an empty manifest without an image root")
     frame = read_table(manifest)
+    file_bytes = prediction_file_bytes(len(frame), num_classes)  # out-of-fold file + the folds' held-out files
+    check_free_space({Path(predictions_dir): file_bytes, Path(models_dir) / model_name: file_bytes}, what=f"fit@{model_name}")
     if "num_classes" in meta and int(meta["num_classes"]) != num_classes:
         raise ValueError(f"{manifest} was ingested with {meta['num_classes']} classes but {params.dataset.classes} lists {num_classes}")
     root = meta.get("root") or (params.splits["train"].root if "train" in params.splits else None)

@@ -28,7 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..constants import MAX_IMAGE_PIXELS, SKIPPED_WHY
+from ..diskspace import check_free_space, prediction_file_bytes
 from ..io import read_metadata, write_table
+from ..leftovers import sweep_outputs, sweep_temporaries
 from ..predictions import predictions_table
 from ..progress import progress
 from .distributed import barrier, deterministic_cuda
@@ -267,6 +269,8 @@ def predict_samples(
         ValueError: missing manifest columns, ``world_size > 1`` without ``shard_dir``,
             or a model whose output width is unknown.
     """
+    if shard_dir is not None:
+        sweep_temporaries(shard_dir)  # shards a killed run was writing (leftovers.py)
     missing = [c for c in ("sample_id", "path", "status") if c not in manifest.columns]
     if missing:
         raise ValueError(f"manifest lacks column(s) {missing}; it has {list(manifest.columns)}")
@@ -482,6 +486,7 @@ def predict_to_file(
     from .distributed import process_group
     from .factory import build_model, check_model
 
+    sweep_outputs([out])
     if (manifest is None) == (images is None):
         raise ValueError("give exactly one of a manifest file or an image folder")
     class_list = load_classes(classes)
@@ -498,6 +503,7 @@ def predict_to_file(
     else:
         df = folder_manifest(images, classes=class_list)
         root = images
+    check_free_space({Path(out).parent: prediction_file_bytes(len(df), k) * (2 if shard_dir else 1)}, what=f"predict {out}")
     with process_group() as info:
         model, data_cfg = build_model(cfg, num_classes=k)
         t0 = time.perf_counter()
@@ -619,6 +625,7 @@ def run_predict_split(
     from .factory import build_model, check_model, resolve_checkpoint
     from .weights import ModelError
 
+    sweep_temporaries(Path(out_dir) / split, Path(cache_dir) / split)  # what killed runs' atomic writes left
     names = list(params.models) if models is None else list(models)
     unknown = [n for n in names if n not in params.models]
     if unknown:
@@ -655,6 +662,9 @@ def run_predict_split(
             msg = str(e)
             raise ModelError(msg if msg.startswith(f"model {name!r}") else f"model {name!r}: {msg}") from None
 
+    file_bytes = prediction_file_bytes(len(df), k)  # one model's shards and file exist at once; the files add up
+    check_free_space({Path(out_dir) / split: len(names) * file_bytes, Path(cache_dir) / split: file_bytes},
+                     what=f"predict@{split}")
     pc = params.predict
     summaries = {}
     with process_group() as info:

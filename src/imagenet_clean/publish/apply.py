@@ -44,6 +44,7 @@ import pandas as pd
 
 from ..classes import IMAGENET_1K, ClassList, load_classes
 from ..io import file_digest, read_metadata, read_table
+from ..leftovers import sweep_temporaries
 from ..progress import progress
 from . import card as _card
 from .filelist import CLASSES_FILE, format_file_list, write_if_changed
@@ -572,6 +573,8 @@ def apply_clean(
     if mode not in LINK_MODES:
         raise ValueError(f"mode {mode!r} is not one of {sorted(LINK_MODES)}")
     clean_manifest_path, root, out = Path(clean_manifest_path), Path(root), Path(out)
+    if out.is_dir():
+        sweep_temporaries(out, recursive=False)  # a killed run's state / file list / card writes (leftovers.py)
     root_real, _ = _check_paths(root, out)
     clean, meta = load_clean_manifest(clean_manifest_path)
     order = _class_order(clean, meta, classes)

@@ -31,13 +31,16 @@ from ..cleanup.ensemble import (
     row_to_sample,
     thresholds_dict,
 )
+from ..cleanup.inputs import check_prediction_shape, check_unique_ids
 from ..cleanup.merges import load_merges
 from ..cleanup.rules import apply_exemptions, resolved
+from ..cleanup.streamread import read_model_rows
 from ..cleanup.verdicts import review_split
 from ..config import Params
 from ..constants import SKIPPED_WHY
+from ..diskspace import check_free_space, clean_outputs_bytes
 from ..io import read_metadata, read_table, write_json, write_table, write_text
-from ..predictions import read_predictions
+from ..leftovers import sweep_outputs
 from ..workspace import Workspace
 from .common import merge_spec, project_classes, skip_reason, split_root
 
@@ -104,6 +107,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         ValueError: no models, predictions that do not match the manifest or
             are not probabilities (naming file, model and row).
     """
+    sweep_outputs([ws.decisions(split), ws.clean(split), ws.changes(split), ws.cleanup_metrics(split),
+                   ws.cam_cache(split)])  # what killed runs' atomic writes left (leftovers.py)
     why = skip_reason(params, split)
     if why:
         return write_skipped(ws, split, why)
@@ -117,9 +122,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     classes = project_classes(meta, params, ws)
     k = len(classes)
     n = len(manifest)
+    check_free_space({ws.decisions(split).parent: clean_outputs_bytes(manifest_path, n)}, what=f"clean@{split}")
     ids = pd.Index(manifest["sample_id"])
-    if ids.has_duplicates:
-        raise ValueError(f"file {manifest_path}: duplicate sample_id {ids[ids.duplicated()][0]!r}")
+    check_unique_ids(ids, source=str(manifest_path))
     labels_all = manifest["label"].to_numpy(np.int64)
     ok = (manifest["status"].to_numpy() == "ok")
     reason = np.where(ok, "", manifest["reason"].fillna("").astype(str).to_numpy()).astype(object)
@@ -135,6 +140,7 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     positions = {}
     for m in names:
         pos, status, why = prediction_index(files[m], ids)
+        check_prediction_shape(files[m], model=m, num_classes=k)  # before any probabilities are read
         positions[m] = pos
         lost = ok & (status != "ok")
         reason[lost] = [f"model {m}: {w or 'no prediction'}" for w in why[lost]]
@@ -145,13 +151,10 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     # pass 2: one model at a time, reduced to N-vectors at once
     def items():
         for m in names:
-            preds = read_predictions(files[m])
+            preds = read_model_rows(files[m], positions[m][valid_rows])  # batch by batch: no second copy of the matrix
             if preds.probs.shape[1] != k:
                 raise ValueError(f"file {files[m]}, model {m!r}: {preds.probs.shape[1]} classes, but the class list has {k}")
-            take = positions[m][valid_rows]
-            identity = len(take) == len(preds.probs) and np.array_equal(take, np.arange(len(take)))
-            probs = preds.probs if identity else preds.probs[take]
-            top5, fold = preds.top5[take], preds.fold[take]
+            probs, top5, fold = preds.probs, preds.top5, preds.fold
             del preds
             try:
                 ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, n_jobs=n_jobs,

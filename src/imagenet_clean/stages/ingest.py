@@ -21,9 +21,11 @@ def run(params: Params, ws: Workspace, split: str) -> dict:
     from ..classes import load_classes
     from ..data.ingest import ingest_split, manifest_table_empty, write_manifest
     from ..io import write_json, write_table
+    from ..leftovers import sweep_outputs
     from ..timing import record_timing, split_timing
 
     out, metrics = ws.manifest(split), ws.ingest_metrics(split)
+    sweep_outputs([out, metrics])  # what a killed run's atomic writes left (leftovers.py)
     sc = params.splits.get(split)
     why = skip_reason(params, split)
     if why:
