@@ -105,7 +105,8 @@ LAUNCH = {"IMAGENET_CLEAN_LAUNCHER": "torchrun --nproc-per-node 8"}
          ["torchrun", "--nproc-per-node", "8", "-m", "imagenet_clean", "--traceback", "predict-split", "--split", "val"]),
         (["predict", "--out", "a b.parquet"], {"IMAGENET_CLEAN_LAUNCHER": "python -m torch.distributed.run --nproc-per-node '2'"},
          ["python", "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "imagenet_clean", "predict", "--out", "a b.parquet"]),
-        (["clean", "--split", "val"], LAUNCH, None),  # not a distributed command
+        (["clean", "--split", "val"], LAUNCH, ["torchrun", "--nproc-per-node", "8", "-m", "imagenet_clean", "clean", "--split", "val"]),
+        (["diff", "a", "b"], LAUNCH, None),  # not a distributed command
         (["fit", "--help"], LAUNCH, None),
         (["fit", "--model", "resnet"], {**LAUNCH, "RANK": "0"}, None),  # already under torchrun
         (["fit", "--model", "resnet"], {**LAUNCH, "LOCAL_RANK": "1"}, None),

@@ -186,6 +186,9 @@ class CamConfig:
     pass_score: float = field(default=0.01, metadata=_PROB)
     min_methods: int = field(default=2, metadata=_POS)
     batch_size: int = field(default=32, metadata=_POS)
+    # fast: cleanup/camfast.py (pytorch_grad_cam's definitions, batched); pytorch-grad-cam: the library itself
+    impl: str = field(default="fast", metadata=_check(lambda v: v in ("fast", "pytorch-grad-cam"), "one of fast, pytorch-grad-cam"))
+    freeze: bool = True  # fast Score-CAM on CPU: masked passes through a frozen TorchScript trace (conv+BN folded)
 
 
 @dataclass(frozen=True)

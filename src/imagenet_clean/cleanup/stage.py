@@ -400,6 +400,8 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
         root = _root(meta, params, split, workdir)
         ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=paths.cam_cache, **extra)
         dec = apply_exemptions(dec, ex)
+    if _rank() != 0:  # under torchrun the ranks shared the CAM work; rank 0 writes the outputs
+        return {"split": split, "rank": _rank(), "cam_candidates": int(len(cands))}
 
     decisions = _full_decisions(manifest, dec, valid_rows, reason, classes)
     decisions, review = review_split(decisions, paths.reviews, classes)  # human verdicts (cleanup/verdicts.py)
@@ -421,6 +423,12 @@ def clean_split(split: str, params: Params, *, workdir: str | Path = ".", paths:
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
     write_json(paths.metrics, metrics)
     return metrics
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _write_skipped(split: str, paths: SplitPaths, why: str) -> dict:

@@ -33,11 +33,18 @@ def clean(
     cam: Optional[bool] = typer.Option(None, "--cam/--no-cam", help="Run the CAM exemption (default: params cam.enabled, else on)."),
     jobs: int = typer.Option(1, "--jobs", min=0, help="cleanlab worker processes (0: all cores)."),
 ) -> None:
-    """Decide fixes and removals for a split: data/decisions, data/clean, data/changes, metrics/cleanup."""
+    """Decide fixes and removals for a split: data/decisions, data/clean, data/changes, metrics/cleanup.
+
+    Under torchrun (or IMAGENET_CLEAN_LAUNCHER) the CAM work is sharded over the ranks; rank 0 writes.
+    """
     from ..cleanup.stage import clean_split
     from ..config import load_params
+    from ..models.distributed import process_group
 
-    m = clean_split(split, load_params(params), cam=cam, n_jobs=jobs or None)
+    with process_group() as info:
+        m = clean_split(split, load_params(params), cam=cam, n_jobs=jobs or None)
+    if not info.is_main:
+        return
     if m.get("skipped"):
         typer.echo(f"split {split} skipped ({m['why']}): wrote empty decisions, clean manifest and change list")
         return

@@ -25,8 +25,8 @@ from typing import Iterator, Mapping
 LAUNCHER_ENV = "IMAGENET_CLEAN_LAUNCHER"
 """Environment variable holding the launcher command line, e.g. ``torchrun --nproc-per-node 8``."""
 
-DISTRIBUTED_COMMANDS = frozenset({"fit", "predict-split", "predict"})
-"""CLI commands that run sharded under torchrun (the others ignore the launcher)."""
+DISTRIBUTED_COMMANDS = frozenset({"fit", "predict-split", "predict", "clean"})
+"""CLI commands that run sharded under torchrun (the others ignore the launcher); ``clean`` shards its CAMs."""
 
 _TORCHRUN_VARS = ("RANK", "LOCAL_RANK")
 
