@@ -162,10 +162,15 @@ def _run_model(samples: list[_Sample], name: str, fold: int, model, data_cfg: di
             if keys[id(s)] in errors:
                 s.error = errors[keys[id(s)]]
 
+    def settled(s: _Sample, upto: int) -> dict:
+        # the scores of the methods before ``upto`` (cheapest first), so that a cached score of a later
+        # method (another run's, or an exhaustive run's) never changes what is computed or reported
+        return {q: got[id(s)][q] for q in methods[:upto] if q in got[id(s)]}
+
     refresh(samples)
-    for m in methods:
+    for i, m in enumerate(methods):
         todo = [s for s in samples if not s.error and m not in got[id(s)]
-                and (not lazy or _verdict(got[id(s)], methods, cfg) is None)]
+                and (not lazy or _verdict(settled(s, i), methods, cfg) is None)]
         batches = [todo[b0:b0 + cfg.batch_size] for b0 in range(0, len(todo), cfg.batch_size)]
         for batch in batches[rank::world]:
             inputs, errors = {}, {}
@@ -193,7 +198,10 @@ def _run_model(samples: list[_Sample], name: str, fold: int, model, data_cfg: di
     for s in samples:
         if s.error:
             continue
-        s.scores[name] = {m: got[id(s)][m] for m in methods if m in got[id(s)]}
+        n = len(methods)
+        if lazy:  # the shortest run of methods, cheapest first, that settles the verdict
+            n = next((j for j in range(1, n + 1) if _verdict(settled(s, j), methods, cfg) is not None), n)
+        s.scores[name] = settled(s, n)
         if not s.exempted_by and _verdict(s.scores[name], methods, cfg):
             s.exempted_by = name
 
