@@ -83,7 +83,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from imagenet_clean.cleanup.confident import cleanlab_issues, model_evidence
-    from imagenet_clean.cleanup.stage import Ensemble
+    from imagenet_clean.cleanup.ensemble import Ensemble
     from imagenet_clean.config import Thresholds
 
     warm_true, warm_labels = synthetic_labels(2000, 10, seed=1)  # imports and first-call costs, not timed

@@ -47,7 +47,7 @@ def make_split(folder: Path, *, n: int, changes: int, k: int, models: int, seed:
     import pyarrow as pa
 
     from imagenet_clean.classes import ClassList, write_classes
-    from imagenet_clean.cleanup.stage import DECISIONS_SCHEMA
+    from imagenet_clean.cleanup.ensemble import DECISIONS_SCHEMA
     from imagenet_clean.io import write_table
 
     rng = np.random.default_rng(seed)

@@ -301,7 +301,8 @@ def test_fit_writes_out_of_fold_predictions_checkpoints_and_a_summary(data, tmp_
     preds = read_predictions(tmp_path / "pred" / "tiny.parquet")
     assert preds.meta["split"] == "train" and preds.meta["model"] == "tiny" and preds.meta["num_classes"] == "3"
     assert list(preds.sample_ids) == manifest["sample_id"].tolist()
-    assert sorted(p.name for p in (tmp_path / "models" / "tiny").glob("*.safetensors")) == ["fold0.safetensors", "fold1.safetensors", "full.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "models" / "tiny").glob("*.safetensors")) == ["fold0.safetensors", "fold1.safetensors",
+                                                                                            "full.safetensors"]
     assert (tmp_path / "live" / "tiny" / "full" / "metrics.json").is_file()
 
 
@@ -378,7 +379,8 @@ def test_cross_validation_under_torchrun_with_two_gloo_processes(data, tmp_path)
     out = tmp_path / "ddp"
     script = tmp_path / "cv.py"
     script.write_text(_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", str(script), str(root), str(mf), str(out)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", str(script), str(root),
+           str(mf), str(out)]
     res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]
     preds = read_predictions(out / "oof.parquet")

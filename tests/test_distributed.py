@@ -82,7 +82,8 @@ def test_torchrun_two_gloo_ranks_equal_single_process(tmp_path):
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = ["torchrun", "--standalone", "--nproc-per-node", "2", str(tmp_path / "worker.py"),
-           str(root), str(tmp_path / "m.parquet"), str(tmp_path / "tiny.safetensors"), str(tmp_path / "shards"), str(tmp_path / "out.parquet")]
+           str(root), str(tmp_path / "m.parquet"), str(tmp_path / "tiny.safetensors"), str(tmp_path / "shards"),
+           str(tmp_path / "out.parquet")]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     merged = pq.read_table(tmp_path / "out.parquet")
@@ -105,7 +106,8 @@ LAUNCH = {"IMAGENET_CLEAN_LAUNCHER": "torchrun --nproc-per-node 8"}
          ["torchrun", "--nproc-per-node", "8", "-m", "imagenet_clean", "--traceback", "predict-split", "--split", "val"]),
         (["predict", "--out", "a b.parquet"], {"IMAGENET_CLEAN_LAUNCHER": "python -m torch.distributed.run --nproc-per-node '2'"},
          ["python", "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "imagenet_clean", "predict", "--out", "a b.parquet"]),
-        (["clean", "--split", "val"], LAUNCH, None),  # not a distributed command
+        (["clean", "--split", "val"], LAUNCH, ["torchrun", "--nproc-per-node", "8", "-m", "imagenet_clean", "clean", "--split", "val"]),
+        (["diff", "a", "b"], LAUNCH, None),  # not a distributed command
         (["fit", "--help"], LAUNCH, None),
         (["fit", "--model", "resnet"], {**LAUNCH, "RANK": "0"}, None),  # already under torchrun
         (["fit", "--model", "resnet"], {**LAUNCH, "LOCAL_RANK": "1"}, None),
@@ -132,7 +134,8 @@ def test_a_bad_launcher_is_a_one_line_error(monkeypatch, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None or shutil.which("imagenet-clean") is None, reason="torchrun or the console script missing")
+@pytest.mark.skipif(shutil.which("torchrun") is None or shutil.which("imagenet-clean") is None,
+                    reason="torchrun or the console script missing")
 def test_the_launcher_runs_a_command_under_torchrun_end_to_end(tmp_path):
     import json
 

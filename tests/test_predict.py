@@ -221,7 +221,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tiny):
     shards = tmp_path / "shards"
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
-    proc = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "m.parquet"), str(tiny), str(shards)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(script), str(root), str(tmp_path / "m.parquet"), str(tiny), str(shards)],
+                          capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr[-2000:]
     files = shard_paths(shards, len(manifest), 3)
     assert [f.exists() for f in files] == [True, False, False]
@@ -307,7 +308,8 @@ def test_cli_predict_folder_prints_json_summary(tmp_path, tiny):
     out = tmp_path / "p.parquet"
     res = CliRunner().invoke(
         app,
-        ["predict", "--model", "test_efficientnet", "--weights", str(tiny), "--images", str(root), "--classes", str(tmp_path / "classes.tsv"),
+        ["predict", "--model", "test_efficientnet", "--weights", str(tiny), "--images", str(root),
+         "--classes", str(tmp_path / "classes.tsv"),
          "--out", str(out), "--input-size", "3,32,32", "--batch-size", "2", "--workers", "0"],
     )
     assert res.exit_code == 0, res.output
@@ -335,7 +337,8 @@ def test_predict_split_stage(tmp_path, tiny, monkeypatch):
     root = tmp_path / "img"
     manifest = make_images(root, n=5)
     write_table(tmp_path / "manifests" / "val.parquet", manifest, metadata={"root": root, "num_classes": 3})
-    params = parse_params({"models": {"tiny": {"arch": "test_efficientnet", "input_size": [3, 32, 32]}}, "predict": {"shard_size": 2, "workers": 0}})
+    params = parse_params({"models": {"tiny": {"arch": "test_efficientnet", "input_size": [3, 32, 32]}}, "predict": {"shard_size": 2,
+                                                                                                                     "workers": 0}})
     kw = dict(manifests_dir=tmp_path / "manifests", models_dir=tmp_path / "models", out_dir=tmp_path / "pred", cache_dir=tmp_path / "cache")
     with pytest.raises(ModelError, match="model 'tiny': no trained checkpoint"):
         run_predict_split("val", params, **kw)
@@ -358,7 +361,8 @@ def test_predict_split_stage(tmp_path, tiny, monkeypatch):
      ((3, 32, 32), 1.0, "squash", (90, 40)), ((3, 32, 32), 0.875, "center", (20, 30))],
 )
 def test_eval_geometry_matches_the_transform(input_size, crop_pct, crop_mode, wh):
-    cfg = {"input_size": input_size, "interpolation": "bilinear", "mean": (0, 0, 0), "std": (1, 1, 1), "crop_pct": crop_pct, "crop_mode": crop_mode}
+    cfg = {"input_size": input_size, "interpolation": "bilinear", "mean": (0, 0, 0), "std": (1, 1, 1), "crop_pct": crop_pct,
+           "crop_mode": crop_mode}
     w, h = wh
     geo = eval_geometry(cfg, w, h)
     x = eval_transform(cfg)(Image.new("RGB", (w, h)))
@@ -415,7 +419,8 @@ def test_out_of_memory_halves_the_batch_and_continues(tmp_path, tiny):
 
 
 def _stage_kw(tmp_path):
-    return dict(manifests_dir=tmp_path / "manifests", models_dir=tmp_path / "models", out_dir=tmp_path / "pred", cache_dir=tmp_path / "cache")
+    return dict(manifests_dir=tmp_path / "manifests", models_dir=tmp_path / "models", out_dir=tmp_path / "pred",
+                cache_dir=tmp_path / "cache")
 
 
 @pytest.mark.parametrize("how", ["null root", "empty manifest"])
@@ -454,7 +459,8 @@ def test_a_missing_manifest_of_a_configured_split_is_an_error(tmp_path):
 
 
 def _probs(table) -> np.ndarray:
-    return np.asarray([p if p is not None else [0.0] * table.schema.field("probs").type.list_size for p in table["probs"].to_pylist()], np.float32)
+    return np.asarray([p if p is not None else [0.0] * table.schema.field("probs").type.list_size for p in table["probs"].to_pylist()],
+                      np.float32)
 
 
 def test_restrict_table_keeps_error_rows_and_moves_top5_into_the_subset():

@@ -158,13 +158,15 @@ class TrainConfig:
     threads: int = field(default=0, metadata=_NONNEG)
     hflip: float = field(default=0.5, metadata=_PROB)
     color_jitter: float = field(default=0.4, metadata=_NONNEG)  # timm's default strength; 0 turns it off
-    scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata=_check(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1, "[min, max] with 0 < min <= max <= 1"))
+    scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata=_check(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
+                                                                          "[min, max] with 0 < min <= max <= 1"))
     bf16: bool = False
     workers: int = field(default=0, metadata=_NONNEG)
     finetune: bool = False
     cache_images: bool = False  # keep decoded training images in RAM across epochs (small datasets)
     parallel: int = field(default=1, metadata=_POS)  # cross-validation trainings run at once (CPU: processes of cpu_count/parallel threads)
-    opt: str = field(default="sgd", metadata=_check(lambda v: v in ("sgd", "momentum", "adamw", "adam", "lamb", "rmsprop"), "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
+    opt: str = field(default="sgd", metadata=_check(lambda v: v in ("sgd", "momentum", "adamw", "adam", "lamb", "rmsprop"),
+                                                    "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
     # fit fails when a model's out-of-fold top-1 (against the given labels) is below this; 0 checks nothing
     min_accuracy: float = field(default=0.0, metadata=_PROB)
 
@@ -187,6 +189,9 @@ class CamConfig:
     pass_score: float = field(default=0.01, metadata=_PROB)
     min_methods: int = field(default=2, metadata=_POS)
     batch_size: int = field(default=32, metadata=_POS)
+    # fast: cleanup/camfast.py (pytorch_grad_cam's definitions, batched); pytorch-grad-cam: the library itself
+    impl: str = field(default="fast", metadata=_check(lambda v: v in ("fast", "pytorch-grad-cam"), "one of fast, pytorch-grad-cam"))
+    freeze: bool = True  # fast Score-CAM on CPU: masked passes through a frozen TorchScript trace (conv+BN folded)
 
 
 @dataclass(frozen=True)
@@ -199,9 +204,11 @@ class TablesConfig:
     epochs: int | None = None
     ablations: bool = False
     resolutions: bool = False
-    input_size: int | None = field(default=None, metadata=_check(lambda v: v >= 8, "an integer >= 8 (square side in pixels; null: the trainer's default)"))
+    input_size: int | None = field(default=None, metadata=_check(lambda v: v >= 8,
+                                                                 "an integer >= 8 (square side in pixels; null: the trainer's default)"))
     sizes: tuple[tuple[int, ...], ...] | None = field(default=None, metadata=_check(
-        lambda v: len(v) > 0 and all(isinstance(s, (list, tuple)) and len(s) == 2 and all(isinstance(x, int) and not isinstance(x, bool) and x >= 8 for x in s) for s in v),
+        lambda v: len(v) > 0 and all(isinstance(s, (list, tuple)) and len(s) == 2
+                                     and all(isinstance(x, int) and not isinstance(x, bool) and x >= 8 for x in s) for s in v),
         "a list of [width, height] pairs of integers >= 8 (table 3's sizes; null: 16:9 and 9:16 at 1x and 1.65x the square's pixels)"))
     extra_models: dict[str, ModelConfig] = field(default_factory=dict)
 

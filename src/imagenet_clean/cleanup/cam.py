@@ -113,55 +113,103 @@ def _validate(candidates: pd.DataFrame) -> None:
                              f"{list(r.folds)} differ in length")
 
 
+def _shard() -> tuple[int, int]:
+    """``(rank, world_size)`` under torch.distributed, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _cam_device():
+    """This rank's device: its GPU under torchrun when CUDA is available, else the CPU."""
+    from imagenet_clean.models.distributed import env_info
+
+    return env_info().device
+
+
 def _run_model(samples: list[_Sample], name: str, fold: int, model, data_cfg: dict, *, root: Path,
                cfg: CamConfig, methods: list[str], cache: ScoreCache, lazy: bool, max_pixels: int) -> None:
-    """Score ``samples`` with one (model, fold), batch by batch, filling their ``scores``/``exempted_by``."""
+    """Score ``samples`` with one (model, fold), method by method, filling their ``scores``/``exempted_by``.
+
+    Per method, the samples whose verdict is still open and whose score is not
+    cached are cut into batches of ``cfg.batch_size``; under torch.distributed
+    batch ``j`` is rank ``j % world_size``'s (disjoint shares), every rank commits
+    its scores (and image errors) to the shared cache, and after a barrier every
+    rank reads all of them back. A single process runs the same batches, so the
+    scores, hence the decisions, are the same; a rerun after a kill computes only
+    the batches that were not committed.
+    """
     import timm.data
+
+    from imagenet_clean.models.distributed import barrier
 
     k = getattr(model, "num_classes", None)
     bad = [(s.row["sample_id"], s.row["label"]) for s in samples if k and not 0 <= int(s.row["label"]) < k]
     if bad:
         raise ValueError(f"model {name!r} (fold {fold}) has {k} classes; labels out of range: {bad[:5]}")
+    rank, world = _shard()
     layer = find_target_layer(model, input_size=data_cfg["input_size"])
     fp = model_fingerprint(model, data_cfg, layer)
+    model.to(_cam_device())
     keys_tf = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
     transform = timm.data.create_transform(**{k: data_cfg[k] for k in keys_tf if k in data_cfg}, is_training=False)
-    for b0 in range(0, len(samples), cfg.batch_size):
-        batch = samples[b0:b0 + cfg.batch_size]
-        keys = {id(s): (_image_key(s.row), int(s.row["label"]),
-                        boxes_digest(s.row["boxes"]), name, int(fold), fp) for s in batch}
-        got = {}
-        cached = cache.get_many(keys[id(s)] + (m, float(cfg.heat)) for s in batch for m in methods)
-        for s in batch:
-            got[id(s)] = {m: cached[k] for m in methods if (k := keys[id(s)] + (m, float(cfg.heat))) in cached}
-        inputs: dict[int, tuple] = {}
-        for m in methods:
-            todo = [s for s in batch if not s.error and m not in got[id(s)]
-                    and (not lazy or _verdict(got[id(s)], methods, cfg) is None)]
-            for s in todo:
-                if id(s) not in inputs:
-                    try:
-                        inputs[id(s)] = _load_input(s, root, data_cfg, transform, max_pixels)
-                    except ValueError as e:
-                        s.error = str(e)
-            todo = [s for s in todo if not s.error]
-            if not todo:
-                continue
-            import torch
+    heat = float(cfg.heat)
+    keys = {id(s): (_image_key(s.row), int(s.row["label"]), boxes_digest(s.row["boxes"]), name, int(fold), fp)
+            for s in samples}
+    got: dict[int, dict] = {id(s): {} for s in samples}
 
-            heat = compute_heatmaps(model, layer, torch.stack([inputs[id(s)][0] for s in todo]),
-                                    [s.row["label"] for s in todo], method=m, batch_size=cfg.batch_size)
+    def refresh(group: list[_Sample]) -> None:
+        cached = cache.get_many(keys[id(s)] + (m, heat) for s in group for m in methods)
+        errors = cache.get_errors(keys[id(s)] for s in group)
+        for s in group:
+            got[id(s)].update({m: cached[q] for m in methods if (q := keys[id(s)] + (m, heat)) in cached})
+            if keys[id(s)] in errors:
+                s.error = errors[keys[id(s)]]
+
+    def settled(s: _Sample, upto: int) -> dict:
+        # the scores of the methods before ``upto`` (cheapest first), so that a cached score of a later
+        # method (another run's, or an exhaustive run's) never changes what is computed or reported
+        return {q: got[id(s)][q] for q in methods[:upto] if q in got[id(s)]}
+
+    refresh(samples)
+    for i, m in enumerate(methods):
+        todo = [s for s in samples if not s.error and m not in got[id(s)]
+                and (not lazy or _verdict(settled(s, i), methods, cfg) is None)]
+        batches = [todo[b0:b0 + cfg.batch_size] for b0 in range(0, len(todo), cfg.batch_size)]
+        for batch in batches[rank::world]:
+            inputs, errors = {}, {}
+            for s in batch:
+                try:
+                    inputs[id(s)] = _load_input(s, root, data_cfg, transform, max_pixels)
+                except ValueError as e:
+                    s.error = errors[keys[id(s)]] = str(e)
+            ok = [s for s in batch if id(s) in inputs]
             new = {}
-            for s, hm in zip(todo, heat):
-                _, geom, boxes = inputs[id(s)]
-                got[id(s)][m] = new[keys[id(s)] + (m, float(cfg.heat))] = box_heat_score(hm, boxes, geom, heat=cfg.heat)
-            cache.put_many(new)
-        for s in batch:
-            if s.error:
-                continue
-            s.scores[name] = {m: got[id(s)][m] for m in methods if m in got[id(s)]}
-            if not s.exempted_by and _verdict(s.scores[name], methods, cfg):
-                s.exempted_by = name
+            if ok:
+                import torch
+
+                hm = compute_heatmaps(model, layer, torch.stack([inputs[id(s)][0] for s in ok]),
+                                      [s.row["label"] for s in ok], method=m, batch_size=cfg.batch_size,
+                                      impl=getattr(cfg, "impl", "pytorch-grad-cam"),
+                                      freeze=getattr(cfg, "freeze", False))
+                for s, h in zip(ok, hm):
+                    _, geom, boxes = inputs[id(s)]
+                    got[id(s)][m] = new[keys[id(s)] + (m, heat)] = box_heat_score(h, boxes, geom, heat=cfg.heat)
+            cache.put_many(new, errors=errors)  # one transaction: a kill keeps whole batches only
+        if world > 1:
+            barrier()
+            refresh(todo)
+    for s in samples:
+        if s.error:
+            continue
+        n = len(methods)
+        if lazy:  # the shortest run of methods, cheapest first, that settles the verdict
+            n = next((j for j in range(1, n + 1) if _verdict(settled(s, j), methods, cfg) is not None), n)
+        s.scores[name] = settled(s, n)
+        if not s.exempted_by and _verdict(s.scores[name], methods, cfg):
+            s.exempted_by = name
 
 
 def find_exemptions(candidates: pd.DataFrame, *, root: str | Path,
@@ -202,7 +250,18 @@ def find_exemptions(candidates: pd.DataFrame, *, root: str | Path,
     for s in samples:
         if s.row["boxes"] is None or not len(s.row["boxes"]):
             s.error = "no bounding box"
+    rank, world = _shard()
+    if world > 1 and cache_dir is None:
+        raise ValueError(f"sharding the CAMs over {world} ranks needs an on-disk cache_dir (got None)")
+    if world > 1 and rank != 0:
+        from imagenet_clean.models.distributed import barrier
+
+        barrier()  # rank 0 checks (and rebuilds) the cache file first
     cache = ScoreCache(cache_dir)
+    if world > 1 and rank == 0:
+        from imagenet_clean.models.distributed import barrier
+
+        barrier()
     try:
         for r in range(max((len(s.row["models"]) for s in samples), default=0)):
             groups: dict[tuple[str, int], list[_Sample]] = {}

@@ -106,7 +106,8 @@ def _quiet_scorecam():
 
 
 def compute_heatmaps(model: torch.nn.Module, layer: str, images: torch.Tensor, labels: Sequence[int], *,
-                     method: str, batch_size: int = 32) -> np.ndarray:
+                     method: str, batch_size: int = 32, impl: str = "pytorch-grad-cam",
+                     freeze: bool = False) -> np.ndarray:
     """Heatmaps ``(B, H, W)`` in [0, 1] of ``labels`` for a normalised input batch ``(B, 3, H, W)``.
 
     Args:
@@ -115,8 +116,18 @@ def compute_heatmaps(model: torch.nn.Module, layer: str, images: torch.Tensor, l
         images: Model inputs.
         labels: Class index per image.
         method: A key of :data:`CAM_METHODS`.
-        batch_size: Score-CAM's channel batch (masked copies per forward pass).
+        batch_size: Score-CAM's channel batch (masked copies per forward pass);
+            with ``impl="fast"`` also the Grad-CAMs' image batch.
+        impl: ``pytorch-grad-cam`` (the library) or ``fast``
+            (:mod:`imagenet_clean.cleanup.camfast`: the same definitions, batched).
+        freeze: ``fast`` Score-CAM on a CPU: masked passes through a frozen trace.
     """
+    if impl == "fast":
+        from .camfast import fast_heatmaps
+
+        return fast_heatmaps(model, layer, images, labels, method=method, batch_size=batch_size, freeze=freeze)
+    if impl != "pytorch-grad-cam":
+        raise ValueError(f"cam impl {impl!r} unknown; choose from ['fast', 'pytorch-grad-cam']")
     import pytorch_grad_cam
     import torch
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget

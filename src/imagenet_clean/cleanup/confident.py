@@ -81,7 +81,8 @@ def validate_labels(labels, num_classes: int, *, source: str = "", model: str = 
         raise ValueError(f"{where}labels must be a 1-D vector, got shape {labels.shape}")
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         if not np.issubdtype(labels.dtype, np.floating) or not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-            bad = int(np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))[0]) if np.issubdtype(labels.dtype, np.floating) else 0
+            bad = int(np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))[0]) if np.issubdtype(labels.dtype,
+                                                                                                               np.floating) else 0
             raise ValueError(f"{where}labels must be integers, got dtype {labels.dtype} (row {bad}: {labels[bad]!r})")
     labels = labels.astype(np.int64)
     out = (labels < 0) | (labels >= num_classes)

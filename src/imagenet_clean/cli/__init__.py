@@ -11,18 +11,7 @@ import sys
 
 import typer
 
-from . import (
-    clean,
-    data,
-    evaluate,
-    models,
-    publish,
-    release,
-    review,
-    rounds,
-    setup,
-    train,
-)
+from . import clean, data, evaluate, explain, models, publish, release, review, rounds, setup, train
 
 app = typer.Typer(
     name="imagenet-clean",
@@ -32,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _group in (setup, data, train, models, clean, evaluate, rounds, publish, release, review):
+for _group in (setup, data, train, models, clean, explain, evaluate, rounds, publish, release, review):
     _group.register(app)
 
 

@@ -34,11 +34,18 @@ def clean(
     cam: Optional[bool] = CAM,
     jobs: int = JOBS,
 ) -> None:
-    """Decide fixes and removals for a split: data/decisions, data/clean, data/changes, metrics/cleanup."""
+    """Decide fixes and removals for a split: data/decisions, data/clean, data/changes, metrics/cleanup.
+
+    Under torchrun (or IMAGENET_CLEAN_LAUNCHER) the CAM work is sharded over the ranks; rank 0 writes.
+    """
+    from ..models.distributed import process_group
     from ..stages import clean as stage
 
     p, ws = load(params)
-    m = stage.run(p, ws, split, cam=cam, n_jobs=jobs or None)
+    with process_group() as info:
+        m = stage.run(p, ws, split, cam=cam, n_jobs=jobs or None)
+    if not info.is_main:
+        return
     if m.get("skipped"):
         typer.echo(f"split {split} skipped ({m[SKIPPED_WHY]}): wrote empty decisions, clean manifest and change list")
         return

@@ -190,10 +190,12 @@ def manifest_table(df: pd.DataFrame) -> pa.Table:
     boxes = [[[float(v) for v in b] for b in bs] for bs in df["boxes"]]
     cols = {n: df[n].tolist() for n in MANIFEST_SCHEMA.names if n != "boxes"}
     cols["boxes"] = boxes
-    return pa.table({n: pa.array(cols[n], type=MANIFEST_SCHEMA.field(n).type, from_pandas=True) for n in MANIFEST_SCHEMA.names}, schema=MANIFEST_SCHEMA)
+    return pa.table({n: pa.array(cols[n], type=MANIFEST_SCHEMA.field(n).type, from_pandas=True) for n in MANIFEST_SCHEMA.names},
+                    schema=MANIFEST_SCHEMA)
 
 
-def write_manifest(path: str | Path, df: pd.DataFrame, *, root: str | Path, layout: str, split: str, classes: str, num_classes: int) -> None:
+def write_manifest(path: str | Path, df: pd.DataFrame, *, root: str | Path, layout: str, split: str, classes: str,
+                   num_classes: int) -> None:
     """Write a manifest parquet (atomically) with its schema metadata.
 
     Args:

@@ -95,7 +95,8 @@ def assign_folds(labels, *, folds: int, seed: int) -> np.ndarray:
             out[held] = k
     small = np.flatnonzero((counts > 0) & (counts < folds))
     if len(small):
-        log.warning("classes %s have fewer samples than %d folds: each of their samples is predicted by a model that saw fewer of its class", small[:10].tolist(), folds)
+        log.warning("classes %s have fewer samples than %d folds: each of their samples is predicted by a model "
+                    "that saw fewer of its class", small[:10].tolist(), folds)
     return out
 
 

@@ -25,8 +25,8 @@ from typing import Iterator, Mapping
 LAUNCHER_ENV = "IMAGENET_CLEAN_LAUNCHER"
 """Environment variable holding the launcher command line, e.g. ``torchrun --nproc-per-node 8``."""
 
-DISTRIBUTED_COMMANDS = frozenset({"fit", "predict-split", "predict"})
-"""CLI commands that run sharded under torchrun (the others ignore the launcher)."""
+DISTRIBUTED_COMMANDS = frozenset({"fit", "predict-split", "predict", "clean"})
+"""CLI commands that run sharded under torchrun (the others ignore the launcher); ``clean`` shards its CAMs."""
 
 _TORCHRUN_VARS = ("RANK", "LOCAL_RANK")
 
@@ -59,7 +59,8 @@ def env_info() -> DistInfo:
         local = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
         raise ValueError(
-            f"RANK={os.environ.get('RANK')!r} WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} LOCAL_RANK={os.environ.get('LOCAL_RANK')!r}: not integers"
+            f"RANK={os.environ.get('RANK')!r} WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
+            f"LOCAL_RANK={os.environ.get('LOCAL_RANK')!r}: not integers"
         ) from None
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,9 @@ from ..leftovers import sweep_outputs, sweep_temporaries
 from ..predictions import predictions_table
 from ..progress import progress
 from .distributed import barrier, deterministic_cuda
+
+if TYPE_CHECKING:
+    import torch
 
 _log = logging.getLogger(__name__)
 
@@ -514,7 +518,8 @@ def predict_to_file(
         seconds = time.perf_counter() - t0
         if table is None:
             return {}
-        write_predictions(out, table, model=cfg.arch, arch=cfg.arch, split=Path(str(manifest or images)).stem, num_classes=k, weights=cfg.weights)
+        write_predictions(out, table, model=cfg.arch, arch=cfg.arch, split=Path(str(manifest or images)).stem, num_classes=k,
+                          weights=cfg.weights)
     summary = accuracy_summary(table, df["label"] if "label" in df.columns else np.full(len(df), -1))
     summary.update(seconds=round(seconds, 3), images_per_s=round(summary["n"] / seconds, 2) if seconds > 0 else None)
     return summary
