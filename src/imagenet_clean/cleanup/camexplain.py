@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from ..config import CamConfig
-from .cam import DEFAULT_MAX_PIXELS, _load_input, _method_order, _Sample, _verdict
+from ..constants import MAX_IMAGE_PIXELS
+from .cam import _load_input, _method_order, _Sample, _verdict
 from .camgeom import EvalGeometry, box_heat_score, box_mask, heatmap_to_original
 from .cammethods import compute_heatmaps, find_target_layer
 
@@ -64,7 +65,7 @@ def _image_size(path: Path, max_pixels: int) -> tuple[int, int]:
 
 def explain_image(path: str | Path, label: int, boxes: Sequence[Sequence[float]], *, model: torch.nn.Module,
                   data_cfg: dict, cfg: CamConfig = CamConfig(), methods: Sequence[str] | None = None,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Explanation:
+                  max_pixels: int = MAX_IMAGE_PIXELS) -> Explanation:
     """Heatmaps and explainability scores of ``label`` on one image, as the CAM stage computes them.
 
     Args:
