@@ -123,7 +123,8 @@ def main(argv=None) -> dict:
     from imagenet_clean.classes import imagenet_classes
     from imagenet_clean.config import ModelConfig
     from imagenet_clean.models.factory import build_model
-    from imagenet_clean.models.predict import folder_manifest, predict_samples
+    from imagenet_clean.models.predict import predict_samples
+    from imagenet_clean.models.predict_run import folder_manifest
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--arch", default="efficientnet_lite0")

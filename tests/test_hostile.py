@@ -269,7 +269,7 @@ def test_predict_over_the_hostile_manifest_gives_a_row_per_sample_and_reads_noth
     import pyarrow.parquet as pq
 
     from imagenet_clean.config import ModelConfig
-    from imagenet_clean.models.predict import predict_to_file
+    from imagenet_clean.models.predict_run import predict_to_file
 
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
     df, _ = _ingest("train")
@@ -298,7 +298,7 @@ def test_a_file_swapped_for_a_link_after_ingest_is_refused_by_predict_and_traini
 
     from imagenet_clean.config import ModelConfig
     from imagenet_clean.models.datasets import ImageSamples
-    from imagenet_clean.models.predict import predict_to_file
+    from imagenet_clean.models.predict_run import predict_to_file
 
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
     df, _ = _ingest("train")

@@ -332,7 +332,7 @@ def test_predict_split_stage(tmp_path, tiny, monkeypatch):
     from imagenet_clean.config import parse_params
     from imagenet_clean.io import write_table
     from imagenet_clean.models.factory import ModelError
-    from imagenet_clean.models.predict import run_predict_split
+    from imagenet_clean.models.predict_run import run_predict_split
 
     root = tmp_path / "img"
     manifest = make_images(root, n=5)
@@ -428,7 +428,7 @@ def test_a_skipped_split_gets_one_empty_prediction_file_per_model(tmp_path, how)
     from imagenet_clean.config import parse_params
     from imagenet_clean.data.ingest import manifest_table_empty
     from imagenet_clean.io import read_metadata, write_table
-    from imagenet_clean.models.predict import run_predict_split
+    from imagenet_clean.models.predict_run import run_predict_split
 
     (tmp_path / "classes.tsv").write_text("c0\tzero\nc1\tone\nc2\ttwo\n")
     root = None if how == "null root" else str(tmp_path / "img")
@@ -451,7 +451,7 @@ def test_a_skipped_split_gets_one_empty_prediction_file_per_model(tmp_path, how)
 
 def test_a_missing_manifest_of_a_configured_split_is_an_error(tmp_path):
     from imagenet_clean.config import parse_params
-    from imagenet_clean.models.predict import run_predict_split
+    from imagenet_clean.models.predict_run import run_predict_split
 
     params = parse_params({"splits": {"val": {"root": str(tmp_path)}}, "models": {"a": {"arch": "test_efficientnet"}}})
     with pytest.raises(FileNotFoundError):
@@ -465,7 +465,7 @@ def _probs(table) -> np.ndarray:
 
 def test_restrict_table_keeps_error_rows_and_moves_top5_into_the_subset():
     from imagenet_clean.data.imagenet_r import load_subset
-    from imagenet_clean.models.predict import restrict_table
+    from imagenet_clean.models.predict_run import restrict_table
     from imagenet_clean.predictions import predictions_table
 
     rng = np.random.default_rng(0)
@@ -505,7 +505,7 @@ def test_imagenet_r_predictions_are_restricted_to_its_200_classes(tmp_path, tiny
     from imagenet_clean.config import parse_params
     from imagenet_clean.data.imagenet_r import load_subset, restrict_probs
     from imagenet_clean.io import write_table
-    from imagenet_clean.models.predict import run_predict_split
+    from imagenet_clean.models.predict_run import run_predict_split
 
     root = tmp_path / "img"
     manifest = make_images(root, n=4)
@@ -540,7 +540,7 @@ def test_imagenet_r_predictions_are_restricted_to_its_200_classes(tmp_path, tiny
 def test_imagenet_r_needs_the_imagenet_class_list(tmp_path, tiny):
     from imagenet_clean.config import parse_params
     from imagenet_clean.io import write_table
-    from imagenet_clean.models.predict import run_predict_split
+    from imagenet_clean.models.predict_run import run_predict_split
 
     root = tmp_path / "img"
     write_table(tmp_path / "manifests" / "imagenet_r.parquet", make_images(root, n=2), metadata={"root": str(root), "num_classes": 3})

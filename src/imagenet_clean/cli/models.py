@@ -31,7 +31,7 @@ def predict(
 ) -> None:
     """Predict an image folder or a manifest with one model; the last line printed is a JSON summary."""
     from ..config import ModelConfig
-    from ..models.predict import predict_to_file
+    from ..models.predict_run import predict_to_file
     from ..models.weights import PYPI_LITE
 
     if (manifest is None) == (images is None):

@@ -85,7 +85,7 @@ def predict_extra(params, splits: Sequence[str], *, paths: Workspace) -> Path:
     """Predict every usable evaluated split with each ``tables.extra_models`` entry (pretrained weights).
 
     The models are the same kind of entry as ``models`` and are predicted by the
-    same code (:func:`imagenet_clean.models.predict.run_predict_split`: sharded,
+    same code (:func:`imagenet_clean.models.predict_run.run_predict_split`: sharded,
     resumable, ImageNet-R restricted to its classes). Writes a ``models.json``
     listing them, so the folder exists (a DVC output) when there are none.
 
@@ -99,7 +99,7 @@ def predict_extra(params, splits: Sequence[str], *, paths: Workspace) -> Path:
     out = paths.extra_predictions
     extra = dict(params.tables.extra_models)
     if extra:
-        from ..models.predict import run_predict_split
+        from ..models.predict_run import run_predict_split
 
         as_models = dataclasses.replace(params, models=extra)
         for split in splits:

@@ -406,7 +406,7 @@ def run_fit(
     from ..io import read_metadata, read_table
     from .distributed import env_info
     from .factory import check_model
-    from .predict import accuracy_summary
+    from .predict_run import accuracy_summary
 
     sweep_outputs([predictions_dir, Path(models_dir) / model_name])
     if model_name not in params.models:
