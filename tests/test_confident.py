@@ -142,3 +142,15 @@ def test_bad_labels_and_shapes():
         model_evidence(np.zeros(20, int), np.ones((20, 1), np.float32))
     with pytest.raises(ValueError, match="frac_noise"):
         model_evidence(labels, p, frac_noise=0.0)
+
+
+def test_cleanlab_keeps_no_copy_of_the_matrix_after_the_call():
+    """cleanlab leaves the matrix split by class in a module global; the next model's read must not sit beside it."""
+    import cleanlab.filter as cl_filter
+
+    labels, p, _ = noisy(seed=11)
+    before = find_label_issues(labels, p, filter_by="prune_by_noise_rate", frac_noise=1.0, n_jobs=1)
+    assert getattr(cl_filter, "pred_probs_by_class", None) is not None  # what bare cleanlab leaves behind
+    ev = model_evidence(labels, p)
+    assert getattr(cl_filter, "pred_probs_by_class", None) is None
+    assert np.array_equal(ev.flagged, before)

@@ -219,11 +219,30 @@ def cleanlab_issues(labels: np.ndarray, pred_probs: np.ndarray, *, frac_noise: f
     if not 0.0 < frac_noise <= 1.0:
         raise ValueError(f"frac_noise must be in (0, 1], got {frac_noise!r}")
     absent = np.flatnonzero(np.bincount(labels, minlength=pred_probs.shape[1]) == 0).tolist()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*too few examples.*")
-        mask = find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=frac_noise,
-                                 n_jobs=n_jobs, verbose=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*too few examples.*")
+            mask = find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=frac_noise,
+                                     n_jobs=n_jobs, verbose=False)
+    finally:
+        _release_cleanlab_globals()
     return np.asarray(mask, bool), absent
+
+
+def _release_cleanlab_globals() -> None:
+    """Drop the by-class copy of ``pred_probs`` that cleanlab keeps in module globals after the call.
+
+    ``cleanlab.filter.find_label_issues`` (2.x, ``n_jobs=1`` or fork) stores
+    ``pred_probs`` split by class in the module global ``pred_probs_by_class``
+    and leaves it there: a second copy of the last model's matrix (5 GB at
+    ImageNet train size) alive while the next model's is read. Results are
+    unaffected (the next call rebinds it).
+    """
+    import cleanlab.filter as cl_filter
+
+    for name in ("pred_probs_by_class", "prune_count_matrix_cols"):
+        if getattr(cl_filter, name, None) is not None:
+            setattr(cl_filter, name, None)
 
 
 def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, top5: np.ndarray | None = None,
