@@ -115,24 +115,21 @@ class ScoreCache:
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, float]:
         """The cached scores among ``keys`` (missing keys are absent)."""
-        out = {}
-        for key in keys:
-            row = self._db.execute(
-                "SELECT score FROM scores WHERE image=? AND label=? AND boxes=? AND model=? AND fold=? "
-                "AND fingerprint=? AND method=? AND heat=?", key).fetchone()
-            if row is not None:
-                out[key] = float(row[0])
-        return out
+        return self._lookup("SELECT score FROM scores WHERE image=? AND label=? AND boxes=? AND model=? AND fold=? "
+                            "AND fingerprint=? AND method=? AND heat=?", keys, float)
 
     def get_errors(self, keys: Iterable[ErrorKey]) -> dict[ErrorKey, str]:
         """The recorded reasons why images among ``keys`` could not be scored."""
+        return self._lookup("SELECT reason FROM errors WHERE image=? AND label=? AND boxes=? AND model=? AND fold=? "
+                            "AND fingerprint=?", keys, str)
+
+    def _lookup(self, sql: str, keys: Iterable, cast) -> dict:
+        """``{key: cast(value)}`` for the keys whose row ``sql`` finds."""
         out = {}
         for key in keys:
-            row = self._db.execute(
-                "SELECT reason FROM errors WHERE image=? AND label=? AND boxes=? AND model=? AND fold=? "
-                "AND fingerprint=?", key).fetchone()
+            row = self._db.execute(sql, key).fetchone()
             if row is not None:
-                out[key] = str(row[0])
+                out[key] = cast(row[0])
         return out
 
     def put_many(self, scores: Mapping[Key, float], *, errors: Mapping[ErrorKey, str] | None = None) -> None:
