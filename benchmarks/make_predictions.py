@@ -70,15 +70,15 @@ def top5(p: np.ndarray) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1).astype(np.int32)
 
 
-def write_model(path: Path, ids: np.ndarray, labels: np.ndarray, k: int, *, seed: int, model: str) -> float:
-    """Write one model's file; returns seconds."""
+def write_model(path: Path, ids: np.ndarray, labels: np.ndarray, k: int, *, seed: int, model: str, split: str = "train") -> float:
+    """Write one model's file; returns seconds (``fold`` -1 outside the training split, as a whole-split model writes)."""
     t0 = time.perf_counter()
     n = len(ids)
     truth_rng = np.random.default_rng([seed, 0])
     flip = truth_rng.random(n) < 0.06
     true = labels.copy()
     true[flip] = truth_rng.integers(0, k, int(flip.sum()))
-    folds = np.random.default_rng([seed, 1]).integers(0, 4, n).astype(np.int32)
+    folds = np.random.default_rng([seed, 1]).integers(0, 4, n).astype(np.int32) if split == "train" else np.full(n, -1, np.int32)
     rng = np.random.default_rng([seed, 2, sum(map(ord, model))])
     pool = probability_pool(k, rng=rng)
     global POOL_TOP5
@@ -86,7 +86,7 @@ def write_model(path: Path, ids: np.ndarray, labels: np.ndarray, k: int, *, seed
     schema = pa.schema([("sample_id", pa.string()), ("status", pa.string()), ("reason", pa.string()), ("fold", pa.int32()),
                         ("top5", pa.list_(pa.int32(), 5)), ("probs", pa.list_(pa.float16(), k))],
                        metadata={b"imagenet_clean.model": model.encode(), b"imagenet_clean.arch": model.encode(),
-                                 b"imagenet_clean.split": b"train", b"imagenet_clean.num_classes": str(k).encode()})
+                                 b"imagenet_clean.split": split.encode(), b"imagenet_clean.num_classes": str(k).encode()})
     tmp = path.with_name(f".{path.name}.partial")
     with pq.ParquetWriter(tmp, schema, compression="zstd", compression_level=1) as w:
         for s in range(0, n, ROWS):
@@ -112,6 +112,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", required=True)
     ap.add_argument("--k", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", default="train", help="the split named in the files' metadata (fold -1 unless train)")
     args = ap.parse_args()
     if args.manifest.is_dir():  # a make_imagenet_tree.py tree: the ids ingest will give, without waiting for it
         from make_imagenet_tree import class_counts
@@ -132,7 +133,7 @@ def main() -> None:
         if (args.out / f"{model}.parquet").is_file():
             print(f"{model}: exists, kept")
             continue
-        sec = write_model(args.out / f"{model}.parquet", ids, labels, args.k, seed=args.seed, model=model)
+        sec = write_model(args.out / f"{model}.parquet", ids, labels, args.k, seed=args.seed, model=model, split=args.split)
         size = (args.out / f"{model}.parquet").stat().st_size
         print(f"{model}: {len(ids)} x {args.k} float16 in {sec:.0f} s, {size / 2**30:.2f} GiB", flush=True)
 
