@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cam_models import TinyNet, load_tiny
 from imagenet_clean.cleanup import cam as cam_mod
 from imagenet_clean.cleanup.cam import compute_heatmaps, find_exemptions, find_target_layer
 from imagenet_clean.cleanup.camgeom import (
@@ -156,32 +157,11 @@ def test_vision_transformer_has_no_conv_stage():
         find_target_layer(timm.create_model("test_vit"), input_size=(3, 64, 64))
 
 
-class TinyNet(torch.nn.Module):
-    """A timm-shaped tiny CNN (forward_features -> 4-D map), cheap enough for Score-CAM in tests."""
-
-    def __init__(self, seed: int, num_classes: int = 5) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        torch.manual_seed(seed)
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, 2, 1), torch.nn.ReLU())
-        self.stage = torch.nn.Sequential(torch.nn.Conv2d(6, 10, 3, 2, 1), torch.nn.ReLU())
-        self.head = torch.nn.Linear(10, num_classes)
-
-    def forward_features(self, x):
-        return self.stage(self.stem(x))
-
-    def forward(self, x):
-        return self.head(self.forward_features(x).mean((2, 3)))
-
-
-TINY_CFG = dict(input_size=(3, 32, 32), crop_pct=0.875, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
-
-
 def _loader(calls=None):
     def load(name, fold):
         if calls is not None:
             calls.append((name, fold))
-        return TinyNet(seed=sum(map(ord, name)) * 10 + fold + 1).eval(), dict(TINY_CFG)
+        return load_tiny(name, fold)
     return load
 
 

@@ -21,27 +21,9 @@ WORKER = textwrap.dedent(
     import json, os, sys
     from pathlib import Path
     import pandas as pd
-    import torch
+    from cam_models import load_tiny as load
     from imagenet_clean.cleanup import cam as cam_mod
     from imagenet_clean.models.distributed import process_group
-
-    class TinyNet(torch.nn.Module):
-        def __init__(self, seed, num_classes=5):
-            super().__init__()
-            self.num_classes = num_classes
-            torch.manual_seed(seed)
-            self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, 2, 1), torch.nn.ReLU())
-            self.stage = torch.nn.Sequential(torch.nn.Conv2d(6, 10, 3, 2, 1), torch.nn.ReLU())
-            self.head = torch.nn.Linear(10, num_classes)
-        def forward_features(self, x):
-            return self.stage(self.stem(x))
-        def forward(self, x):
-            return self.head(self.forward_features(x).mean((2, 3)))
-
-    CFG = dict(input_size=(3, 32, 32), crop_pct=0.875, interpolation="bilinear", mean=(0.5,) * 3, std=(0.5,) * 3)
-
-    def load(name, fold, k=5):
-        return TinyNet(seed=sum(map(ord, name)) * 10 + fold + 1, num_classes=k).eval(), dict(CFG)
 
     mode, folder, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     log = []
@@ -95,7 +77,8 @@ def _run(tmp: Path, mode: str, folder: Path, out: Path, procs: int, **env) -> su
     script = tmp / "worker.py"
     script.write_text(WORKER)
     src = str(Path(__file__).resolve().parents[1] / "src")
-    e = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
+    tests = str(Path(__file__).resolve().parent)  # the workers import cam_models from here
+    e = {**os.environ, "PYTHONPATH": os.pathsep.join([src, tests, os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1",
          **env}
     cmd = ([sys.executable, str(script)] if procs == 1 else
            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), str(script)])
