@@ -39,6 +39,7 @@ from imagenet_clean.cleanup.cammethods import (
 )
 from imagenet_clean.config import CamConfig
 from imagenet_clean.constants import MAX_IMAGE_PIXELS
+from imagenet_clean.models.distributed import dist_info
 
 if TYPE_CHECKING:
     import torch
@@ -113,15 +114,6 @@ def _validate(candidates: pd.DataFrame) -> None:
                              f"{list(r.folds)} differ in length")
 
 
-def _shard() -> tuple[int, int]:
-    """``(rank, world_size)`` under torch.distributed, else ``(0, 1)``."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _cam_device():
     """This rank's device: its GPU under torchrun when CUDA is available, else the CPU."""
     from imagenet_clean.models.distributed import env_info
@@ -149,7 +141,7 @@ def _run_model(samples: list[_Sample], name: str, fold: int, model, data_cfg: di
     bad = [(s.row["sample_id"], s.row["label"]) for s in samples if k and not 0 <= int(s.row["label"]) < k]
     if bad:
         raise ValueError(f"model {name!r} (fold {fold}) has {k} classes; labels out of range: {bad[:5]}")
-    rank, world = _shard()
+    rank, world = dist_info()
     layer = find_target_layer(model, input_size=data_cfg["input_size"])
     fp = model_fingerprint(model, data_cfg, layer)
     model.to(_cam_device())
@@ -250,7 +242,7 @@ def find_exemptions(candidates: pd.DataFrame, *, root: str | Path,
     for s in samples:
         if s.row["boxes"] is None or not len(s.row["boxes"]):
             s.error = "no bounding box"
-    rank, world = _shard()
+    rank, world = dist_info()
     if world > 1 and cache_dir is None:
         raise ValueError(f"sharding the CAMs over {world} ranks needs an on-disk cache_dir (got None)")
     if world > 1 and rank != 0:

@@ -68,6 +68,15 @@ def env_info() -> DistInfo:
     return DistInfo(rank, world, local, device)
 
 
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process; ``(0, 1)`` outside torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 @contextlib.contextmanager
 def process_group(*, backend: str | None = None) -> Iterator[DistInfo]:
     """Join the torchrun process group for the duration (no-op for a single process).

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ..config import ModelConfig, TrainConfig
 from .datasets import ImageSamples, make_loader, seed_everything, set_epoch
-from .distributed import deterministic_cuda
+from .distributed import deterministic_cuda, dist_info
 from .transforms import decode_size
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ WARMUP_LR_FRACTION = 0.01
 
 
 # ---------------------------------------------------------------- distributed
-
-
-def dist_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process; ``(0, 1)`` outside torch.distributed."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def init_distributed() -> bool:

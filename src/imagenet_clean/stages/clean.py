@@ -41,6 +41,7 @@ from ..constants import SKIPPED_WHY
 from ..diskspace import check_free_space, clean_outputs_bytes
 from ..io import read_metadata, read_table, write_json, write_table, write_text
 from ..leftovers import sweep_outputs
+from ..models.distributed import dist_info
 from ..workspace import Workspace
 from .common import merge_spec, project_classes, skip_reason, split_root
 
@@ -181,8 +182,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         root = split_root(meta, params, split, ws)
         ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=ws.cam_cache(split), **extra)
         dec = apply_exemptions(dec, ex)
-    if _rank() != 0:  # under torchrun the ranks shared the CAM work; rank 0 writes the outputs
-        return {"split": split, "rank": _rank(), "cam_candidates": int(len(cands))}
+    rank, _ = dist_info()
+    if rank != 0:  # under torchrun the ranks shared the CAM work; rank 0 writes the outputs
+        return {"split": split, "rank": rank, "cam_candidates": int(len(cands))}
 
     decisions = full_decisions(manifest, dec, valid_rows, reason, classes)
     decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
@@ -204,12 +206,6 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
     write_json(ws.cleanup_metrics(split), metrics)
     return metrics
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def write_skipped(ws: Workspace, split: str, why: str) -> dict:
