@@ -73,6 +73,33 @@ def test_top5_miss_matches_the_prediction_contract():
     assert ev.top5_miss[0]
 
 
+def test_merged_classes_rank_as_one_class_in_the_top_k():
+    # class 3 is merged into 1: a model split between the synonyms (0.3 + 0.3) ranks their class first
+    p = np.array([[0.4, 0.3, 0.0, 0.3],    # label 1: plain top-1 is class 0; merged 1+3 = 0.6 wins
+                  [0.4, 0.3, 0.0, 0.3],    # label 3: the merged class's own label hits too
+                  [0.5, 0.2, 0.1, 0.2],    # label 1: 0.4 < 0.5, still a miss
+                  [0.1, 0.1, 0.7, 0.1]],   # label 2: unaffected
+                 np.float32)
+    labels = np.array([1, 3, 1, 2])
+    lut = np.array([0, 1, 2, 1])
+    assert label_in_topk(labels, p, k=1).tolist() == [False, False, False, True]
+    assert label_in_topk(labels, p, k=1, merge_lut=lut).tolist() == [True, True, False, True]
+    assert label_in_topk(labels, p, k=2, merge_lut=lut).tolist() == [True, True, True, True]
+    # model_evidence ignores the stored top-5 when merging, and an identity table changes nothing
+    ev = model_evidence(labels, p, top5=top5_of(p), topk=1, merge_lut=lut)
+    assert ev.top5_miss.tolist() == [False, False, True, False]
+    assert np.array_equal(label_in_topk(labels, p, k=2, merge_lut=np.arange(4)), label_in_topk(labels, p, k=2))
+
+
+def test_merged_top_k_is_the_same_in_chunks(monkeypatch):
+    labels, p, _ = noisy(seed=6, n=250)
+    lut = np.array([0, 1, 2, 1, 4, 0])
+    full = label_in_topk(labels, p, k=1, merge_lut=lut)
+    monkeypatch.setattr(confident, "CHUNK_ROWS", 7)
+    assert np.array_equal(label_in_topk(labels, p, k=1, merge_lut=lut), full)
+    assert not np.array_equal(full, label_in_topk(labels, p, k=1))  # merging changed some verdicts
+
+
 def test_candidate_tie_takes_smaller_index():
     p = np.array([[0.4, 0.3, 0.3], [0.2, 0.4, 0.4]], np.float32)
     c, cp = candidate_labels(np.array([0, 0]), p)

@@ -65,6 +65,8 @@ def test_folds_are_stratified_seeded_and_cover_every_sample():
     for c in range(4):  # every class is spread evenly over the folds
         counts = np.bincount(a[labels == c], minlength=4)
         assert counts.max() - counts.min() <= 1
+    sizes = np.bincount(assign_folds(np.repeat(np.arange(3), [7, 5, 2]), folds=4, seed=3), minlength=4)
+    assert sizes.max() - sizes.min() <= 1  # folds balanced overall, not only within each class
 
 
 def test_a_class_smaller_than_the_fold_count_still_gets_folds():
@@ -143,16 +145,24 @@ def test_a_lost_prediction_file_is_repredicted_from_its_checkpoint(data, first_r
     assert again.equals(table)
 
 
-def test_changed_recipe_retrains_instead_of_reusing_stale_folds(data, first_run, tmp_path):
+def test_changed_recipe_retrains_instead_of_reusing_stale_folds(data, first_run, tmp_path, monkeypatch):
     root, manifest = data
     out, table = first_run
     import shutil
 
     copy = tmp_path / "effnet"
     shutil.copytree(out, copy)
+    before = [json.loads((copy / f"fold{k}.json").read_text())["fingerprint"] for k in range(2)]
     cfg = TrainConfig(**{**TINY.__dict__, "lr": 0.02})
+    import imagenet_clean.models.train as train_mod
+
+    fits = []
+    real = train_mod.train_model
+    monkeypatch.setattr(train_mod, "train_model", lambda *a, **k: fits.append(1) or real(*a, **k))
     again = cross_validate(manifest, root, model_name="effnet", arch_cfg=ARCH, num_classes=3, cfg=cfg, seed=0, out_dir=copy, full=False)
-    assert not again["probs"].equals(table["probs"])
+    after = [json.loads((copy / f"fold{k}.json").read_text())["fingerprint"] for k in range(2)]
+    assert len(fits) == 2 and all(a != b for a, b in zip(after, before))  # both folds retrained, none reused
+    assert len(again) == len(table)
 
 
 @pytest.mark.parametrize(

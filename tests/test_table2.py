@@ -111,6 +111,22 @@ def test_run_key_depends_on_labels_seed_and_size(project):
                 run_key(ctx, t, arch="a", seed=0, input_size=(3, 8, 16))}) == 4
 
 
+def test_parallel_runs_equal_sequential_runs(project, tmp_path):
+    from imagenet_clean.evaluate.retrain import seed_runs
+
+    t = original_train(read_table(project.manifest("train")))
+    seq = load_context(["val"], paths=project, backend=FakeBackend())
+    seq.cache_dir = tmp_path / "seq"
+    par = load_context(["val"], paths=project, backend=FakeBackend())
+    par.cache_dir, par.workers = tmp_path / "par", 2
+    want = seed_runs(seq, t, arch="a1", seeds=[0, 1, 2], label="T")
+    got = seed_runs(par, t, arch="a1", seeds=[0, 1, 2], label="T")
+    assert got == want
+    assert par.backend.fits == []  # trained in the worker processes, then read from the cache
+    assert [e["cached"] for e in par.log] == [False] * 3 + [True] * 3
+    assert sorted(p.name for p in par.cache_dir.iterdir()) == sorted(p.name for p in seq.cache_dir.iterdir())
+
+
 def test_empty_archs_and_bad_training_rows(project):
     from imagenet_clean.evaluate.table2 import cached_run, load_context, table2
 

@@ -223,6 +223,8 @@ class Params:
     h3: Threshold | None = field(default=None, metadata=THRESHOLD_CHECK)
     # k of the top-k consensus rule (paper: 5 of 1000 classes); 1..5, the prediction files store the top 5
     topk: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 5, "an integer from 1 to 5 (prediction files store the top 5)"))
+    # rank classes merged by dataset.merges as one class in that top-k (their probabilities summed)
+    topk_merged: bool = False
     rounds: int = field(default=1, metadata=_POS)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)

@@ -252,7 +252,8 @@ def imagenet_params(
 
     params = yaml.safe_load(embedded_params_text())
     params.update(dict.fromkeys(THRESHOLD_KEYS))  # null: each split has its own (see params.yaml)
-    params["topk"] = 5  # the paper's top-5 consensus (the embedded default uses 2 of its 11 classes)
+    params["topk"] = 5  # the paper's top-5 consensus over the 1000 classes as they are (the embedded default:
+    params["topk_merged"] = False  # top-1 with its synonym pair ranked as one class; docs/embedded.md)
     params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
     params["splits"] = {

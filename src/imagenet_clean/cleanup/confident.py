@@ -170,17 +170,34 @@ def candidate_labels(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.nda
     return cand, cprob
 
 
-def label_in_topk(labels: np.ndarray, pred_probs: np.ndarray, *, k: int = CONSENSUS_TOPK) -> np.ndarray:
+def label_in_topk(labels: np.ndarray, pred_probs: np.ndarray, *, k: int = CONSENSUS_TOPK,
+                  merge_lut: np.ndarray | None = None) -> np.ndarray:
     """Whether the given label is among the ``k`` most probable classes.
 
     Ties are ordered as :func:`imagenet_clean.predictions.top5_of` orders them
     (equal probability: smaller class index first). Chunked.
+
+    Args:
+        labels: (N,) given labels.
+        pred_probs: (N, K) probabilities.
+        k: How many classes count.
+        merge_lut: (K,) ``class -> class after the category merges``
+            (:func:`~imagenet_clean.cleanup.merges.merge_index`); classes merged
+            into one are ranked as one, with their probabilities summed. None:
+            every class on its own.
     """
     n = len(labels)
     out = np.empty(n, bool)
+    merged = None if merge_lut is None else np.flatnonzero(merge_lut != np.arange(len(merge_lut)))
     for start in range(0, n, CHUNK_ROWS):
         chunk = np.asarray(pred_probs[start:start + CHUNK_ROWS], dtype=np.float32)
         lab = labels[start:start + len(chunk)]
+        if merged is not None and len(merged):
+            chunk = chunk.copy()
+            for src in merged:  # a few synonym pairs: add each merged class into its target, then drop it
+                chunk[:, merge_lut[src]] += chunk[:, src]
+            chunk[:, merged] = -np.inf
+            lab = merge_lut[lab]
         p_l = chunk[np.arange(len(chunk)), lab][:, None]
         above = (chunk > p_l).sum(axis=1)
         ties_before = ((chunk == p_l) & (np.arange(chunk.shape[1])[None, :] < lab[:, None])).sum(axis=1)
@@ -246,8 +263,8 @@ def _release_cleanlab_globals() -> None:
 
 
 def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, top5: np.ndarray | None = None,
-                   topk: int = CONSENSUS_TOPK, n_jobs: int | None = 1, validate: bool = True, source: str = "",
-                   model: str = "") -> ModelEvidence:
+                   topk: int = CONSENSUS_TOPK, merge_lut: np.ndarray | None = None, n_jobs: int | None = 1,
+                   validate: bool = True, source: str = "", model: str = "") -> ModelEvidence:
     """Everything the rules need from one model, keeping only N-vectors.
 
     Args:
@@ -258,6 +275,8 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
             from ``pred_probs`` when omitted.
         topk: The consensus rule's k (paper: 5): ``top5_miss`` says whether the
             label is outside the model's ``topk`` most probable classes.
+        merge_lut: Rank merged classes as one in that top-k (see
+            :func:`label_in_topk`); the stored ``top5`` is then not used.
         n_jobs: cleanlab's worker processes.
         validate: Check labels and probabilities first.
         source: File, for error messages.
@@ -277,13 +296,13 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
     cand, cprob = candidate_labels(labels, probs)
     cand = np.where(flagged, cand, -1).astype(np.int32)
     cprob = np.where(flagged, cprob, 0.0).astype(np.float32)
-    if top5 is not None:
+    if top5 is not None and merge_lut is None:
         top5 = np.asarray(top5)
         if top5.shape != (len(labels), CONSENSUS_TOPK):
             raise ValueError(f"{_where(source, model)}top5 has shape {top5.shape}, expected ({len(labels)}, {CONSENSUS_TOPK})")
         miss = ~(top5[:, :topk] == labels[:, None]).any(axis=1)
     else:
-        miss = ~label_in_topk(labels, probs, k=topk)
+        miss = ~label_in_topk(labels, probs, k=topk, merge_lut=merge_lut)
     label_probs = np.empty(len(labels), np.float32)
     for start in range(0, len(labels), CHUNK_ROWS):
         stop = start + CHUNK_ROWS

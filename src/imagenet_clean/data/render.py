@@ -140,16 +140,26 @@ def _fit(alpha: np.ndarray, s: int) -> np.ndarray:
     return alpha[:s, :s]
 
 
-def _degrade(img: np.ndarray, rng: np.random.Generator, s: int) -> np.ndarray:
-    """Heavy blur, heavy noise or low contrast (a bad-quality image)."""
+def _degrade(img: np.ndarray, rng: np.random.Generator, glyph: float) -> np.ndarray:
+    """A bad-quality image: the labelled object can no longer be made out.
+
+    One of three degradations, each sized to the digit (``glyph``: its height
+    in pixels), so that it survives the resize to a model's input and per-image
+    normalisation, as a bad ImageNet photograph's does: an out-of-focus blur
+    that leaves a blob, a dark exposure (contrast cut to a few percent) under
+    heavy sensor noise, or a coarse pixelation (a thumbnail blown up).
+    """
     kind = rng.integers(3)
     if kind == 0:
         pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-        return np.asarray(pil.filter(ImageFilter.GaussianBlur(rng.uniform(2.5, 4.0) * s / 64)), dtype=np.float32)
+        return np.asarray(pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.45) * glyph)), dtype=np.float32)
     if kind == 1:
-        return img + rng.normal(0, rng.uniform(70, 100), img.shape)
-    mean = img.mean(axis=(0, 1), keepdims=True)
-    return mean + (img - mean) * rng.uniform(0.08, 0.15)
+        mean = img.mean(axis=(0, 1), keepdims=True) * rng.uniform(0.3, 0.6)
+        return mean + (img - img.mean(axis=(0, 1), keepdims=True)) * rng.uniform(0.04, 0.08) + rng.normal(0, rng.uniform(60, 90), img.shape)
+    s = img.shape[0]
+    cell = max(2, int(round(rng.uniform(0.4, 0.55) * glyph)))
+    small = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((max(1, s // cell),) * 2, Image.BOX)
+    return np.asarray(small.resize((s, s), Image.NEAREST), dtype=np.float32)
 
 
 def render(
@@ -194,5 +204,5 @@ def render(
         b = _place(canvas, alpha, colour, x, y)
         box = box or b
     if problem == "bad_quality":
-        canvas = _degrade(canvas, rng, size)
+        canvas = _degrade(canvas, rng, heights[0])
     return np.clip(canvas + 0.5, 0, 255).astype(np.uint8), box

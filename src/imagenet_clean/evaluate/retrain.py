@@ -51,7 +51,7 @@ class RetrainBackend(Protocol):
     def default_input_size(self, arch: str, *, num_classes: int) -> InputSize: ...
 
 
-RESULT_NEUTRAL = ("threads", "workers", "cache_images")
+RESULT_NEUTRAL = ("threads", "workers", "parallel", "cache_images", "min_accuracy")
 """``TrainConfig`` fields that change speed, not the trained model: left out of the run cache key."""
 
 
@@ -71,7 +71,10 @@ class TimmBackend:
     fingerprint: dict = field(init=False)
 
     def __post_init__(self):
+        from ..models.batchaug import loader_kind
+
         recipe = {k: v for k, v in dataclasses.asdict(self.train).items() if k not in RESULT_NEUTRAL}
+        recipe["loader"] = loader_kind(self.train)  # the tables train in one process per run
         self.fingerprint = {"backend": "timm", "train": recipe, "kwargs": {a: self.kwargs[a] for a in sorted(self.kwargs)}}
 
     def _cfg(self, arch: str, input_size: InputSize | None):
@@ -92,7 +95,9 @@ class TimmBackend:
         from ..models.predict import predict_samples
 
         data_cfg = data_config(model, self._cfg(arch, input_size))
-        return predict_samples(model, data_cfg, root, manifest, batch_size=self.batch_size)
+        # the recipe's DataLoader workers, as cross-validation predicts held-out folds (0 here: a worker
+        # process started inside a parallel retraining process cost ~10 s per split)
+        return predict_samples(model, data_cfg, root, manifest, batch_size=self.batch_size, workers=self.train.workers)
 
     def default_input_size(self, arch, *, num_classes):
         import torch
@@ -140,6 +145,8 @@ class RetrainContext:
     cache_dir: Path
     log: list = field(default_factory=list)
     skipped_splits: dict = field(default_factory=dict)
+    workers: int = 1
+    """Runs trained at once in separate CPU processes (``train.parallel``; 1 on a GPU or under torchrun)."""
 
 
 def _root_of(path: Path, fallback: str | None) -> str:
@@ -294,6 +301,51 @@ def run_accuracies(ctx: RetrainContext, folder: Path, set_names: Sequence[str] |
     return out
 
 
+def _run_in_worker(ctx: RetrainContext, run: dict) -> dict:
+    cached_run(ctx, **run)
+    return ctx.log[-1]
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def train_in_parallel(ctx: RetrainContext, runs: Sequence[dict]) -> None:
+    """Train the runs that are not cached yet, ``ctx.workers`` processes at once.
+
+    Args:
+        ctx: Shared data and cache; ``ctx.workers`` processes.
+        runs: :func:`cached_run` keyword arguments (``samples``, ``arch``,
+            ``seed``, ``input_size``, ``label``), one dict a run.
+
+    Each run is seeded on its own and lands in the same cache folder as it would
+    one after another; each process gets ``cpu_count // workers`` threads (unless
+    the recipe sets ``threads``), so on a CPU the results equal a sequential run
+    with that thread count. With ``ctx.workers <= 1`` or one pending run nothing
+    happens here, and :func:`cached_run` trains in this process when asked.
+    """
+    import os
+
+    def done(r: dict) -> bool:
+        key = run_key(ctx, r["samples"], arch=r["arch"], seed=r["seed"], input_size=r.get("input_size"))
+        return (ctx.cache_dir / key / "done.json").is_file()
+
+    pending = [r for r in runs if not done(r)]
+    workers = min(ctx.workers, len(pending))
+    if workers <= 1:
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_set_threads,
+                             initargs=(threads,)) as pool:
+        futures = [pool.submit(_run_in_worker, ctx, r) for r in pending]
+        ctx.log.extend(f.result() for f in futures)
+
+
 def seed_runs(
     ctx: RetrainContext,
     samples: pd.DataFrame,
@@ -303,7 +355,11 @@ def seed_runs(
     input_size: InputSize | None = None,
     label: str = "",
 ) -> dict[int, dict[str, dict[str, float]]]:
-    """``{seed: {set: {"top1", "top5"}}}`` for one (arch, training set, input size) over seeds."""
+    """``{seed: {set: {"top1", "top5"}}}`` for one (arch, training set, input size) over seeds.
+
+    Pending runs are trained ``ctx.workers`` at a time first (:func:`train_in_parallel`).
+    """
+    train_in_parallel(ctx, [dict(samples=samples, arch=arch, seed=s, input_size=input_size, label=label) for s in seeds])
     out = {}
     for seed in progress(seeds, desc=f"{arch} {label}", unit="run"):
         folder = cached_run(ctx, samples, arch=arch, seed=seed, input_size=input_size, label=label)

@@ -77,6 +77,7 @@ from .retrain import (  # noqa: F401  (the retraining machinery; tests and calle
     run_accuracies,
     run_key,
     seed_runs,
+    train_in_parallel,
 )
 from .splits import SKIPPED_SPLITS, primary_set, table_rows, train_skip_reason, usable_splits, write_skipped
 
@@ -160,6 +161,8 @@ def table2(
     missing = [k for k in ("T", "T_c") if k not in train_sets]
     if missing:
         raise ValueError(f"train_sets lacks {missing}; got {sorted(train_sets)}")
+    train_in_parallel(ctx, [dict(samples=samples, arch=arch, seed=seed, input_size=input_size, label=name)
+                            for arch in archs for name, samples in train_sets.items() for seed in seeds])
     table, runs = {}, {}
     for arch in archs:
         per_set = {name: seed_runs(ctx, samples, arch=arch, seeds=seeds, input_size=input_size, label=name) for name,
@@ -278,7 +281,17 @@ def stage_context(params, *, paths: Workspace, backend: RetrainBackend | None = 
         roots={name: sc.root for name, sc in params.splits.items()},
     )
     ctx.skipped_splits = dict(skipped)
+    ctx.workers = cpu_workers(params.train.parallel)
     return ctx
+
+
+def cpu_workers(parallel: int) -> int:
+    """``parallel`` retraining processes on a CPU-only single process; 1 on a GPU or under torchrun."""
+    import torch
+
+    from ..models.distributed import env_info
+
+    return parallel if not torch.cuda.is_available() and env_info().world_size <= 1 else 1
 
 
 def with_skipped(table: dict, skipped: Mapping[str, str]) -> dict:

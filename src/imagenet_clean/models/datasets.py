@@ -156,6 +156,9 @@ def make_loader(dataset, *, batch_size: int, shuffle: bool, seed: int, workers: 
 
 def set_epoch(loader, epoch: int) -> None:
     """Tell a distributed sampler which epoch it is (no-op for a single process)."""
+    if hasattr(loader, "set_epoch"):  # models.batchaug.BatchLoader
+        loader.set_epoch(epoch)
+        return
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(epoch)

@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ModelConfig, TrainConfig
+from .batchaug import batch_loader, fast_path_reason
 from .datasets import ImageSamples, make_loader, seed_everything, set_epoch
 from .distributed import deterministic_cuda, dist_info
 from .transforms import decode_size
@@ -308,7 +309,12 @@ def train_model(
     per_rank = math.ceil(len(dataset) / world)
     batch_size = min(cfg.batch_size, per_rank)
     drop_last = per_rank > batch_size  # a lone tiny last batch would upset batch norm
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, workers=cfg.workers, drop_last=drop_last)
+    loader = None
+    if fast_path_reason(cfg, world_size=world) is None:  # crops and flips on whole batches of cached images
+        loader = batch_loader(dataset, batch_size=batch_size, seed=seed, drop_last=drop_last, data_cfg=data_cfg,
+                              scale=tuple(cfg.scale), hflip=cfg.hflip)
+    if loader is None:
+        loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, workers=cfg.workers, drop_last=drop_last)
     steps = max(1, len(loader))
 
     optimizer = create_optimizer_v2(model, cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=SGD_MOMENTUM)

@@ -32,7 +32,7 @@ from ..cleanup.ensemble import (
     thresholds_dict,
 )
 from ..cleanup.inputs import check_prediction_shape, check_unique_ids
-from ..cleanup.merges import load_merges
+from ..cleanup.merges import load_merges, merge_index
 from ..cleanup.rules import apply_exemptions, resolved
 from ..cleanup.streamread import read_model_rows
 from ..cleanup.verdicts import review_split
@@ -149,6 +149,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     valid_rows = np.flatnonzero(ok)
     labels = labels_all[valid_rows]
 
+    merges = load_merges(merge_spec(params, ws), classes)
+    merge_lut = merge_index(merges, classes) if params.topk_merged and merges else None
+
     # pass 2: one model at a time, reduced to N-vectors at once
     def items():
         for m in names:
@@ -158,8 +161,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
             probs, top5, fold = preds.probs, preds.top5, preds.fold
             del preds
             try:
-                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, n_jobs=n_jobs,
-                                    source=str(files[m]), model=m)
+                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, merge_lut=merge_lut,
+                                    n_jobs=n_jobs, source=str(files[m]), model=m)
             except ValueError as e:
                 raise ValueError(row_to_sample(str(e), manifest["sample_id"].to_numpy()[valid_rows])) from None
             del probs
@@ -188,7 +191,6 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
 
     decisions = full_decisions(manifest, dec, valid_rows, reason, classes)
     decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
-    merges = load_merges(merge_spec(params, ws), classes)
     clean = clean_manifest(manifest, decisions, merges, classes)
     res = resolved(thresholds, len(names))
     changes = change_list(decisions, clean, classes, n_models=len(names), thresholds=res)
@@ -200,7 +202,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
                 metadata=table_meta)
     write_table(ws.clean(split), pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
     write_text(ws.changes(split), changes.to_csv(index=False, lineterminator="\n"))
-    metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk}
+    metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk,
+               "topk_merged": bool(merge_lut is not None)}
     metrics["threshold_sources"] = params.threshold_sources(split)
     if "verdict" in decisions:
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))

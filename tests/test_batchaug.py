@@ -1,0 +1,117 @@
+"""The batched crop-and-flip fast path (models/batchaug.py): boxes, determinism, resampling, bad images."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagenet_clean.config import TrainConfig
+from imagenet_clean.models.batchaug import RATIO, BatchLoader, batch_loader, fast_path_reason, sample_boxes
+from imagenet_clean.models.datasets import ImageSamples, set_epoch
+
+DATA_CFG = {"input_size": (3, 16, 16), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
+
+
+def write_images(root, n=10, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = f"c{i % 3}/img{i}.png"
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / p)
+        paths.append(p)
+    return paths
+
+
+def loader_of(root, paths, **kw):
+    ds = ImageSamples(paths, [i % 3 for i in range(len(paths))], root, transform=None)
+    args = dict(batch_size=4, seed=0, drop_last=False, data_cfg=DATA_CFG, scale=(0.5, 1.0), hflip=0.0)
+    return batch_loader(ds, **{**args, **kw})
+
+
+def test_boxes_lie_inside_the_image_with_the_drawn_area_and_ratio():
+    g = torch.Generator().manual_seed(0)
+    boxes = sample_boxes(2000, 64, 48, scale=(0.3, 0.9), generator=g)
+    x0, y0, x1, y1 = boxes.unbind(1)
+    w, h = x1 - x0, y1 - y0
+    assert (x0 >= 0).all() and (y0 >= 0).all() and (x1 <= 48).all() and (y1 <= 64).all()
+    area = w * h / (64 * 48)
+    assert area.min() > 0.25 and area.max() < 0.95  # scale range, up to rounding
+    assert (w / h).min() > RATIO[0] * 0.9 and (w / h).max() < RATIO[1] * 1.1
+    again = sample_boxes(2000, 64, 48, scale=(0.3, 0.9), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(boxes, again)
+
+
+def test_a_crop_that_cannot_fit_falls_back_to_the_centre_crop():
+    boxes = sample_boxes(50, 10, 40, scale=(1.0, 1.0), generator=torch.Generator().manual_seed(1))
+    # a 4:1 image never holds a full-area crop of ratio <= 4/3: centre crop of ratio 4/3
+    assert torch.equal(boxes, torch.tensor([[13.0, 0.0, 26.0, 10.0]]).expand(50, 4))  # 13 = round(10 * 4 / 3)
+
+
+def test_whole_image_crops_equal_an_area_average_resize(tmp_path):
+    paths = write_images(tmp_path, n=3)
+    loader = loader_of(tmp_path, paths, scale=(1.0, 1.0))
+    images, labels, rows, dropped = next(iter(loader))
+    assert images.shape == (3, 3, 16, 16) and dropped == 0
+    for img, row in zip(images, rows):
+        ref = np.asarray(Image.open(tmp_path / paths[int(row)]).convert("RGB").resize((16, 16), Image.BOX), np.float32)
+        assert np.abs(img.permute(1, 2, 0).numpy() * 255 - ref).max() <= 1.0  # PIL's fixed-point box filter, in uint8
+
+
+def test_batches_are_seeded_by_seed_and_epoch(tmp_path):
+    paths = write_images(tmp_path)
+    a, b = loader_of(tmp_path, paths), loader_of(tmp_path, paths)
+    first = [x[0] for x in a]
+    assert all(torch.equal(x, y[0]) for x, y in zip(first, b))
+    assert [len(x) for x in first] == [4, 4, 2] and len(a) == 3
+    set_epoch(a, 1)
+    assert not torch.equal(next(iter(a))[0], first[0])
+    assert not torch.equal(next(iter(loader_of(tmp_path, paths, seed=1)))[0], first[0])
+    assert len(loader_of(tmp_path, paths, drop_last=True)) == 2
+
+
+def test_flip_and_normalisation(tmp_path):
+    paths = write_images(tmp_path, n=2)
+    plain = next(iter(loader_of(tmp_path, paths, scale=(1.0, 1.0))))[0]
+    flipped = next(iter(loader_of(tmp_path, paths, scale=(1.0, 1.0), hflip=1.0)))[0]
+    assert torch.allclose(flipped, plain.flip(3))
+    cfg = {**DATA_CFG, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    norm = next(iter(loader_of(tmp_path, paths, scale=(1.0, 1.0), data_cfg=cfg)))[0]
+    assert torch.allclose(norm, (plain - 0.5) / 0.25, atol=1e-5)
+
+
+def test_an_undecodable_image_is_dropped_and_counted_once(tmp_path):
+    paths = write_images(tmp_path, n=6)
+    (tmp_path / "c0" / "broken.png").write_bytes(b"not a png")
+    loader = loader_of(tmp_path, [*paths[:2], "c0/broken.png", *paths[2:]])
+    batches = list(loader)
+    assert [b[3] for b in batches] == [1, 0]
+    rows = torch.cat([b[2] for b in batches]).tolist()
+    assert sorted(rows) == [0, 1, 3, 4, 5, 6]  # every readable row once, the broken one (row 2) never
+
+
+def test_images_of_different_sizes_use_the_per_image_loader(tmp_path):
+    paths = write_images(tmp_path, n=2) + write_images(tmp_path / "b", n=1, size=32)
+    paths[2] = "b/" + paths[2]
+    assert loader_of(tmp_path, paths) is None
+
+
+def test_an_empty_or_all_broken_set_gives_no_batches(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    loader = loader_of(tmp_path, ["x.png"])
+    assert isinstance(loader, BatchLoader) and list(loader) == [] and loader.dropped == 1
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"cache_images": False}, "cache_images is off"),
+    ({"workers": 2}, "workers > 0"),
+    ({"auto_augment": "rand-m7-mstd0.5-inc1"}, "RandAugment"),
+    ({"reprob": 0.25}, "erasing"),
+    ({"color_jitter": 0.4}, "colour jitter"),
+])
+def test_recipes_the_fast_path_does_not_cover(change, reason):
+    base = TrainConfig(cache_images=True, auto_augment=None, reprob=0.0, color_jitter=0.0)
+    assert fast_path_reason(base, world_size=1) is None
+    assert reason in fast_path_reason(dataclasses.replace(base, **change), world_size=1)
+    assert "distributed" in fast_path_reason(base, world_size=2)
