@@ -1,6 +1,7 @@
 """Cross-validation: out-of-fold coverage, fold stability, resume (also after SIGKILL), the fit command."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -351,6 +352,19 @@ def test_fold_fingerprint_follows_the_network_not_only_its_params_entry(monkeypa
     create = embedded._create
     monkeypatch.setattr(embedded, "_create", lambda variant, pretrained=False, **kw: create(variant, pretrained, **{**kw, "width": 8}))
     assert fp() != before  # a registered architecture whose default width changed retrains its folds
+
+
+def test_fold_fingerprint_follows_the_augmentation_path_not_speed_settings():
+    from imagenet_clean.models.crossval import fingerprint
+
+    frame = pd.DataFrame({"sample_id": ["a"], "path": ["a"], "label": [0]})
+    base = TrainConfig(auto_augment=None, reprob=0.0, color_jitter=0.0, cache_images=False)
+
+    def fp(**change):
+        return fingerprint(frame, arch_cfg=ARCH, cfg=dataclasses.replace(base, **change), seed=0, num_classes=3, fold=0)
+
+    assert fp(threads=4, parallel=3) == fp()  # speed only
+    assert fp(cache_images=True) != fp()  # batched crops (models/batchaug.py) draw other crops: retrain
 
 
 def test_fit_refuses_a_model_that_did_not_learn_and_writes_no_predictions(data, tmp_path, capsys):
