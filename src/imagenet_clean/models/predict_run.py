@@ -178,14 +178,15 @@ def _skip_reason(split: str, params, manifest_path: Path) -> str | None:
 
 def _write_skipped(split: str, params, names: list[str], *, why: str, manifest_path: Path, out_dir: Path) -> dict:
     """One empty prediction file per model (the contract schema, ``skipped`` metadata) for a skipped split."""
+    import os
+
     from ..classes import load_classes
     from ..predictions import write_predictions
-    from .distributed import env_info
 
     meta = read_metadata(manifest_path) if manifest_path.is_file() else {}
     k = int(meta.get("num_classes") or 0) or len(load_classes(params.dataset.classes))
     summaries = {}
-    if env_info().rank != 0:
+    if os.environ.get("RANK", "0") != "0":  # torchrun's rank, read without importing torch for a skipped split
         return summaries
     empty = predictions_table([], np.zeros((0, k), np.float32))
     for name in names:
@@ -237,9 +238,6 @@ def run_predict_split(
 
     from ..io import read_table
     from ..predictions import write_predictions
-    from .distributed import process_group
-    from .factory import build_model, check_model, resolve_checkpoint
-    from .weights import ModelError
 
     sweep_temporaries(Path(out_dir) / split, Path(cache_dir) / split)  # what killed runs' atomic writes left
     names = list(params.models) if models is None else list(models)
@@ -250,6 +248,10 @@ def run_predict_split(
     why = _skip_reason(split, params, manifest_path)
     if why is not None:
         return _write_skipped(split, params, names, why=why, manifest_path=manifest_path, out_dir=Path(out_dir))
+    from .distributed import process_group  # torch and timm: only for a split that is predicted
+    from .factory import build_model, check_model, resolve_checkpoint
+    from .weights import ModelError
+
     df = read_table(manifest_path)
     meta = read_metadata(manifest_path)
     root = meta.get("root") or (params.splits[split].root if split in params.splits else None)
