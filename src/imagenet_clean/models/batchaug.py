@@ -7,9 +7,9 @@ crops together: the boxes as torchvision's ``RandomResizedCrop`` draws them
 (area fraction in ``scale``, log-uniform aspect ratio, ten tries, else a centre
 crop), resampled to the input size by ``roi_align`` with adaptive sampling
 (every output pixel averages the source pixels it covers, as an antialiased
-resize does). On the embedded default the per-image PIL transform was about
-70 % of a training step on 2 cores; here it is a few milliseconds a batch
-(``benchmarks/bench_train.py``).
+resize does): a few milliseconds a batch. On the embedded default a whole
+training is 1.1-1.4x faster than with timm's per-image PIL transform
+(``benchmarks/bench_batchaug.py`` measures the two side by side).
 
 Batches come as the loader's ``(images, labels, rows, n_dropped)``; images that
 cannot be decoded are dropped once and reported with the first batch. Shuffling
