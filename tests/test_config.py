@@ -78,6 +78,8 @@ def test_a_threshold_needing_fewer_than_one_model_is_refused():
     [
         ({"h9": 1}, "unknown key 'h9'"),
         ({"train": {"epochs": "ten"}}, "train.epochs"),
+        ({"topk_merged": "maybe"}, "topk_merged: 'maybe' has the wrong type; expected bool"),
+        ({"topk": 6}, "topk"),
         ({"h1": 1.5}, "h1: 1.5 is out of range"),
         ({"h1": 0}, "h1: 0 is out of range"),
         ({"fn": 0}, "fn"),
