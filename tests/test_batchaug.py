@@ -89,6 +89,9 @@ def test_an_undecodable_image_is_dropped_and_counted_once(tmp_path):
     assert [b[3] for b in batches] == [1, 0]
     rows = torch.cat([b[2] for b in batches]).tolist()
     assert sorted(rows) == [0, 1, 3, 4, 5, 6]  # every readable row once, the broken one (row 2) never
+    # with drop_last, fewer readable images than a batch still give one batch, not none
+    short = loader_of(tmp_path, ["c0/broken.png", *paths[:3]], drop_last=True)
+    assert len(short) == 1 and next(iter(short))[0].shape[0] == 3
 
 
 def test_images_of_different_sizes_use_the_per_image_loader(tmp_path):

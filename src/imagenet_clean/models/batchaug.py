@@ -109,7 +109,9 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)  # fewer images than a batch (some undecodable): one short batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
