@@ -153,9 +153,10 @@ def _degrade(img: np.ndarray, rng: np.random.Generator, glyph: float) -> np.ndar
     if kind == 0:
         pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
         return np.asarray(pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.45) * glyph)), dtype=np.float32)
-    if kind == 1:
-        mean = img.mean(axis=(0, 1), keepdims=True) * rng.uniform(0.3, 0.6)
-        return mean + (img - img.mean(axis=(0, 1), keepdims=True)) * rng.uniform(0.04, 0.08) + rng.normal(0, rng.uniform(60, 90), img.shape)
+    if kind == 1:  # brightness, contrast, then noise: drawn in this order
+        mean = img.mean(axis=(0, 1), keepdims=True)
+        dark = mean * rng.uniform(0.3, 0.6)
+        return dark + (img - mean) * rng.uniform(0.04, 0.08) + rng.normal(0, rng.uniform(60, 90), img.shape)
     s = img.shape[0]
     cell = max(2, int(round(rng.uniform(0.4, 0.55) * glyph)))
     small = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).resize((max(1, s // cell),) * 2, Image.BOX)

@@ -289,9 +289,9 @@ def cpu_workers(parallel: int) -> int:
     """``parallel`` retraining processes on a CPU-only single process; 1 on a GPU or under torchrun."""
     import torch
 
-    from ..models.distributed import env_info
+    from ..models.distributed import env_ranks
 
-    return parallel if not torch.cuda.is_available() and env_info().world_size <= 1 else 1
+    return parallel if not torch.cuda.is_available() and env_ranks()[1] <= 1 else 1
 
 
 def with_skipped(table: dict, skipped: Mapping[str, str]) -> dict:

@@ -103,11 +103,11 @@ def assign_folds(labels, *, folds: int, seed: int) -> np.ndarray:
 def fingerprint(frame: pd.DataFrame, *, arch_cfg: ModelConfig, cfg: TrainConfig, seed: int, num_classes: int, fold: int) -> str:
     """Hash of everything a fold's result depends on (see module docstring), the network's shapes included."""
     from .batchaug import loader_kind
-    from .distributed import env_info
+    from .distributed import env_ranks
     from .factory import architecture_digest
 
     recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _SPEED_ONLY}
-    recipe["loader"] = loader_kind(cfg, world_size=env_info().world_size)  # cache_images may pick the batch path
+    recipe["loader"] = loader_kind(cfg, world_size=env_ranks()[1])  # cache_images may pick the batch path
     shapes = architecture_digest(dataclasses.replace(arch_cfg, weights="train"), num_classes=num_classes)
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps({"v": _FINGERPRINT_VERSION, "arch": dataclasses.asdict(arch_cfg), "shapes": shapes, "train": recipe,

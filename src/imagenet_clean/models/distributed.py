@@ -45,14 +45,12 @@ class DistInfo:
         return self.rank == 0
 
 
-def env_info() -> DistInfo:
-    """Rank, world size and local rank from torchrun's environment variables (defaults: 0, 1, 0).
+def env_ranks() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` from torchrun's environment variables (defaults: 0, 1, 0), without torch.
 
     Raises:
         ValueError: the variables are not integers or the rank is out of range.
     """
-    import torch
-
     try:
         rank = int(os.environ.get("RANK", "0"))
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -64,6 +62,18 @@ def env_info() -> DistInfo:
         ) from None
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} is not in [0, WORLD_SIZE={world})")
+    return rank, world, local
+
+
+def env_info() -> DistInfo:
+    """:func:`env_ranks` plus this process's device (its local GPU under torchrun, else CPU).
+
+    Raises:
+        ValueError: the variables are not integers or the rank is out of range.
+    """
+    import torch
+
+    rank, world, local = env_ranks()
     device = f"cuda:{local % max(1, torch.cuda.device_count())}" if torch.cuda.is_available() else "cpu"
     return DistInfo(rank, world, local, device)
 

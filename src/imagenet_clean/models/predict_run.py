@@ -178,15 +178,14 @@ def _skip_reason(split: str, params, manifest_path: Path) -> str | None:
 
 def _write_skipped(split: str, params, names: list[str], *, why: str, manifest_path: Path, out_dir: Path) -> dict:
     """One empty prediction file per model (the contract schema, ``skipped`` metadata) for a skipped split."""
-    import os
-
     from ..classes import load_classes
     from ..predictions import write_predictions
+    from .distributed import env_ranks
 
     meta = read_metadata(manifest_path) if manifest_path.is_file() else {}
     k = int(meta.get("num_classes") or 0) or len(load_classes(params.dataset.classes))
     summaries = {}
-    if os.environ.get("RANK", "0") != "0":  # torchrun's rank, read without importing torch for a skipped split
+    if env_ranks()[0] != 0:  # no torch import for a skipped split
         return summaries
     empty = predictions_table([], np.zeros((0, k), np.float32))
     for name in names:
