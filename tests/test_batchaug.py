@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from imagenet_clean.config import TrainConfig
-from imagenet_clean.models.batchaug import RATIO, BatchLoader, batch_loader, fast_path_reason, sample_boxes
+from imagenet_clean.models.batchaug import (RATIO, BatchLoader, RandomTurn, batch_loader, fast_path_reason, rotate_batch,
+                                           sample_boxes)
 from imagenet_clean.models.datasets import ImageSamples, set_epoch
 
 DATA_CFG = {"input_size": (3, 16, 16), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
@@ -79,6 +80,33 @@ def test_flip_and_normalisation(tmp_path):
     cfg = {**DATA_CFG, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
     norm = next(iter(loader_of(tmp_path, paths, scale=(1.0, 1.0), data_cfg=cfg)))[0]
     assert torch.allclose(norm, (plain - 0.5) / 0.25, atol=1e-5)
+
+
+def test_turns_are_exact_at_0_and_90_degrees_and_mirror_at_the_edges():
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 255
+    assert torch.allclose(rotate_batch(x, torch.zeros(3)), x)
+    assert torch.allclose(rotate_batch(x, torch.full((3,), 90.0)), torch.rot90(x, 1, dims=(2, 3)), atol=1e-3)
+    assert torch.allclose(rotate_batch(x, torch.full((3,), -90.0)), torch.rot90(x, -1, dims=(2, 3)), atol=1e-3)
+    flat = torch.full((1, 3, 8, 8), 100.0)  # a plain image stays plain: corners are mirrored, not filled with 0
+    assert torch.allclose(rotate_batch(flat, torch.tensor([30.0])), flat)
+    wide = torch.rand(2, 3, 6, 10)  # non-square: a 180-degree turn is a flip of both axes
+    assert torch.allclose(rotate_batch(wide, torch.full((2,), 180.0)), wide.flip(2, 3), atol=1e-4)
+
+
+def test_turned_batches_are_seeded_and_differ_from_unturned(tmp_path):
+    paths = write_images(tmp_path, n=4)
+    plain = next(iter(loader_of(tmp_path, paths)))[0]
+    turned = next(iter(loader_of(tmp_path, paths, rotate=20.0)))[0]
+    again = next(iter(loader_of(tmp_path, paths, rotate=20.0)))[0]
+    assert torch.equal(turned, again) and not torch.allclose(turned, plain)
+    # the per-image path's turn: same function, one image, its angle inside the range
+    img = torch.rand(3, 16, 16)
+    torch.manual_seed(0)
+    angle = torch.empty(1).uniform_(-20.0, 20.0)
+    torch.manual_seed(0)
+    out = RandomTurn(20.0)(img)
+    assert out.shape == img.shape and not torch.allclose(out, img)
+    assert torch.equal(out, rotate_batch(img[None], angle)[0]) and abs(float(angle)) <= 20
 
 
 def test_an_undecodable_image_is_dropped_and_counted_once(tmp_path):

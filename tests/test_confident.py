@@ -8,6 +8,7 @@ from imagenet_clean.cleanup.confident import (
     candidate_labels,
     find_candidates,
     label_in_topk,
+    merge_candidates,
     model_evidence,
     rank_issues,
     validate_pred_probs,
@@ -89,6 +90,28 @@ def test_merged_classes_rank_as_one_class_in_the_top_k():
     ev = model_evidence(labels, p, top5=top5_of(p), topk=1, merge_lut=lut)
     assert ev.top5_miss.tolist() == [False, False, True, False]
     assert np.array_equal(label_in_topk(labels, p, k=2, merge_lut=np.arange(4)), label_in_topk(labels, p, k=2))
+
+
+def test_a_flag_for_the_labels_merge_partner_proposes_nothing():
+    lut = np.array([0, 1, 2, 1])  # class 3 merges into 1
+    labels = np.array([1, 3, 0, 0, 2])
+    flagged = np.array([True, True, True, True, False])
+    cands = np.array([3, 1, 3, 2, 1])
+    keep, merged = merge_candidates(labels, flagged, cands, lut)
+    # 1 -> 3 and 3 -> 1 change nothing after the merge; 0 -> 3 proposes the merged class 1; 2 -> ... was not flagged
+    assert keep.tolist() == [False, False, True, True, False]
+    assert merged[keep].tolist() == [1, 2]
+    # through model_evidence: the same flags as cleanlab's, less the merge-partner ones
+    labels, p, _ = noisy(seed=3, n=400)
+    lut = np.array([0, 1, 2, 1, 4, 5])
+    plain = model_evidence(labels, p)
+    read = model_evidence(labels, p, candidate_lut=lut)
+    partner = plain.flagged & (lut[np.maximum(plain.candidates, 0)] == lut[labels])
+    assert partner.any()
+    assert np.array_equal(read.flagged, plain.flagged & ~partner)
+    assert np.array_equal(read.candidates[read.flagged], lut[plain.candidates[read.flagged]])
+    assert (read.candidates[~read.flagged] == -1).all() and (read.cand_probs[~read.flagged] == 0).all()
+    assert np.array_equal(read.top5_miss, plain.top5_miss)  # the consensus input is merge_lut's, not this one's
 
 
 def test_merged_top_k_is_the_same_in_chunks(monkeypatch):

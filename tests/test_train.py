@@ -138,3 +138,20 @@ def test_curves_are_logged_in_a_fresh_repository_without_commits(tiny, tmp_path,
     assert {"train", "step"} <= set(metrics) and metrics["step"] == 1
     loss = pd.read_csv(live / "plots" / "metrics" / "train" / "loss.tsv", sep="\t")
     assert list(loss["step"]) == [0, 1] and np.isfinite(loss["loss"]).all()
+
+
+def test_the_per_image_recipe_turns_crops_before_normalising():
+    from imagenet_clean.models.batchaug import RandomTurn
+    from imagenet_clean.models.train import train_transform
+
+    data_cfg = {"input_size": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.25,) * 3, "interpolation": "bilinear"}
+    names = [type(t).__name__ for t in train_transform(data_cfg, TINY).transforms]
+    assert "RandomTurn" not in names
+    turned = train_transform(data_cfg, TrainConfig(rotate=15.0)).transforms  # RandAugment, erasing: the per-image path
+    names = [type(t).__name__ for t in turned]
+    assert names.index("RandomTurn") == names.index("Normalize") - 1
+    assert next(t for t in turned if isinstance(t, RandomTurn)).degrees == 15.0
+    from PIL import Image
+
+    out = train_transform(data_cfg, TrainConfig(rotate=15.0))(Image.new("RGB", (40, 30), (120, 60, 30)))
+    assert out.shape == (3, 16, 16)

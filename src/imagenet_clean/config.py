@@ -160,6 +160,7 @@ class TrainConfig:
     color_jitter: float = field(default=0.4, metadata=_NONNEG)  # timm's default strength; 0 turns it off
     scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata=_check(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
                                                                           "[min, max] with 0 < min <= max <= 1"))
+    rotate: float = field(default=0.0, metadata=_check(lambda v: 0 <= v <= 180, "degrees in [0, 180]"))  # each crop turned by up to +-rotate
     bf16: bool = False
     workers: int = field(default=0, metadata=_NONNEG)
     finetune: bool = False
@@ -225,6 +226,8 @@ class Params:
     topk: int = field(default=5, metadata=_check(lambda v: 1 <= v <= 5, "an integer from 1 to 5 (prediction files store the top 5)"))
     # rank classes merged by dataset.merges as one class in that top-k (their probabilities summed)
     topk_merged: bool = False
+    # read confident learning's flags in merged classes: a candidate that is the label's merge partner proposes nothing
+    flags_merged: bool = False
     rounds: int = field(default=1, metadata=_POS)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)

@@ -54,6 +54,7 @@ PAPER_RECIPE = {
     "parallel": 1,
     "finetune": False,       # section 4.2: fold models trained from scratch
     "color_jitter": 0.4,     # timm's default (timm turns it off under RandAugment)
+    "rotate": 0.0,           # RandAugment's Rotate op already turns images (up to 21 degrees at magnitude 7)
     "min_accuracy": 0.25,    # out-of-fold top-1 over 1000 classes below this: the model did not learn (chance: 0.001)
 }
 """The ``train`` section ``init imagenet`` writes (``lr`` rescaled when ``--set train.batch_size`` changes the batch)."""
@@ -254,6 +255,7 @@ def imagenet_params(
     params.update(dict.fromkeys(THRESHOLD_KEYS))  # null: each split has its own (see params.yaml)
     params["topk"] = 5  # the paper's top-5 consensus over the 1000 classes as they are (the embedded default:
     params["topk_merged"] = False  # top-1 with its synonym pair ranked as one class; docs/embedded.md)
+    params["flags_merged"] = False  # the paper reads cleanlab's flags as they are
     params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
     params["splits"] = {

@@ -205,6 +205,31 @@ def label_in_topk(labels: np.ndarray, pred_probs: np.ndarray, *, k: int = CONSEN
     return out
 
 
+def merge_candidates(labels: np.ndarray, flagged: np.ndarray, candidates: np.ndarray,
+                     merge_lut: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confident-learning flags read in merged classes.
+
+    A flag whose candidate merges with the given label (digit one proposed for
+    its synonym class, or back) says nothing the category merge does not
+    already settle, so it is dropped; any other candidate is replaced by the
+    class it merges into, so that two synonyms proposed for one sample count as
+    one candidate.
+
+    Args:
+        labels: (N,) given labels.
+        flagged: (N,) bool, cleanlab's flags.
+        candidates: (N,) each sample's best class other than its label.
+        merge_lut: (K,) ``class -> class after the category merges``.
+
+    Returns:
+        ``(flagged, candidates)`` as new arrays.
+    """
+    lut = np.asarray(merge_lut, np.int64)
+    cand = lut[np.asarray(candidates, np.int64)]
+    keep = np.asarray(flagged, bool) & (cand != lut[np.asarray(labels, np.int64)])
+    return keep, cand.astype(np.int32)
+
+
 def find_candidates(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, n_jobs: int | None = 1,
                     source: str = "", model: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Confident learning for one model: flagged samples and their candidate labels.
@@ -263,7 +288,8 @@ def _release_cleanlab_globals() -> None:
 
 
 def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, top5: np.ndarray | None = None,
-                   topk: int = CONSENSUS_TOPK, merge_lut: np.ndarray | None = None, n_jobs: int | None = 1,
+                   topk: int = CONSENSUS_TOPK, merge_lut: np.ndarray | None = None,
+                   candidate_lut: np.ndarray | None = None, n_jobs: int | None = 1,
                    validate: bool = True, source: str = "", model: str = "") -> ModelEvidence:
     """Everything the rules need from one model, keeping only N-vectors.
 
@@ -277,6 +303,10 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
             label is outside the model's ``topk`` most probable classes.
         merge_lut: Rank merged classes as one in that top-k (see
             :func:`label_in_topk`); the stored ``top5`` is then not used.
+        candidate_lut: (K,) ``class -> class after the category merges`` for
+            confident learning's candidates (:func:`merge_candidates`): a flag
+            whose candidate is the label's merge partner proposes nothing and is
+            dropped; the others name the merged class. None: as cleanlab gives them.
         n_jobs: cleanlab's worker processes.
         validate: Check labels and probabilities first.
         source: File, for error messages.
@@ -294,6 +324,8 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
     probs = pred_probs if pred_probs.dtype in (np.float32, np.float64) else pred_probs.astype(np.float32)
     flagged, absent = cleanlab_issues(labels, probs, frac_noise=frac_noise, n_jobs=n_jobs)
     cand, cprob = candidate_labels(labels, probs)
+    if candidate_lut is not None:
+        flagged, cand = merge_candidates(labels, flagged, cand, candidate_lut)
     cand = np.where(flagged, cand, -1).astype(np.int32)
     cprob = np.where(flagged, cprob, 0.0).astype(np.float32)
     if top5 is not None and merge_lut is None:

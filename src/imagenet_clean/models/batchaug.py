@@ -1,13 +1,15 @@
-"""Random-resized-crop and flip on whole batches of cached images: the small-dataset fast path.
+"""Random-resized-crop, turn and flip on whole batches of cached images: the small-dataset fast path.
 
-With ``train.cache_images`` on, one process, and a recipe of crops and flips
-only (no RandAugment, erasing or colour jitter), :func:`batch_loader` decodes
+With ``train.cache_images`` on, one process, and a recipe of crops, turns and
+flips only (no RandAugment, erasing or colour jitter), :func:`batch_loader` decodes
 every training image once into one uint8 tensor and then draws each batch's
 crops together: the boxes as torchvision's ``RandomResizedCrop`` draws them
 (area fraction in ``scale``, log-uniform aspect ratio, ten tries, else a centre
 crop), resampled to the input size by ``roi_align`` with adaptive sampling
 (every output pixel averages the source pixels it covers, as an antialiased
-resize does): a few milliseconds a batch. On the embedded default a whole
+resize does), then turned by up to ``train.rotate`` degrees (:func:`rotate_batch`,
+bilinear, mirrored at the edges; the per-image path applies the same function
+through :class:`RandomTurn`): a few milliseconds a batch. On the embedded default a whole
 training is 1.1-1.4x faster than with timm's per-image PIL transform
 (``benchmarks/bench_batchaug.py`` measures the two side by side).
 
@@ -78,6 +80,44 @@ def sample_boxes(n: int, height: int, width: int, *, scale: tuple[float, float],
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
+def rotate_batch(images, degrees):
+    """``images`` (N, C, H, W) float turned by ``degrees`` (N,) about their centres.
+
+    Bilinear, as timm's RandAugment ``Rotate`` is; where the turned image leaves
+    the frame it is mirrored (no fill colour for a model to learn). Applied to
+    the crops at the model's input size: 0.3 ms a batch of 32 at 16 px here.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, w = images.shape
+    a = torch.deg2rad(degrees.float())
+    cos, sin, zero = torch.cos(a), torch.sin(a), torch.zeros(n)
+    theta = torch.stack([torch.stack([cos, -sin * h / w, zero], dim=1),
+                         torch.stack([sin * w / h, cos, zero], dim=1)], dim=1)
+    grid = F.affine_grid(theta, [n, c, h, w], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+class RandomTurn:
+    """The per-image transform's turn: a (C, H, W) float tensor through :func:`rotate_batch`.
+
+    The angle is drawn from torch's global generator (DataLoader workers seed it).
+    """
+
+    def __init__(self, degrees: float):
+        self.degrees = float(degrees)
+
+    def __call__(self, image):
+        import torch
+
+        angle = torch.empty(1).uniform_(-self.degrees, self.degrees)
+        return rotate_batch(image[None], angle)[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(degrees={self.degrees})"
+
+
 class BatchLoader:
     """Shuffled, augmented batches of images decoded once (see the module docstring).
 
@@ -94,15 +134,16 @@ class BatchLoader:
         hflip: Probability of a horizontal flip.
         mean: Per-channel mean (0-1 scale).
         std: Per-channel standard deviation (0-1 scale).
+        rotate: Each crop turned by an angle drawn from ``[-rotate, rotate]`` degrees (0: none).
     """
 
     def __init__(self, images, labels, rows, dropped: int, *, batch_size: int, seed: int, drop_last: bool,
-                 size: tuple[int, int], scale: tuple[float, float], hflip: float, mean, std):
+                 size: tuple[int, int], scale: tuple[float, float], hflip: float, mean, std, rotate: float = 0.0):
         import torch
 
         self.images, self.labels, self.rows, self.dropped = images, labels, rows, dropped
         self.batch_size, self.seed, self.drop_last = batch_size, seed, drop_last
-        self.size, self.scale, self.hflip = tuple(size), tuple(scale), hflip
+        self.size, self.scale, self.hflip, self.rotate = tuple(size), tuple(scale), hflip, float(rotate)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self.epoch = 0
@@ -131,6 +172,8 @@ class BatchLoader:
             rois = torch.cat([torch.arange(len(idx), dtype=torch.float32)[:, None], boxes], dim=1)
             crops = roi_align(self.images[idx].float(), rois, output_size=self.size, spatial_scale=1.0,
                               sampling_ratio=-1, aligned=True)
+            if self.rotate:
+                crops = rotate_batch(crops, torch.empty(len(idx)).uniform_(-self.rotate, self.rotate, generator=gen))
             if self.hflip:
                 flip = torch.rand(len(idx), generator=gen) < self.hflip
                 crops = torch.where(flip[:, None, None, None], crops.flip(3), crops)
@@ -139,7 +182,8 @@ class BatchLoader:
             reported = True
 
 
-def batch_loader(dataset, *, batch_size: int, seed: int, drop_last: bool, data_cfg: dict, scale, hflip: float):
+def batch_loader(dataset, *, batch_size: int, seed: int, drop_last: bool, data_cfg: dict, scale, hflip: float,
+                 rotate: float = 0.0):
     """A :class:`BatchLoader` over an :class:`~.datasets.ImageSamples`, or None when its images differ in size.
 
     Decodes every image once (an image that cannot be decoded is dropped and counted).
@@ -167,4 +211,4 @@ def batch_loader(dataset, *, batch_size: int, seed: int, drop_last: bool, data_c
     _, h, w = data_cfg["input_size"]
     return BatchLoader(images, torch.tensor(labels, dtype=torch.long), torch.tensor(rows, dtype=torch.long), dropped,
                        batch_size=batch_size, seed=seed, drop_last=drop_last, size=(h, w), scale=scale, hflip=hflip,
-                       mean=data_cfg["mean"], std=data_cfg["std"])
+                       mean=data_cfg["mean"], std=data_cfg["std"], rotate=rotate)

@@ -136,10 +136,14 @@ def build_train_model(arch_cfg: ModelConfig, *, num_classes: int, finetune: bool
 
 
 def train_transform(data_cfg: dict, cfg: TrainConfig):
-    """timm's training transform for the recipe at the model's input size and normalisation."""
+    """timm's training transform for the recipe at the model's input size and normalisation.
+
+    With ``cfg.rotate`` each crop is also turned, as the batched path turns it
+    (:class:`~.batchaug.RandomTurn`, just before normalisation).
+    """
     from timm.data import create_transform
 
-    return create_transform(
+    tf = create_transform(
         input_size=tuple(data_cfg["input_size"]),
         is_training=True,
         auto_augment=cfg.auto_augment or None,
@@ -151,6 +155,12 @@ def train_transform(data_cfg: dict, cfg: TrainConfig):
         mean=tuple(data_cfg["mean"]),
         std=tuple(data_cfg["std"]),
     )
+    if cfg.rotate:
+        from .batchaug import RandomTurn
+
+        at = next(i for i, t in enumerate(tf.transforms) if type(t).__name__ == "Normalize")
+        tf.transforms.insert(at, RandomTurn(cfg.rotate))
+    return tf
 
 
 # ---------------------------------------------------------------- training
@@ -312,7 +322,7 @@ def train_model(
     loader = None
     if fast_path_reason(cfg, world_size=world) is None:  # crops and flips on whole batches of cached images
         loader = batch_loader(dataset, batch_size=batch_size, seed=seed, drop_last=drop_last, data_cfg=data_cfg,
-                              scale=tuple(cfg.scale), hflip=cfg.hflip)
+                              scale=tuple(cfg.scale), hflip=cfg.hflip, rotate=cfg.rotate)
     if loader is None:
         loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, workers=cfg.workers, drop_last=drop_last)
     steps = max(1, len(loader))

@@ -150,7 +150,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     labels = labels_all[valid_rows]
 
     merges = load_merges(merge_spec(params, ws), classes)
-    merge_lut = merge_index(merges, classes) if params.topk_merged and merges else None
+    lut = merge_index(merges, classes) if merges else None
+    merge_lut = lut if params.topk_merged else None
+    candidate_lut = lut if params.flags_merged else None
 
     # pass 2: one model at a time, reduced to N-vectors at once
     def items():
@@ -162,7 +164,7 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
             del preds
             try:
                 ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, merge_lut=merge_lut,
-                                    n_jobs=n_jobs, source=str(files[m]), model=m)
+                                    candidate_lut=candidate_lut, n_jobs=n_jobs, source=str(files[m]), model=m)
             except ValueError as e:
                 raise ValueError(row_to_sample(str(e), manifest["sample_id"].to_numpy()[valid_rows])) from None
             del probs
@@ -203,7 +205,7 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     write_table(ws.clean(split), pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
     write_text(ws.changes(split), changes.to_csv(index=False, lineterminator="\n"))
     metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk,
-               "topk_merged": bool(merge_lut is not None)}
+               "topk_merged": bool(merge_lut is not None), "flags_merged": bool(candidate_lut is not None)}
     metrics["threshold_sources"] = params.threshold_sources(split)
     if "verdict" in decisions:
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
