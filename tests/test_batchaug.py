@@ -7,8 +7,7 @@ import torch
 from PIL import Image
 
 from imagenet_clean.config import TrainConfig
-from imagenet_clean.models.batchaug import (RATIO, BatchLoader, RandomTurn, batch_loader, fast_path_reason, rotate_batch,
-                                           sample_boxes)
+from imagenet_clean.models.batchaug import RATIO, BatchLoader, RandomTurn, batch_loader, fast_path_reason, rotate_batch, sample_boxes
 from imagenet_clean.models.datasets import ImageSamples, set_epoch
 
 DATA_CFG = {"input_size": (3, 16, 16), "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}
