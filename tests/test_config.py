@@ -82,6 +82,7 @@ def test_a_threshold_needing_fewer_than_one_model_is_refused():
         ({"flags_merged": 1}, "flags_merged: 1 has the wrong type; expected bool"),
         ({"train": {"rotate": -5}}, "train.rotate"),
         ({"train": {"rotate": 270}}, "train.rotate"),
+        ({"train": {"smoothing": 1.0}}, "train.smoothing"),
         ({"topk": 6}, "topk"),
         ({"h1": 1.5}, "h1: 1.5 is out of range"),
         ({"h1": 0}, "h1: 0 is out of range"),

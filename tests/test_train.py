@@ -1,6 +1,7 @@
 """Training one model: the recipe runs, is deterministic, logs to dvclive, survives bad images."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -37,6 +38,9 @@ def test_two_runs_with_the_same_seed_give_identical_weights(tiny):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+    # label smoothing is part of the recipe: same seed, other loss, other weights
+    d = _weights(train_model(df, root, arch_cfg=ARCH, num_classes=3, cfg=dataclasses.replace(TINY, smoothing=0.1), seed=3))
+    assert not all(torch.equal(a[k], d[k]) for k in a)
 
 
 def test_trained_model_is_eval_mode_contiguous_and_has_the_dataset_classes(tiny):

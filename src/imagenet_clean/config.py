@@ -160,6 +160,8 @@ class TrainConfig:
     color_jitter: float = field(default=0.4, metadata=_NONNEG)  # timm's default strength; 0 turns it off
     scale: tuple[float, ...] = field(default=(0.08, 1.0), metadata=_check(lambda v: len(v) == 2 and 0 < v[0] <= v[1] <= 1,
                                                                           "[min, max] with 0 < min <= max <= 1"))
+    # cross-entropy label smoothing (timm's train.py default: 0.1)
+    smoothing: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "a number in [0, 1)"))
     # each crop turned by an angle drawn from [-rotate, rotate] degrees (0: none)
     rotate: float = field(default=0.0, metadata=_check(lambda v: 0 <= v <= 180, "degrees in [0, 180]"))
     bf16: bool = False

@@ -306,12 +306,6 @@ def _run_in_worker(ctx: RetrainContext, run: dict) -> dict:
     return ctx.log[-1]
 
 
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def train_in_parallel(ctx: RetrainContext, runs: Sequence[dict]) -> None:
     """Train the runs that are not cached yet, ``ctx.workers`` processes at once.
 
@@ -326,7 +320,7 @@ def train_in_parallel(ctx: RetrainContext, runs: Sequence[dict]) -> None:
     with that thread count. With ``ctx.workers <= 1`` or one pending run nothing
     happens here, and :func:`cached_run` trains in this process when asked.
     """
-    import os
+    from ..models.distributed import spawn_pool
 
     def done(r: dict) -> bool:
         key = run_key(ctx, r["samples"], arch=r["arch"], seed=r["seed"], input_size=r.get("input_size"))
@@ -336,12 +330,7 @@ def train_in_parallel(ctx: RetrainContext, runs: Sequence[dict]) -> None:
     workers = min(ctx.workers, len(pending))
     if workers <= 1:
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_set_threads,
-                             initargs=(threads,)) as pool:
+    with spawn_pool(workers) as pool:
         futures = [pool.submit(_run_in_worker, ctx, r) for r in pending]
         ctx.log.extend(f.result() for f in futures)
 

@@ -209,19 +209,16 @@ def _run_jobs(jobs: dict[int, dict], *, cfg: TrainConfig, common: dict) -> None:
     model) is submitted first, so it does not run alone at the end. Under
     torchrun the jobs run one after another, each spread over the ranks.
     """
-    from .distributed import env_info
+    from .distributed import env_info, spawn_pool
 
     workers = min(cfg.parallel, len(jobs))
     if workers <= 1 or env_info().world_size > 1:
         for k, job in jobs.items():
             _train_and_save(job["frame"], fold=k, fp=job["fp"], held=job["held"], cfg=cfg, **common)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
-    job_cfg = dataclasses.replace(cfg, threads=threads)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    job_cfg = dataclasses.replace(cfg, threads=threads)  # train_model sets it again; kept in the recipe it trains with
+    with spawn_pool(workers, threads=threads) as pool:
         order = sorted(jobs, key=lambda k: -len(jobs[k]["frame"]))  # longest first; stable for equal sizes
         futures = [pool.submit(_train_and_save, jobs[k]["frame"], fold=k, fp=jobs[k]["fp"], held=jobs[k]["held"], cfg=job_cfg,
                                **common) for k in order]

@@ -184,3 +184,26 @@ def relaunch_command(argv: list[str], env: Mapping[str, str]) -> list[str] | Non
     except ValueError as e:
         raise ValueError(f"{LAUNCHER_ENV}={launcher!r} is not a valid command line: {e}") from None
     return [*parts, "-m", "imagenet_clean", *argv]
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def spawn_pool(workers: int, *, threads: int | None = None):
+    """A ``ProcessPoolExecutor`` of ``workers`` spawned processes for trainings side by side on a CPU.
+
+    Each process runs torch with ``threads`` threads (default ``cpu_count // workers``,
+    at least 1), so a training gives the same weights as one run alone with that
+    thread count. Spawned, not forked: a forked torch with OpenMP threads running
+    can hang.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_set_threads,
+                               initargs=(threads,))
+

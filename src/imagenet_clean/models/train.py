@@ -362,7 +362,7 @@ def train_model(
                 targets = targets.to(device, non_blocking=True)
                 with autocast:
                     logits = train_net(images)
-                    loss = F.cross_entropy(logits.float(), targets)
+                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
