@@ -55,7 +55,7 @@ PAPER_RECIPE = {
     "finetune": False,       # section 4.2: fold models trained from scratch
     "color_jitter": 0.4,     # timm's default (timm turns it off under RandAugment)
     "rotate": 0.0,           # RandAugment's Rotate op already turns images (up to 21 degrees at magnitude 7)
-    "smoothing": 0.1,        # timm's train.py default (--smoothing 0.1), which the paper's runs used
+    "smoothing": 0.1,        # timm's train.py default (--smoothing 0.1): the paper trained with timm's train.py
     "min_accuracy": 0.25,    # out-of-fold top-1 over 1000 classes below this: the model did not learn (chance: 0.001)
 }
 """The ``train`` section ``init imagenet`` writes (``lr`` rescaled when ``--set train.batch_size`` changes the batch)."""

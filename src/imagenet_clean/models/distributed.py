@@ -206,4 +206,3 @@ def spawn_pool(workers: int, *, threads: int | None = None):
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_set_threads,
                                initargs=(threads,))
-
