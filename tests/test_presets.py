@@ -186,11 +186,12 @@ def test_paper_validation_thresholds_resolve_to_the_papers_counts(tmp_path, n_mo
 # initial learning rate 0.1, random pixel erase probability 0.5, SGD ... and RandAugment (magnitude 7, the standard
 # deviation of magnitude noise 0.5, increased severity with magnitude)", trained with pytorch-image-models, whose
 # defaults fill what the paper does not name (timm's "sgd" is Nesterov momentum; flips 0.5; crop scale 0.08-1;
-# weight decay 2e-5; lr given for its reference batch of 256); section 4.2: 4-fold cross-validation from scratch.
+# weight decay 2e-5; label smoothing 0.1; lr given for its reference batch of 256; no turns beside RandAugment's own);
+# section 4.2: 4-fold cross-validation from scratch.
 PAPER_SECTION_5 = {
     "opt": "sgd", "epochs": 90, "lr": 0.1, "batch_size": 256, "warmup_epochs": 1, "cooldown_epochs": 10,
     "auto_augment": "rand-m7-mstd0.5-inc1", "reprob": 0.5, "hflip": 0.5, "scale": [0.08, 1.0], "weight_decay": 2e-5,
-    "folds": 4, "finetune": False,
+    "smoothing": 0.1, "rotate": 0.0, "folds": 4, "finetune": False,
 }
 
 
@@ -202,6 +203,7 @@ def test_written_params_yaml_holds_the_papers_section_5_recipe(tmp_path):
     assert {k: written["train"][k] for k in PAPER_SECTION_5} == PAPER_SECTION_5
     assert written["train"]["cache_images"] is False  # no unbounded cache of 1.28 M decoded images
     assert written["tables"]["input_size"] is None  # each model's own input size (224 for efficientnet_b0)
+    assert written["flags_merged"] is False and written["topk"] == 5  # cleanlab's flags and the top-5 as the paper read them
     p = parse_params(written)
     assert p.train.opt == "sgd" and p.tables.archs  # validated as the stages read it
 
