@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..cleanup.confident import merge_candidates
+
 PROBLEMS = ("minuscule", "bad_quality", "multi_object")
 SYNONYM = "synonym"
 """Truth ``problem`` of images given the synonym class: the category merge, not a fix
@@ -116,8 +118,9 @@ def score_decisions(decisions: pd.DataFrame, truth: pd.DataFrame, *, merge_lut: 
             for mm, c in zip(ms, cs):
                 if mm == m:
                     flagged[i], cand[i] = True, c
-        cand_m = cand if merge_lut is None else np.where(cand >= 0, merge_lut[np.maximum(cand, 0)], -1)
-        flagged &= ~(cand_m == given)  # a candidate that is the label's merge partner proposes nothing
+        cand_m = cand
+        if merge_lut is not None:  # read as the cleanup's flags_merged reads them: a merge partner proposes nothing
+            flagged, cand_m = merge_candidates(given, flagged, np.maximum(cand, 0), merge_lut)
         good_fix = flagged & (cand_m == true)
         out["baseline"][m] = {
             "fix": prf(good_fix.sum(), flagged.sum(), wrong.sum()),

@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -216,11 +215,9 @@ def _run_jobs(jobs: dict[int, dict], *, cfg: TrainConfig, common: dict) -> None:
         for k, job in jobs.items():
             _train_and_save(job["frame"], fold=k, fp=job["fp"], held=job["held"], cfg=cfg, **common)
         return
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // workers)
-    job_cfg = dataclasses.replace(cfg, threads=threads)  # train_model sets it again; kept in the recipe it trains with
-    with spawn_pool(workers, threads=threads) as pool:
+    with spawn_pool(workers, threads=cfg.threads or None) as pool:  # the pool sets each process's threads
         order = sorted(jobs, key=lambda k: -len(jobs[k]["frame"]))  # longest first; stable for equal sizes
-        futures = [pool.submit(_train_and_save, jobs[k]["frame"], fold=k, fp=jobs[k]["fp"], held=jobs[k]["held"], cfg=job_cfg,
+        futures = [pool.submit(_train_and_save, jobs[k]["frame"], fold=k, fp=jobs[k]["fp"], held=jobs[k]["held"], cfg=cfg,
                                **common) for k in order]
         for f in futures:
             f.result()
