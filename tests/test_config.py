@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -26,12 +27,25 @@ def test_split_values_are_the_default_and_a_top_level_value_applies_to_every_spl
 
 
 def test_default_params_resolve_to_the_papers_thresholds_per_split():
-    p = load_params("params.yaml")
+    p = dataclasses.replace(load_params("params.yaml"), threshold_floor=False)
     m = len(p.models)
     assert p.resolved_thresholds("val") == {"fn": 1.0, "h1": m / 2, "h2": 3.0, "h3": pytest.approx(0.6666 * m)}
     assert math.ceil(p.resolved_thresholds("val")["h3"]) == math.ceil(2 * m / 3)
     for split, fn in (("train", 1.0), ("v2", 0.9)):
         assert p.resolved_thresholds(split) == {"fn": fn, "h1": float(m), "h2": m / 2, "h3": float(m)}
+
+
+def test_the_floor_asks_at_least_the_models_the_papers_ensembles_needed():
+    p = load_params("params.yaml")
+    assert p.threshold_floor and len(p.models) == 5
+    # the paper: val h1 = 10/2 = 5, h3 = 2*10/3 -> 7 (capped at the 5 models), train h2 = 8/2 = 4, V2 h2 = 10/2 = 5
+    assert p.resolved_thresholds("val") == {"fn": 1.0, "h1": 5.0, "h2": 3.0, "h3": 5.0}
+    assert p.resolved_thresholds("train") == {"fn": 1.0, "h1": 5.0, "h2": 4.0, "h3": 5.0}
+    assert p.resolved_thresholds("v2") == {"fn": 0.9, "h1": 5.0, "h2": 5.0, "h3": 5.0}
+    assert p.thresholds("val").floor_size == 10 and p.thresholds("train").floor_size == 8
+    # a count stays a count (`dvc exp run -S h3=2` means two models), and a larger ensemble keeps its formula
+    assert dataclasses.replace(p, h3=2).resolved_thresholds("val")["h3"] == 2.0
+    assert p.resolved_thresholds("val", n_models=20)["h1"] == 10.0
 
 
 @pytest.mark.parametrize(
@@ -80,6 +94,7 @@ def test_a_threshold_needing_fewer_than_one_model_is_refused():
         ({"train": {"epochs": "ten"}}, "train.epochs"),
         ({"topk_merged": "maybe"}, "topk_merged: 'maybe' has the wrong type; expected bool"),
         ({"flags_merged": 1}, "flags_merged: 1 has the wrong type; expected bool"),
+        ({"threshold_floor": "yes"}, "threshold_floor: 'yes' has the wrong type; expected bool"),
         ({"train": {"rotate": -5}}, "train.rotate"),
         ({"train": {"rotate": 270}}, "train.rotate"),
         ({"train": {"smoothing": 1.0}}, "train.smoothing"),
@@ -103,6 +118,11 @@ def test_threshold_resolution():
     assert resolve_threshold(3, 10) == 3.0
     assert resolve_threshold(0.5, 5) == 2.5
     assert resolve_threshold("all", 7) == 7.0
+    # floored at the paper's ensemble size, capped at |M|: max(2.5, min(5, 0.5 * 8)) = 4
+    assert resolve_threshold(0.5, 5, floor_size=8) == 4.0
+    assert resolve_threshold(0.6666, 5, floor_size=10) == 5.0
+    assert resolve_threshold(0.5, 20, floor_size=10) == 10.0  # more models than the paper: the formula
+    assert resolve_threshold(3, 5, floor_size=10) == 3.0 and resolve_threshold("all", 5, floor_size=10) == 5.0
     with pytest.raises(ConfigError):
         resolve_threshold(True, 3)
 

@@ -61,13 +61,7 @@ OPEN = "issue 12 is open on this goal: the embedded run does not reach it yet (f
 def test_fixes_and_removals_are_precise_on_train_and_val(embedded, split):
     s = _metric(embedded, "detection.json")["splits"][split]
     assert s["remove"]["precision"] >= 0.8, s["remove"]
-    if split == "train":
-        assert s["fix"]["precision"] >= 0.9, s["fix"]
-
-
-@pytest.mark.xfail(strict=True, reason=OPEN)
-def test_val_fix_precision_reaches_0_9(embedded):
-    assert _metric(embedded, "detection.json")["splits"]["val"]["fix"]["precision"] >= 0.9
+    assert s["fix"]["precision"] >= 0.9, s["fix"]
 
 
 @pytest.mark.parametrize("split", ["train", "val"])

@@ -88,6 +88,18 @@ def test_fractional_thresholds_compare_as_reals():
     assert run([0], miss2, h3=0.666).loc[0, "action"] == "remove"
 
 
+def test_the_papers_floor_asks_the_models_its_ensemble_needed():
+    # |M| = 5, val's h1 = 0.5: three of five flag the same candidate. The formula at |M| (2.5) fixes;
+    # floored at the paper's ten models (5 of 10, capped at 5) it does not, and the three misses
+    # (h3 = 0.6666: 3.33 at |M|, 6.67 floored and capped to 5) no longer remove either
+    three = [[(2, 0.8, True)], [(2, 0.7, True)], [(2, 0.6, True)], [NOFLAG], [NOFLAG]]
+    assert run([0], three, h1=0.5, h2=3, h3=0.6666).loc[0, "action"] == "fix"
+    assert run([0], three, h1=0.5, h2=3, h3=0.6666, floor_size=10).loc[0, "action"] == "keep"
+    five = three[:3] + [[(2, 0.5, True)], [(2, 0.5, True)]]
+    d = run([0], five, h1=0.5, h2=3, h3=0.6666, floor_size=10)
+    assert d.loc[0, "action"] == "fix" and d.loc[0, "new_label"] == 2
+
+
 def test_all_means_every_model():
     rows = [[(1, 0.5, True)], [(1, 0.5, True)], [(None, 0, True)]]
     d = run([0], rows, h1="all", h2=3, h3="all")

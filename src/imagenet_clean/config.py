@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import yaml
 
-from .constants import MAX_IMAGE_PIXELS
+from .constants import MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -71,6 +71,8 @@ class Thresholds:
     h1: Threshold = field(default=0.5, metadata=THRESHOLD_CHECK)
     h2: Threshold = field(default=3, metadata=THRESHOLD_CHECK)
     h3: Threshold = field(default=0.6666, metadata=THRESHOLD_CHECK)
+    # the paper's ensemble size for this split when params threshold_floor is on (None: no floor)
+    floor_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ class Params:
     topk_merged: bool = False
     # read confident learning's flags in merged classes: a candidate that is the label's merge partner proposes nothing
     flags_merged: bool = False
+    # a threshold never needs fewer models than it did with the paper's ensembles (constants.PAPER_ENSEMBLE_SIZE)
+    threshold_floor: bool = False
     rounds: int = field(default=1, metadata=_POS)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -248,9 +252,12 @@ class Params:
         A top-level value (``h3: 6``, what ``dvc exp run -S h3=6`` sets) applies
         to every cleaned split; when it is null, the split's own value
         (``splits.<split>.h3``) applies; when that is null too, the paper's
-        validation setting (:class:`Thresholds` defaults).
+        validation setting (:class:`Thresholds` defaults). With ``threshold_floor``
+        the split's paper ensemble size rides along (``floor_size``), so that
+        resolving never asks fewer models than the paper's rule did.
         """
-        return Thresholds(**{k: v for k, (v, _) in self._threshold_choice(split).items()})
+        floor = PAPER_ENSEMBLE_SIZE.get(split) if self.threshold_floor else None
+        return Thresholds(**{k: v for k, (v, _) in self._threshold_choice(split).items()}, floor_size=floor)
 
     def threshold_sources(self, split: str) -> dict[str, str]:
         """Where each of the split's thresholds comes from: ``"h3"``, ``"splits.val.h3"`` or ``"default"``."""

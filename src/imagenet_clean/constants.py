@@ -8,6 +8,11 @@ EFFNET_LITE_STD = (0.502, 0.502, 0.502)
 # Minimum number of distinct candidates that blocks a fix (paper eq. 3: "less than three").
 FIX_MAX_DISTINCT = 3
 
+# The paper's ensemble size |M| per cleaned split (section 4: 8 models cross-validated on training, the
+# 10 pretrained M_val for validation and ImageNetV2). With params threshold_floor, a threshold given as
+# a fraction or "all" needs at least as many models as it did with these ensembles (capped at |M|).
+PAPER_ENSEMBLE_SIZE = {"train": 8, "val": 10, "v2": 10}
+
 # Top-k used by the consensus rule (paper eq. 4).
 CONSENSUS_TOPK = 5
 

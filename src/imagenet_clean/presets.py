@@ -257,6 +257,7 @@ def imagenet_params(
     params["topk"] = 5  # the paper's top-5 consensus over the 1000 classes as they are (the embedded default:
     params["topk_merged"] = False  # top-1 with its synonym pair ranked as one class; docs/embedded.md)
     params["flags_merged"] = False  # the paper reads cleanlab's flags as they are
+    params["threshold_floor"] = False  # the paper's formulas at your |M|, unfloored
     params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
     params["splits"] = {

@@ -195,7 +195,9 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def thresholds_dict(t: Thresholds) -> dict:
-    return {"fn": t.fn, "h1": t.h1, "h2": t.h2, "h3": t.h3}
+    """The thresholds as given, plus ``floor_size`` (the paper's |M|) when ``threshold_floor`` is on."""
+    out = {"fn": t.fn, "h1": t.h1, "h2": t.h2, "h3": t.h3}
+    return out if t.floor_size is None else {**out, "floor_size": t.floor_size}
 
 
 def cam_candidates(manifest: pd.DataFrame, decisions: pd.DataFrame, ens: Ensemble, valid_rows: np.ndarray) -> pd.DataFrame:

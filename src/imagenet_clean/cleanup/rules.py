@@ -62,7 +62,7 @@ def check_resolved(thresholds: Thresholds, n_models: int, *, sources: dict[str, 
         key = (sources or {}).get(k, k)
         key = k if key == "default" else key
         try:
-            r = resolve_threshold(h, n_models)
+            r = resolve_threshold(h, n_models, floor_size=thresholds.floor_size)
         except ConfigError as e:
             raise ConfigError(f"{key}: {e}") from None
         need = math.ceil(r - 1e-9)
@@ -74,25 +74,34 @@ def check_resolved(thresholds: Thresholds, n_models: int, *, sources: dict[str, 
     return out
 
 
-def resolve_threshold(h: Threshold, n_models: int) -> float:
+def resolve_threshold(h: Threshold, n_models: int, *, floor_size: int | None = None) -> float:
     """A threshold as a real number of models, to be compared as ``count >= h``.
 
     Args:
         h: An integer count, a fraction in (0, 1) of ``n_models``, or ``"all"``.
         n_models: The ensemble size |M|.
+        floor_size: The paper's ensemble size for the split (``threshold_floor``):
+            a fraction or ``"all"`` then needs at least the models it needed
+            with that many, capped at ``n_models``. ``h2 = 0.5`` with 5 models
+            and the paper's 8: max(2.5, min(5, 4)) = 4. Integers are counts
+            already and stay as they are.
     """
     if h == "all":
         return float(n_models)
     if isinstance(h, bool) or not is_threshold(h):
         raise ConfigError(f"threshold {h!r} is not {THRESHOLD_CHECK['allowed']}")
-    return float(h) if isinstance(h, int) else float(h) * n_models
+    if isinstance(h, int):
+        return float(h)
+    r = float(h) * n_models
+    return max(r, min(float(n_models), float(h) * floor_size)) if floor_size else r
 
 
 def resolved(thresholds: Thresholds, n_models: int) -> dict[str, float]:
-    """``{"h1": ..., "h2": ..., "h3": ...}`` as real numbers of models (plus ``fn``)."""
+    """``{"h1": ..., "h2": ..., "h3": ...}`` as real numbers of models (plus ``fn``), floored by ``floor_size``."""
     return {
         "fn": float(thresholds.fn),
-        **{h: resolve_threshold(getattr(thresholds, h), n_models) for h in ("h1", "h2", "h3")},
+        **{h: resolve_threshold(getattr(thresholds, h), n_models, floor_size=thresholds.floor_size)
+           for h in ("h1", "h2", "h3")},
     }
 
 
