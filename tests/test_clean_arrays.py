@@ -52,6 +52,21 @@ def test_cli_writes_decisions_and_prints_counts(tmp_path, capsys):
     assert json.loads(read_metadata(out)["thresholds"]) == {"fn": 1.0, "h1": "all", "h2": 0.5, "h3": "all"}
 
 
+def test_cli_fn_scope_split_keeps_more_flags_and_records_its_scope(tmp_path, capsys):
+    _, _, files = make_arrays(tmp_path, n=120, seed=2)
+    base = ["clean-arrays", "--labels", str(tmp_path / "labels.npy"), "--pred-probs", *map(str, files), "--fn", "0.9"]
+    issues = {}
+    for scope in ("cell", "split"):
+        out = tmp_path / f"{scope}.parquet"
+        code, stdout, err = run_cli(base + ["--fn-scope", scope, "--out", str(out)], capsys)
+        assert code in (0, None), err
+        issues[scope] = json.loads(stdout.strip().splitlines()[-1])["issues_per_model"]
+        recorded = json.loads(read_metadata(out)["thresholds"])
+        assert recorded.get("fn_scope", "cell") == scope and recorded["fn"] == 0.9
+    # 17 items per class: cleanlab's per-cell floor drops flags that 0.9 of all the flags keeps
+    assert all(issues["split"][m] > issues["cell"][m] for m in issues["cell"]), issues
+
+
 def test_library_matches_cli_defaults(tmp_path):
     labels, _, files = make_arrays(tmp_path, seed=1)
     d1, c1 = clean_arrays(labels, [np.load(f) for f in files], thresholds=Thresholds())
@@ -76,6 +91,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
     assert code == 1 and "40 rows but there are 50 labels" in err
     code, _, err = run_cli(base + ["--pred-probs", str(files[0]), "--h1", "1.0"], capsys)
     assert code == 1 and "h1: 1.0 is out of range" in err
+    code, _, err = run_cli(base + ["--pred-probs", str(files[0]), "--fn", "0.9", "--fn-scope", "total"], capsys)
+    assert code == 1 and "fn_scope: 'total' is out of range; allowed: 'cell' or 'split'" in err
     code, _, err = run_cli(base + ["--pred-probs", str(tmp_path / "missing.npy")], capsys)
     assert code == 1 and "missing.npy: no such pred_probs file" in err
     assert not (tmp_path / "o.parquet").exists()

@@ -44,6 +44,54 @@ def test_flags_equal_cleanlab_and_candidates_are_best_other_class(fn):
     assert (cands[flagged] != labels[flagged]).all()
 
 
+def small_cells(seed=0):
+    """A split like the embedded V2: 10 classes of 30 images, 18 label errors spread thinly over the
+    (label, true class) cells of the confident joint, so that most cells hold one or two of them."""
+    rng = np.random.default_rng(seed)
+    k, n = 10, 300
+    true = np.repeat(np.arange(k), n // k)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), true] += 4.0
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    labels = true.copy()
+    wrong = rng.choice(n, 18, replace=False)
+    labels[wrong] = (true[wrong] + rng.integers(1, k, len(wrong))) % k
+    return labels, p.astype(np.float32), true
+
+
+def test_fn_scope_cell_is_cleanlab_and_drops_most_flags_of_small_cells():
+    labels, p, true = small_cells()
+    every = find_label_issues(labels, p, filter_by="prune_by_noise_rate", frac_noise=1.0, n_jobs=1)
+    cell, _ = find_candidates(labels, p, frac_noise=0.9)
+    assert np.array_equal(cell, find_label_issues(labels, p, filter_by="prune_by_noise_rate", frac_noise=0.9, n_jobs=1))
+    # floor(0.9 * count) per cell: a cell of one keeps nothing, so far fewer than 90 % of the flags survive
+    assert every.sum() >= 15 and cell.sum() < 0.7 * every.sum()
+    assert (cell & (labels != true)).sum() < (every & (labels != true)).sum()
+
+
+def test_fn_scope_split_keeps_that_fraction_of_the_flags_least_confident_first():
+    labels, p, true = small_cells()
+    every = find_label_issues(labels, p, filter_by="prune_by_noise_rate", frac_noise=1.0, n_jobs=1)
+    flagged, cands = find_candidates(labels, p, frac_noise=0.9, fn_scope="split")
+    assert flagged.sum() == int(np.floor(0.9 * every.sum() + 0.5))
+    assert not (flagged & ~every).any()  # a subset of cleanlab's flags at frac_noise 1
+    self_conf = p[np.arange(len(labels)), labels]
+    assert self_conf[flagged].max() <= self_conf[every & ~flagged].min()  # the dropped ones are the most confident
+    assert (cands[flagged] >= 0).all() and (cands[~flagged] == -1).all()
+    # fn 1 is cleanlab's frac_noise 1 in either scope
+    assert np.array_equal(find_candidates(labels, p, fn_scope="split")[0], every)
+
+
+def test_fn_scope_split_with_no_flags_and_a_bad_scope():
+    labels = np.repeat(np.arange(3), 10)
+    p = np.full((30, 3), 0.05, np.float32)
+    p[np.arange(30), labels] = 0.9
+    assert not find_candidates(labels, p, frac_noise=0.9, fn_scope="split")[0].any()
+    with pytest.raises(ValueError, match="fn_scope must be one of 'cell', 'split', got 'total'"):
+        model_evidence(labels, p, frac_noise=0.9, fn_scope="total")
+
+
 def test_flags_find_the_injected_errors():
     labels, p, true = noisy(seed=1, n=600)
     flagged, cands = find_candidates(labels, p)

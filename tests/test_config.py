@@ -43,6 +43,9 @@ def test_the_floor_asks_at_least_the_models_the_papers_ensembles_needed():
     assert p.resolved_thresholds("train") == {"fn": 1.0, "h1": 5.0, "h2": 4.0, "h3": 5.0}
     assert p.resolved_thresholds("v2") == {"fn": 0.9, "h1": 5.0, "h2": 5.0, "h3": 5.0}
     assert p.thresholds("val").floor_size == 10 and p.thresholds("train").floor_size == 8
+    # every split carries the params' fn_scope (V2's fn 0.9 is the only fn below 1)
+    assert p.fn_scope == "split" and {p.thresholds(s).fn_scope for s in ("train", "val", "v2")} == {"split"}
+    assert parse_params({}).thresholds("v2").fn_scope == "cell"  # cleanlab's own arithmetic unless asked
     # a count stays a count (`dvc exp run -S h3=2` means two models), and a larger ensemble keeps its formula
     assert dataclasses.replace(p, h3=2).resolved_thresholds("val")["h3"] == 2.0
     assert p.resolved_thresholds("val", n_models=20)["h1"] == 10.0
@@ -95,6 +98,8 @@ def test_a_threshold_needing_fewer_than_one_model_is_refused():
         ({"topk_merged": "maybe"}, "topk_merged: 'maybe' has the wrong type; expected bool"),
         ({"flags_merged": 1}, "flags_merged: 1 has the wrong type; expected bool"),
         ({"threshold_floor": "yes"}, "threshold_floor: 'yes' has the wrong type; expected bool"),
+        ({"fn_scope": "total"}, "fn_scope: 'total' is out of range; allowed: 'cell' or 'split'"),
+        ({"fn_scope": 0.9}, "fn_scope: 0.9 has the wrong type"),
         ({"train": {"rotate": -5}}, "train.rotate"),
         ({"train": {"rotate": 270}}, "train.rotate"),
         ({"train": {"smoothing": 1.0}}, "train.smoothing"),

@@ -204,6 +204,7 @@ def test_written_params_yaml_holds_the_papers_section_5_recipe(tmp_path):
     assert written["train"]["cache_images"] is False  # no unbounded cache of 1.28 M decoded images
     assert written["tables"]["input_size"] is None  # each model's own input size (224 for efficientnet_b0)
     assert written["threshold_floor"] is False  # the paper's formulas at the user's |M|
+    assert written["fn_scope"] == "cell"  # V2's fn 0.9 as cleanlab computed it in the paper's run
     assert written["flags_merged"] is False and written["topk"] == 5  # cleanlab's flags and the top-5 as the paper read them
     p = parse_params(written)
     assert p.train.opt == "sgd" and p.tables.archs  # validated as the stages read it

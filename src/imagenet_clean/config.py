@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import yaml
 
-from .constants import MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE
+from .constants import FN_SCOPES, MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -44,6 +44,7 @@ def is_threshold(v) -> bool:
 
 THRESHOLD_CHECK = _check(is_threshold, 'an integer >= 1 (a count of models), a float in (0, 1) (a fraction of |M|) or "all"')
 _FN = _check(lambda v: 0.0 < float(v) <= 1.0, "a number in (0, 1]")
+FN_SCOPE_CHECK = _check(lambda v: v in FN_SCOPES, " or ".join(map(repr, FN_SCOPES)))
 _POS = _check(lambda v: v > 0, "a number > 0")
 _NONNEG = _check(lambda v: v >= 0, "a number >= 0")
 _PROB = _check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
@@ -73,6 +74,8 @@ class Thresholds:
     h3: Threshold = field(default=0.6666, metadata=THRESHOLD_CHECK)
     # the paper's ensemble size for this split when params threshold_floor is on (None: no floor)
     floor_size: int | None = None
+    # where fn applies (constants.FN_SCOPES): cleanlab's per-cell arithmetic or the split's flags as a whole
+    fn_scope: str = field(default="cell", metadata=FN_SCOPE_CHECK)
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,8 @@ class Params:
     flags_merged: bool = False
     # a threshold never needs fewer models than it did with the paper's ensembles (constants.PAPER_ENSEMBLE_SIZE)
     threshold_floor: bool = False
+    # where fn applies (constants.FN_SCOPES): "cell" as cleanlab computes it, "split" fn of all a model's flags
+    fn_scope: str = field(default="cell", metadata=FN_SCOPE_CHECK)
     rounds: int = field(default=1, metadata=_POS)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
@@ -257,7 +262,8 @@ class Params:
         resolving never asks fewer models than the paper's rule did.
         """
         floor = PAPER_ENSEMBLE_SIZE.get(split) if self.threshold_floor else None
-        return Thresholds(**{k: v for k, (v, _) in self._threshold_choice(split).items()}, floor_size=floor)
+        return Thresholds(**{k: v for k, (v, _) in self._threshold_choice(split).items()}, floor_size=floor,
+                          fn_scope=self.fn_scope)
 
     def threshold_sources(self, split: str) -> dict[str, str]:
         """Where each of the split's thresholds comes from: ``"h3"``, ``"splits.val.h3"`` or ``"default"``."""

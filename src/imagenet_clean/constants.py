@@ -13,6 +13,17 @@ FIX_MAX_DISTINCT = 3
 # a fraction or "all" needs at least as many models as it did with these ensembles (capped at |M|).
 PAPER_ENSEMBLE_SIZE = {"train": 8, "val": 10, "v2": 10}
 
+# Where the paper's fn (cleanlab's frac_noise) applies: params fn_scope. cleanlab multiplies each
+# off-diagonal cell of the confident joint by frac_noise and truncates to an integer, so on a split with
+# few samples per (label, true class) pair fn = 0.9 drops far more than a tenth of the flags (on the
+# embedded V2, 27 images a class: 40 % of them); "split" applies fn to the model's flags as a whole.
+FN_SCOPES = {
+    "cell": "cleanlab's frac_noise as cleanlab computes it: floor(fn * count) in each (label, true class) cell "
+            "of the confident joint, so at fn 0.9 a cell of up to ten samples loses one (a cell of one loses all)",
+    "split": "fn of all the model's flags on the split (cleanlab's documented 'top frac_noise * num_label_issues'): "
+             "cleanlab at frac_noise 1, then the round(fn * flags) flags with the lowest probability of their label",
+}
+
 # Top-k used by the consensus rule (paper eq. 4).
 CONSENSUS_TOPK = 5
 

@@ -258,6 +258,7 @@ def imagenet_params(
     params["topk_merged"] = False  # top-1 with its synonym pair ranked as one class; docs/embedded.md)
     params["flags_merged"] = False  # the paper reads cleanlab's flags as they are
     params["threshold_floor"] = False  # the paper's formulas at your |M|, unfloored
+    params["fn_scope"] = "cell"  # V2's fn = 0.9 as cleanlab (and so the paper's run) computed it
     params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
     params["splits"] = {

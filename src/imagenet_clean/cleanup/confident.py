@@ -3,7 +3,9 @@
 Each model's out-of-sample probabilities go through cleanlab's
 ``find_label_issues(filter_by="prune_by_noise_rate", frac_noise=fn)``; a flagged
 sample's candidate ``l'`` is the model's highest-probability class other than
-the given label. Everything here works on one model at a time and keeps only
+the given label. ``fn_scope`` says where ``fn`` applies (:data:`FN_SCOPES`):
+cleanlab's own arithmetic, ``floor(fn * count)`` in each cell of the confident
+joint, or the whole split, ``fn`` times all the model's flags. Everything here works on one model at a time and keeps only
 N-sized vectors afterwards (:class:`ModelEvidence`), so the cleanup of a split
 needs the memory of one model's probability matrix, not of the ensemble's.
 
@@ -16,12 +18,13 @@ absent classes are reported in :attr:`ModelEvidence.absent_classes`.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..constants import CONSENSUS_TOPK
+from ..constants import CONSENSUS_TOPK, FN_SCOPES
 
 ROW_SUM_ATOL = 1e-2
 """Tolerance of ``|sum(row) - 1|``: probabilities stored as float16 (the prediction
@@ -230,14 +233,15 @@ def merge_candidates(labels: np.ndarray, flagged: np.ndarray, candidates: np.nda
     return keep, cand.astype(np.int32)
 
 
-def find_candidates(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, n_jobs: int | None = 1,
-                    source: str = "", model: str = "") -> tuple[np.ndarray, np.ndarray]:
+def find_candidates(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, fn_scope: str = "cell",
+                    n_jobs: int | None = 1, source: str = "", model: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Confident learning for one model: flagged samples and their candidate labels.
 
     Args:
         labels: (N,) given labels.
         pred_probs: (N, K) out-of-sample probabilities of one model.
         frac_noise: cleanlab's ``frac_noise`` (the paper's ``fn``), in (0, 1].
+        fn_scope: Where ``frac_noise`` applies, a key of :data:`~imagenet_clean.constants.FN_SCOPES`.
         n_jobs: cleanlab's worker processes (None: all cores).
         source: File the probabilities came from, for error messages.
         model: Model name, for error messages.
@@ -249,26 +253,52 @@ def find_candidates(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, 
     Raises:
         ValueError: bad labels or probabilities (see :func:`validate_pred_probs`).
     """
-    ev = model_evidence(labels, pred_probs, frac_noise=frac_noise, n_jobs=n_jobs, source=source, model=model)
+    ev = model_evidence(labels, pred_probs, frac_noise=frac_noise, fn_scope=fn_scope, n_jobs=n_jobs, source=source,
+                        model=model)
     return ev.flagged, ev.candidates
 
 
-def cleanlab_issues(labels: np.ndarray, pred_probs: np.ndarray, *, frac_noise: float = 1.0,
+def cleanlab_issues(labels: np.ndarray, pred_probs: np.ndarray, *, frac_noise: float = 1.0, fn_scope: str = "cell",
                     n_jobs: int | None = 1) -> tuple[np.ndarray, list[int]]:
-    """The bare cleanlab call (no validation): issue mask and the classes without samples."""
+    """The bare cleanlab call (no validation): issue mask and the classes without samples.
+
+    With ``fn_scope="split"`` and ``frac_noise < 1``, cleanlab runs at
+    ``frac_noise=1`` and :func:`keep_least_confident` keeps ``frac_noise`` of its flags.
+    """
     from cleanlab.filter import find_label_issues
 
     if not 0.0 < frac_noise <= 1.0:
         raise ValueError(f"frac_noise must be in (0, 1], got {frac_noise!r}")
+    if fn_scope not in FN_SCOPES:
+        raise ValueError(f"fn_scope must be one of {', '.join(map(repr, FN_SCOPES))}, got {fn_scope!r}")
+    per_split = fn_scope == "split" and frac_noise < 1.0
     absent = np.flatnonzero(np.bincount(labels, minlength=pred_probs.shape[1]) == 0).tolist()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*too few examples.*")
-            mask = find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate", frac_noise=frac_noise,
-                                     n_jobs=n_jobs, verbose=False)
+            mask = find_label_issues(labels, pred_probs, filter_by="prune_by_noise_rate",
+                                     frac_noise=1.0 if per_split else frac_noise, n_jobs=n_jobs, verbose=False)
     finally:
         _release_cleanlab_globals()
-    return np.asarray(mask, bool), absent
+    mask = np.asarray(mask, bool)
+    if per_split:
+        mask = keep_least_confident(labels, pred_probs, mask, fraction=frac_noise)
+    return mask, absent
+
+
+def keep_least_confident(labels: np.ndarray, pred_probs: np.ndarray, flagged: np.ndarray, *, fraction: float) -> np.ndarray:
+    """The ``round(fraction * flags)`` flagged samples whose given label is least probable (the rest unflagged).
+
+    Ranked by self-confidence, ``pred_probs[i, labels[i]]`` (cleanlab's default
+    ranking of label issues), lowest first; ties go to the lower row. Half a
+    flag rounds up.
+    """
+    rows = np.flatnonzero(flagged)
+    keep = int(math.floor(fraction * len(rows) + 0.5))
+    confidence = np.asarray(pred_probs[rows, labels[rows]], np.float64)
+    out = np.zeros(len(flagged), bool)
+    out[rows[np.argsort(confidence, kind="stable")[:keep]]] = True
+    return out
 
 
 def _release_cleanlab_globals() -> None:
@@ -287,7 +317,8 @@ def _release_cleanlab_globals() -> None:
             setattr(cl_filter, name, None)
 
 
-def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, top5: np.ndarray | None = None,
+def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, fn_scope: str = "cell",
+                   top5: np.ndarray | None = None,
                    topk: int = CONSENSUS_TOPK, merge_lut: np.ndarray | None = None,
                    candidate_lut: np.ndarray | None = None, n_jobs: int | None = 1,
                    validate: bool = True, source: str = "", model: str = "") -> ModelEvidence:
@@ -297,6 +328,7 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
         labels: (N,) given labels.
         pred_probs: (N, K) probabilities (float32 preferred; float16 is upcast per chunk).
         frac_noise: cleanlab's ``frac_noise``.
+        fn_scope: Where ``frac_noise`` applies, a key of :data:`~imagenet_clean.constants.FN_SCOPES`.
         top5: (N, 5) top-5 classes as stored in a prediction file; computed
             from ``pred_probs`` when omitted.
         topk: The consensus rule's k (paper: 5): ``top5_miss`` says whether the
@@ -322,7 +354,7 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, t
         e = np.zeros(0)
         return ModelEvidence(e.astype(bool), e.astype(np.int32), e.astype(np.float32), e.astype(bool), e.astype(np.float32))
     probs = pred_probs if pred_probs.dtype in (np.float32, np.float64) else pred_probs.astype(np.float32)
-    flagged, absent = cleanlab_issues(labels, probs, frac_noise=frac_noise, n_jobs=n_jobs)
+    flagged, absent = cleanlab_issues(labels, probs, frac_noise=frac_noise, fn_scope=fn_scope, n_jobs=n_jobs)
     cand, cprob = candidate_labels(labels, probs)
     if candidate_lut is not None:
         flagged, cand = merge_candidates(labels, flagged, cand, candidate_lut)

@@ -148,7 +148,8 @@ def clean_arrays(labels, pred_probs: Sequence[np.ndarray | str | Path], *, thres
                                  f"but the first model has {k_first[0]}")
             if probs.ndim == 2:
                 k_first.append(probs.shape[1])
-            ev = model_evidence(labels, probs, frac_noise=thresholds.fn, n_jobs=n_jobs, source=source, model=name)
+            ev = model_evidence(labels, probs, frac_noise=thresholds.fn, fn_scope=thresholds.fn_scope, n_jobs=n_jobs,
+                                source=source, model=name)
             del probs
             yield name, ev, None
 
@@ -195,9 +196,14 @@ def _unique_names(names: list[str]) -> list[str]:
 
 
 def thresholds_dict(t: Thresholds) -> dict:
-    """The thresholds as given, plus ``floor_size`` (the paper's |M|) when ``threshold_floor`` is on."""
+    """The thresholds as given, plus ``floor_size`` (the paper's |M|) when ``threshold_floor`` is on
+    and ``fn_scope`` when it is not cleanlab's own ``"cell"``."""
     out = {"fn": t.fn, "h1": t.h1, "h2": t.h2, "h3": t.h3}
-    return out if t.floor_size is None else {**out, "floor_size": t.floor_size}
+    if t.floor_size is not None:
+        out["floor_size"] = t.floor_size
+    if t.fn_scope != "cell":
+        out["fn_scope"] = t.fn_scope
+    return out
 
 
 def cam_candidates(manifest: pd.DataFrame, decisions: pd.DataFrame, ens: Ensemble, valid_rows: np.ndarray) -> pd.DataFrame:

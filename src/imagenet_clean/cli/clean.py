@@ -58,6 +58,8 @@ def clean_arrays(
     labels: Path = typer.Option(..., "--labels", help="Given labels, an (N,) integer .npy file."),
     pred_probs: list[Path] = typer.Option(..., "--pred-probs", help="One (N, K) probability .npy per model; list several after one flag."),
     fn: Optional[float] = typer.Option(None, "--fn", help="cleanlab frac_noise in (0, 1] (default 1)."),
+    fn_scope: Optional[str] = typer.Option(None, "--fn-scope", help="Where --fn applies: 'cell' (cleanlab's per-cell "
+                                           "arithmetic, default) or 'split' (fn of all a model's flags)."),
     h1: Optional[str] = typer.Option(None, "--h1", help="Models that must flag a fix: count, fraction of |M| or 'all' (default 0.5)."),
     h2: Optional[str] = typer.Option(None, "--h2", help="Distinct candidates that remove: count, fraction or 'all' (default 3)."),
     h3: Optional[str] = typer.Option(None, "--h3", help="Top-5 misses that remove: count, fraction or 'all' (default 0.667)."),
@@ -74,7 +76,7 @@ def clean_arrays(
     if bad:
         raise typer.BadParameter(f"unknown option {bad[0]!r}")
     files = list(pred_probs) + extra
-    given = {k: v for k, v in {"fn": fn, "h1": _threshold("h1", h1), "h2": _threshold("h2", h2),
+    given = {k: v for k, v in {"fn": fn, "fn_scope": fn_scope, "h1": _threshold("h1", h1), "h2": _threshold("h2", h2),
                                "h3": _threshold("h3", h3)}.items() if v is not None}
     p = parse_params(given)  # validates the thresholds exactly as params.yaml would
     thresholds = Thresholds(**{k: getattr(p, k) for k in given})

@@ -163,8 +163,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
             probs, top5, fold = preds.probs, preds.top5, preds.fold
             del preds
             try:
-                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, top5=top5, topk=params.topk, merge_lut=merge_lut,
-                                    candidate_lut=candidate_lut, n_jobs=n_jobs, source=str(files[m]), model=m)
+                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, fn_scope=thresholds.fn_scope, top5=top5,
+                                    topk=params.topk, merge_lut=merge_lut, candidate_lut=candidate_lut, n_jobs=n_jobs,
+                                    source=str(files[m]), model=m)
             except ValueError as e:
                 raise ValueError(row_to_sample(str(e), manifest["sample_id"].to_numpy()[valid_rows])) from None
             del probs
