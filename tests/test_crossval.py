@@ -269,7 +269,7 @@ def test_twenty_sigkills_at_random_moments_each_resume_to_the_same_result(data, 
 # ---------------------------------------------------------------- the fit command
 
 
-def _project(tmp_path: Path, root: Path, manifest: pd.DataFrame, *, finetune: bool = False) -> Path:
+def _project(tmp_path: Path, root: Path, manifest: pd.DataFrame, *, finetune: bool = False, parallel: int = 1) -> Path:
     """A params.yaml + class list + manifest (with its root in the metadata) for the tiny dataset."""
     import yaml
 
@@ -282,7 +282,8 @@ def _project(tmp_path: Path, root: Path, manifest: pd.DataFrame, *, finetune: bo
         "dataset": {"classes": str(tmp_path / "classes.tsv")},
         "splits": {"train": {"root": str(root), "layout": "train"}},
         "models": {"tiny": {"arch": "test_efficientnet", "input_size": [3, 32, 32]}, "nope": {"arch": "resnet_nope"}},
-        "train": {**{k: v for k, v in TINY.__dict__.items() if k != "scale"}, "scale": list(TINY.scale), "finetune": finetune},
+        "train": {**{k: v for k, v in TINY.__dict__.items() if k != "scale"}, "scale": list(TINY.scale), "finetune": finetune,
+                  "parallel": parallel},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path / "params.yaml"
@@ -318,14 +319,15 @@ def test_fit_writes_out_of_fold_predictions_checkpoints_and_a_summary(data, tmp_
 
 
 @pytest.mark.parametrize(
-    "model, match",
-    [("absent", "model 'absent' is not in params.yaml models"), ("nope", "unknown architecture 'resnet_nope'")],
+    "model, match, parallel",
+    [("absent", "model 'absent' is not in params.yaml models", 1), ("nope", "unknown architecture 'resnet_nope'", 1),
+     ("nope", "unknown architecture 'resnet_nope'", 2)],  # 2: checked in the training pool's first process
 )
-def test_fit_stops_with_a_clear_message_before_training(data, tmp_path, capsys, model, match):
+def test_fit_stops_with_a_clear_message_before_training(data, tmp_path, capsys, model, match, parallel):
     root, manifest = data
-    _project(tmp_path, root, manifest)
+    _project(tmp_path, root, manifest, parallel=parallel)
     code, out, err = _fit(tmp_path, model, capsys)
-    assert code == 1 and match in err
+    assert code == 1 and match in err and "Traceback" not in err
     assert not (tmp_path / "models").exists()
 
 
@@ -384,7 +386,7 @@ def test_fit_refuses_a_model_that_did_not_learn_and_writes_no_predictions(data, 
 
 
 def test_check_accuracy_accepts_a_model_at_the_bar_and_an_unchecked_one():
-    from imagenet_clean.models.crossval import check_accuracy
+    from imagenet_clean.models.fit_run import check_accuracy
 
     check_accuracy({"model": "m", "top1": 0.9}, min_accuracy=0.9)
     check_accuracy({"model": "m"}, min_accuracy=0.0)

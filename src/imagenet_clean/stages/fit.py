@@ -13,14 +13,14 @@ def run(params: Params, ws: Workspace, model: str, *, manifest: Path | None = No
 
     Reads ``ws.round_manifest("train")``; writes ``ws.model_dir(model)``,
     ``ws.predictions("train", model)`` and, in round 1, the training curves under
-    ``ws.live_root``. See :func:`imagenet_clean.models.crossval.run_fit`. The
+    ``ws.live_root``. See :func:`imagenet_clean.models.fit_run.run_fit`. The
     keyword arguments replace one of these paths (``imagenet-clean fit`` on files
     outside the project).
 
     Returns:
         The summary on rank 0; None on other ranks.
     """
-    from ..models.crossval import run_fit
+    from ..models.fit_run import run_fit
 
     return run_fit(model, params, manifest=manifest or ws.round_manifest("train"), models_dir=models_dir or ws.models,
                    predictions_dir=predictions_dir or ws.predictions_dir("train"), live_root=live_root or ws.live_root)
