@@ -1,7 +1,7 @@
 """The embedded default proves the method (issue 12): models that learn, a cleanup that is right, cleaning that helps.
 
 One ``dvc repro`` of the repository's unchanged ``params.yaml`` in a fresh
-project (8 min 50 s on 2 CPU cores, 2026-11-30), then the figures a user reads in
+project (10 min 28 s on 2 CPU cores, 2026-12-01), then the figures a user reads in
 ``metrics/`` are checked against the goals of issue 12. Slow: ``pytest -m slow
 tests/test_embedded_quality.py``.
 """
