@@ -3,11 +3,13 @@
 Each model's out-of-sample probabilities go through cleanlab's
 ``find_label_issues(filter_by="prune_by_noise_rate", frac_noise=fn)``; a flagged
 sample's candidate ``l'`` is the model's highest-probability class other than
-the given label. ``fn_scope`` says where ``fn`` applies (:data:`FN_SCOPES`):
-cleanlab's own arithmetic, ``floor(fn * count)`` in each cell of the confident
-joint, or the whole split, ``fn`` times all the model's flags. Everything here works on one model at a time and keeps only
-N-sized vectors afterwards (:class:`ModelEvidence`), so the cleanup of a split
-needs the memory of one model's probability matrix, not of the ensemble's.
+the given label. ``fn_scope`` says where ``fn`` applies
+(:data:`~imagenet_clean.constants.FN_SCOPES`): cleanlab's own arithmetic,
+``floor(fn * count)`` in each cell of the confident joint, or the whole split,
+``fn`` times all the model's flags. Everything here works on one model at a
+time and keeps only N-sized vectors afterwards (:class:`ModelEvidence`), so the
+cleanup of a split needs the memory of one model's probability matrix, not of
+the ensemble's.
 
 Classes with no samples: the probability matrix is passed to cleanlab with all
 K columns, as cleanlab expects (its noise matrices are K x K and a class with no
@@ -318,8 +320,7 @@ def _release_cleanlab_globals() -> None:
 
 
 def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, fn_scope: str = "cell",
-                   top5: np.ndarray | None = None,
-                   topk: int = CONSENSUS_TOPK, merge_lut: np.ndarray | None = None,
+                   top5: np.ndarray | None = None, topk: int = CONSENSUS_TOPK, merge_lut: np.ndarray | None = None,
                    candidate_lut: np.ndarray | None = None, n_jobs: int | None = 1,
                    validate: bool = True, source: str = "", model: str = "") -> ModelEvidence:
     """Everything the rules need from one model, keeping only N-vectors.
