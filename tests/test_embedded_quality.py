@@ -1,8 +1,8 @@
 """The embedded default proves the method (issue 12): models that learn, a cleanup that is right, cleaning that helps.
 
 One ``dvc repro`` of the repository's unchanged ``params.yaml`` in a fresh
-project (6 min 44 s on 2 CPU cores on 2026-12-01 at 09:16, 10 min 28 s on the
-same machine, slower, four hours before), then the figures a user reads in
+project (8 min 31 s on 2 CPU cores on 2026-12-01 at 10:00; 10 min 28 s in the
+shared machine's slow hours that morning, with table 2's narrower model), then the figures a user reads in
 ``metrics/`` are checked against the goals of issue 12. Slow: ``pytest -m slow
 tests/test_embedded_quality.py``.
 """
