@@ -5,6 +5,6 @@ def timm_registry():
     """The ``timm`` module, with this package's embedded architectures (``digits_*``) registered."""
     import timm
 
-    from . import embedded  # noqa: F401  (registers digits_vgg, digits_resnet, digits_squeeze, digits_mbnet, digits_dense)
+    from . import embedded  # noqa: F401  (registers every digits_* architecture: digits_vgg, digits_vgg_wide, digits_resnet, ...)
 
     return timm
