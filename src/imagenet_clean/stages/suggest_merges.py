@@ -78,7 +78,7 @@ def run(params: Params, ws: Workspace) -> dict:
     pairs = suggest_merges(rates, classes, min_rate=cfg.min_rate, fixes=fixes, merged=merged, max_pairs=cfg.max_pairs)
     result = {
         "note": "candidate synonym classes for a person to confirm into dataset.merges; never applied automatically",
-        "rule": "score = min over models and both directions of the share of a class's samples that cleanlab's "
+        "rule": "score = min over models of the geometric mean, over both directions, of the share of a class's samples that cleanlab's "
                 "confident joint counts as the other class",
         "min_rate": cfg.min_rate,
         "models": list(params.models),
