@@ -373,3 +373,22 @@ def score_pairs(found: pd.DataFrame, truth: pd.DataFrame) -> dict:
     for name, same in (("within", True), ("across", False)):
         out[name] = block([p for p in t if (p[0] == p[2]) == same], [p for p in f if (p[0] == p[2]) == same])
     return out
+
+
+def distance_curve(found: pd.DataFrame, truth: pd.DataFrame, distances: Sequence[float]) -> list[dict]:
+    """Precision and recall of the found pairs kept at each ``max_distance`` (exact pairs always kept).
+
+    ``found`` comes from a search at the largest distance; a threshold is then
+    read off the truth (e.g. the largest distance whose precision is still at
+    its goal), not picked by looking at examples.
+
+    Returns:
+        One ``{"max_distance", **score_pairs(...)["all"], "near_precision", "near_recall"}`` per distance.
+    """
+    out = []
+    for d in distances:
+        kept = found[(found["kind"] == "exact") | (found["distance"] <= d)]
+        s = score_pairs(kept, truth)
+        out.append({"max_distance": float(d), **s["all"], "near_precision": s["near"]["precision"],
+                    "near_recall": s["near"]["recall"]})
+    return out

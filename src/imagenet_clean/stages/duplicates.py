@@ -116,7 +116,8 @@ def run(params: Params, ws: Workspace) -> dict:
     if params.models and manifests:
         feats, missing = pooled_features(params, ws, manifests)
         near = near_duplicates(feats, max_distance=cfg.max_distance, k=cfg.k)
-        source = "features files (train.mode probe)" if getattr(params.train, "mode", "scratch") == "probe" else "full models' penultimate activations"
+        probe = getattr(params.train, "mode", "scratch") == "probe"
+        source = "features files (train.mode probe)" if probe else "full models' penultimate activations"
     else:
         near, missing, source = exact.iloc[:0], {s: {} for s in manifests}, "none (no models)"
     pairs = merge_pairs(exact, near)

@@ -1,0 +1,82 @@
+"""Choose ``duplicates.max_distance`` (and the models whose features are pooled) from injected copies' truth.
+
+Run in a project generated with copies (``generate.noise.exact_copies`` /
+``near_copies`` above 0) whose full models are trained (``fit``)::
+
+    PYTHONPATH=src python benchmarks/tune_duplicates.py --project DIR [--models vgg,resnet] [--goal 0.9]
+
+For each feature choice (every model alone, then all pooled) it searches once at
+a wide distance, then prints precision and recall of the found pairs against the
+truth at each distance of a grid, and the largest distance whose precision still
+meets ``--goal`` (the widest net that stays precise). Nothing is hand-picked.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+def f(v) -> str:
+    return f"{v:.3f}" if v is not None else "  -  "
+
+
+GRID = [0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, required=True)
+    ap.add_argument("--models", default="", help="comma list (default: every model in the project's params.yaml)")
+    ap.add_argument("--goal", type=float, default=0.9)
+    ap.add_argument("--k", type=int, default=10)
+    args = ap.parse_args()
+
+    from imagenet_clean.cleanup.duplicates import distance_curve, exact_duplicates, merge_pairs, near_duplicates, truth_pairs
+    from imagenet_clean.config import load_params
+    from imagenet_clean.io import read_table
+    from imagenet_clean.stages.duplicates import _splits, pooled_features
+    from imagenet_clean.workspace import Workspace
+
+    os.chdir(args.project)
+    params = load_params("params.yaml")
+    ws = Workspace(Path("."))
+    splits = _splits(params, ws)
+    manifests = {s: read_table(ws.manifest(s), columns=["sample_id", "path", "status", "reason", "content_hash"]) for s in splits}
+    import pandas as pd
+
+    exact = exact_duplicates({s: pd.Series(m["content_hash"].to_numpy(), index=m["sample_id"].astype(str)) for s, m in manifests.items()})
+    truth = read_table(ws.resolve(params.dataset.truth))
+    tp = truth_pairs(truth[truth["split"].isin(splits)])
+    models = [m for m in args.models.split(",") if m] or list(params.models)
+    choices = [[m] for m in models] + ([models] if len(models) > 1 else [])
+    report = {}
+    for choice in choices:
+        p = replace(params, duplicates=replace(params.duplicates, models=tuple(choice)))
+        t0 = time.perf_counter()
+        feats, _ = pooled_features(p, ws, manifests)
+        t_feat = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        near = near_duplicates(feats, max_distance=max(GRID), k=args.k)
+        t_nn = time.perf_counter() - t0
+        curve = distance_curve(merge_pairs(exact, near), tp, GRID)
+        ok = [c for c in curve if c["precision"] is not None and c["precision"] >= args.goal]
+        best = max(ok, key=lambda c: c["max_distance"]) if ok else None
+        name = "+".join(choice)
+        report[name] = {"curve": curve, "chosen": best, "features_s": round(t_feat, 1), "search_s": round(t_nn, 2),
+                        "n": int(sum(len(ids) for ids, _ in feats.values())), "dim": int(next(iter(feats.values()))[1].shape[1])}
+        print(f"\n{name}: {report[name]['n']} vectors x {report[name]['dim']}, features {t_feat:.1f} s, search {t_nn:.2f} s")
+        print(f"  {'max_distance':>12} {'found':>6} {'true':>5} {'P':>6} {'R':>6} {'near P':>7} {'near R':>7}")
+        for c in curve:
+            print(f"  {c['max_distance']:>12} {c['found']:>6} {c['true']:>5} {f(c['precision']):>6} {f(c['recall']):>6} "
+                  f"{f(c['near_precision']):>7} {f(c['near_recall']):>7}")
+        print(f"  largest max_distance with precision >= {args.goal}: {best and best['max_distance']} "
+              f"(recall {best and best['recall']})")
+    Path("tune_duplicates.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
