@@ -223,6 +223,15 @@ class TablesConfig:
 
 
 @dataclass(frozen=True)
+class SuggestMergesConfig:
+    """Candidate synonym classes (``suggest_merges`` stage; cleanup/suggest.py): reported, never applied."""
+
+    # a pair is suggested when every model's confident joint puts at least this share of each class in the other
+    min_rate: float = field(default=0.1, metadata=_check(lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    max_pairs: int = field(default=20, metadata=_POS)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     # Thresholds for every cleaned split at once: null (the default) leaves each split its own value.
@@ -250,6 +259,7 @@ class Params:
     predict: PredictConfig = field(default_factory=PredictConfig)
     cam: CamConfig = field(default_factory=CamConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
+    suggest_merges: SuggestMergesConfig = field(default_factory=SuggestMergesConfig)
 
     def thresholds(self, split: str) -> Thresholds:
         """The split's thresholds, by :data:`THRESHOLD_RULE`.

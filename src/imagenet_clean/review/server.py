@@ -218,5 +218,25 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     url = f"http://{shown}:{port}/" + (f"?token={access}" if access else "")
     echo(f"reviewing {len(data.ids)} changes of {split}; verdicts go to {data.reviews}")
     echo(f"open {url}  (Ctrl-C to stop)")
-    app.run(host=host, port=port, threaded=True, use_reloader=False)  # a taken port: werkzeug says so, exit code 1
+    serve_app(app, host=host, port=port)
+
+
+def serve_app(app, *, host: str, port: int, threads: int = 8) -> None:
+    """Serve ``app`` with waitress (a production WSGI server, pure Python) until interrupted.
+
+    Raises:
+        ValueError: the address cannot be bound (a taken port, an unknown host), in one line.
+    """
+    from waitress.server import create_server
+
+    try:
+        server = create_server(app, host=host, port=port, threads=threads)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
 

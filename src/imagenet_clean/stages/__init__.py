@@ -15,6 +15,7 @@ STAGES = {
     "clean": "clean",
     "review": "review",
     "score": "score",
+    "suggest_merges": "suggest_merges",
     "tables": "tables",
     "retrain": "retrain",
     "table3": "table3",

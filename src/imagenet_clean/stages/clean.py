@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..cleanup.changes import change_list
 from ..cleanup.confident import model_evidence
@@ -34,7 +33,7 @@ from ..cleanup.ensemble import (
 from ..cleanup.inputs import check_prediction_shape, check_unique_ids
 from ..cleanup.merges import load_merges, merge_index
 from ..cleanup.rules import apply_exemptions, resolved
-from ..cleanup.streamread import read_model_rows
+from ..cleanup.streamread import prediction_index, read_model_rows
 from ..cleanup.verdicts import review_split
 from ..config import Params
 from ..constants import SKIPPED_WHY
@@ -44,27 +43,6 @@ from ..leftovers import sweep_outputs
 from ..models.distributed import dist_info
 from ..workspace import Workspace
 from .common import merge_spec, project_classes, skip_reason, split_root
-
-
-def prediction_index(path: Path, manifest_ids: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions of the manifest's samples in a prediction file, and that file's status/reason per manifest row."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no prediction file (has `imagenet-clean predict-split` run for this model?)")
-    t = pq.read_table(path, columns=["sample_id", "status", "reason"])
-    ids = pd.Index(t["sample_id"].to_numpy(zero_copy_only=False))
-    if ids.has_duplicates:
-        raise ValueError(f"file {path}: duplicate sample_id {ids[ids.duplicated()][0]!r}")
-    pos = ids.get_indexer(manifest_ids)
-    if (pos < 0).any():
-        miss = manifest_ids[pos < 0]
-        raise ValueError(f"file {path}: {len(miss)} manifest samples have no prediction, e.g. {miss[0]!r} "
-                         "(re-run the predict stage for this split)")
-    if len(ids) != len(manifest_ids):
-        extra = ids[~ids.isin(manifest_ids)]
-        raise ValueError(f"file {path}: {len(extra)} predictions for samples not in the manifest, e.g. {extra[0]!r}")
-    status = t["status"].to_numpy(zero_copy_only=False)[pos]
-    reason = t["reason"].to_numpy(zero_copy_only=False)[pos]
-    return pos, status, reason
 
 
 def trained_loader(params: Params, num_classes: int, models_dir: str | Path) -> LoadModelFn:
