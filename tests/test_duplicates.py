@@ -171,3 +171,15 @@ def test_truth_pairs_link_copies_of_one_original_and_score_found_pairs():
     assert s["near"] == {"found": 2, "true": 3, "hit": 1, "precision": 0.5, "recall": round(1 / 3, 4)}
     assert s["across"] == {"found": 3, "true": 3, "hit": 2, "precision": round(2 / 3, 4), "recall": round(2 / 3, 4)}
     assert truth_pairs(truth.drop(columns=["duplicate_of"])).empty
+
+
+def test_the_distance_curve_trades_precision_for_recall():
+    from imagenet_clean.cleanup.duplicates import distance_curve
+
+    truth = pd.DataFrame([("train", "a", "train", "b", "near", np.nan), ("train", "c", "val", "d", "exact", np.nan)],
+                         columns=list(PAIR_COLUMNS))
+    found = pd.DataFrame([("train", "c", "val", "d", "exact", 0.0), ("train", "a", "train", "b", "near", 0.02),
+                          ("train", "a", "train", "e", "near", 0.05)], columns=list(PAIR_COLUMNS))
+    curve = distance_curve(found, truth, [0.01, 0.03, 0.1])
+    assert [(c["found"], c["precision"], c["recall"]) for c in curve] == [(1, 1.0, 0.5), (2, 1.0, 1.0), (3, round(2 / 3, 4), 1.0)]
+    assert [c["near_recall"] for c in curve] == [0.0, 1.0, 1.0]
