@@ -11,6 +11,9 @@ Problems are injected at the ``generate.noise`` rates and recorded in
 confusable partner), ``minuscule`` (digit 5-9 px tall), ``bad_quality`` (blur,
 noise or low contrast), ``multi_object`` (2-4 digits, one labelled) and
 ``synonym`` (about half of the digit-one images labelled ``n90000010``).
+With ``generate.noise.exact_copies`` / ``near_copies`` above 0 (both 0 by
+default), exact and near copies of originals are added within and across
+splits and recorded in the truth (:mod:`imagenet_clean.data.copies`).
 
 Layouts written under ``generate.out`` (default ``data/raw``)::
 
