@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--models", default="", help="comma list (default: every model in the project's params.yaml)")
     ap.add_argument("--goal", type=float, default=0.9)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--features", default="", help="map or pooled (default: the project's duplicates.features)")
     args = ap.parse_args()
 
     from imagenet_clean.cleanup.duplicates import distance_curve, exact_duplicates, merge_pairs, near_duplicates, pool_models, truth_pairs
@@ -49,6 +50,10 @@ def main() -> None:
 
     os.chdir(args.project)
     params = load_params("params.yaml")
+    if args.features:
+        from dataclasses import replace
+
+        params = replace(params, duplicates=replace(params.duplicates, features=args.features))
     ws = Workspace(Path("."))
     splits = _splits(params, ws)
     manifests = {s: read_table(ws.manifest(s), columns=["sample_id", "path", "status", "reason", "content_hash"]) for s in splits}
@@ -85,7 +90,7 @@ def main() -> None:
                   f"{f(c['near_precision']):>7} {f(c['near_recall']):>7}")
         print(f"  largest max_distance with precision >= {args.goal}: {best and best['max_distance']} "
               f"(recall {best and best['recall']}); best F1 at {f1['max_distance']} (P {f1['precision']}, R {f1['recall']})")
-    Path("tune_duplicates.json").write_text(json.dumps(report, indent=2) + "\n")
+    Path(f"tune_duplicates_{params.duplicates.features}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

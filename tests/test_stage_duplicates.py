@@ -123,6 +123,7 @@ def test_a_rerun_is_byte_identical(project, tmp_path):
     ({"k": 1}, r"^duplicates.k: 1 is out of range; allowed: an integer >= 2$"),
     ({"remove_max_distance": 0.05}, r"^duplicates.remove_max_distance: 0.05 is beyond duplicates.max_distance 0.02"),
     ({"models": ["nope"]}, r"^duplicates.models: 'nope' is not a cleanup model; one of vgg$"),
+    ({"features": "logits"}, r"^duplicates.features: 'logits' is out of range; allowed: map or pooled$"),
 ])
 def test_bad_duplicates_params_are_one_line_config_errors(dup, message):
     with pytest.raises(ConfigError, match=message) as e:

@@ -240,7 +240,9 @@ class DuplicatesConfig:
     """Exact and near copies within and across splits (``duplicates`` stage; cleanup/duplicates.py)."""
 
     # largest cosine distance 1 - cos of two samples' pooled features that counts as a near copy
-    max_distance: float = field(default=0.02, metadata=_check(lambda v: 0 <= v <= 2, "a cosine distance in [0, 2]"))
+    max_distance: float = field(default=0.04, metadata=_check(lambda v: 0 <= v <= 2, "a cosine distance in [0, 2]"))
+    # the full models' vectors (train.mode scratch/finetune): "map" the last feature map unpooled, "pooled" the pre-logits vector
+    features: str = field(default="map", metadata=_check(lambda v: v in ("map", "pooled"), "map or pooled"))
     # neighbours looked up per sample (itself included)
     k: int = field(default=5, metadata=_check(lambda v: v >= 2, "an integer >= 2"))
     # models whose features are pooled (each L2-normalised, then concatenated); empty: every cleanup model
@@ -249,7 +251,7 @@ class DuplicatesConfig:
     # list the within-split copies a removal would drop (one representative per group always stays); off: report only
     remove: bool = False
     # a near pair is removable only within this distance (<= max_distance); exact copies always are
-    remove_max_distance: float = field(default=0.01, metadata=_check(lambda v: 0 <= v <= 2, "a cosine distance in [0, 2]"))
+    remove_max_distance: float = field(default=0.02, metadata=_check(lambda v: 0 <= v <= 2, "a cosine distance in [0, 2]"))
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,17 @@ import numpy as np
 
 from ..constants import MAX_IMAGE_PIXELS
 
+FEATURE_KINDS = {
+    "pooled": lambda model, x: model.forward_head(model.forward_features(x), pre_logits=True),
+    "map": lambda model, x: model.forward_features(x),
+}
+"""What a sample's vector is: ``pooled`` the pre-logits vector (globally pooled), ``map`` the last
+feature map unpooled (channels x height x width, flattened): it keeps where things are, so two
+different pictures of one class differ more (docs/duplicates.md has the measurements)."""
+
 
 def penultimate_features(model, data_cfg: dict, root: str | Path, paths: Sequence[str], *, batch_size: int = 128,
-                         max_pixels: int = MAX_IMAGE_PIXELS, desc: str = "features") -> tuple[np.ndarray, list[str]]:
+                         max_pixels: int = MAX_IMAGE_PIXELS, kind: str = "pooled", desc: str = "features") -> tuple[np.ndarray, list[str]]:
     """The pre-logits features of every image under ``root``.
 
     Args:
@@ -26,6 +34,7 @@ def penultimate_features(model, data_cfg: dict, root: str | Path, paths: Sequenc
         paths: Image paths relative to ``root``.
         batch_size: Images per forward pass; only one batch is in memory at a time.
         max_pixels: Decompression-bomb limit.
+        kind: A key of :data:`FEATURE_KINDS`.
         desc: Progress label.
 
     Returns:
@@ -44,7 +53,7 @@ def penultimate_features(model, data_cfg: dict, root: str | Path, paths: Sequenc
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.inference_mode():
         for idx, x, why in progress(loader, desc=desc, unit="batch"):
-            f = model.forward_head(model.forward_features(x), pre_logits=True).flatten(1).float().cpu().numpy()
+            f = FEATURE_KINDS[kind](model, x).flatten(1).float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(ds), f.shape[1]), np.float32)
             rows = idx.numpy()

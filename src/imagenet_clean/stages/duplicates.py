@@ -70,7 +70,8 @@ def _model_features(params: Params, ws: Workspace, model: str, manifests: dict[s
         bad = {i: r or "unreadable" for i, r in zip(man.loc[man["status"] != "ok", "sample_id"], man.loc[man["status"] != "ok", "reason"])}
         root = split_root(read_metadata(ws.manifest(split)), params, split, ws)
         x, reasons = penultimate_features(net, data_cfg, root, usable["path"].tolist(), batch_size=params.duplicates.batch_size,
-                                          max_pixels=params.ingest.max_pixels, desc=f"features {model} {split}")
+                                          max_pixels=params.ingest.max_pixels, kind=params.duplicates.features,
+                                          desc=f"features {model} {split}")
         ok = np.array([not r for r in reasons], bool)
         ids = usable["sample_id"].astype(str).to_numpy()
         bad.update({i: r for i, r, g in zip(ids, reasons, ok) if not g})
@@ -117,7 +118,7 @@ def run(params: Params, ws: Workspace) -> dict:
         feats, missing = pooled_features(params, ws, manifests)
         near = near_duplicates(feats, max_distance=cfg.max_distance, k=cfg.k)
         probe = getattr(params.train, "mode", "scratch") == "probe"
-        source = "features files (train.mode probe)" if probe else "full models' penultimate activations"
+        source = "features files (train.mode probe)" if probe else f"full models' last activations ({cfg.features})"
     else:
         near, missing, source = exact.iloc[:0], {s: {} for s in manifests}, "none (no models)"
     pairs = merge_pairs(exact, near)
