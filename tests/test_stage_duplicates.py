@@ -121,7 +121,7 @@ def test_a_rerun_is_byte_identical(project, tmp_path):
     ({"max_distance": 2.5}, r"^duplicates.max_distance: 2.5 is out of range; allowed: a cosine distance in \[0, 2\]$"),
     ({"max_distance": -0.1}, r"^duplicates.max_distance: -0.1 is out of range"),
     ({"k": 1}, r"^duplicates.k: 1 is out of range; allowed: an integer >= 2$"),
-    ({"remove_max_distance": 0.05}, r"^duplicates.remove_max_distance: 0.05 is beyond duplicates.max_distance 0.02"),
+    ({"remove_max_distance": 0.05}, r"^duplicates.remove_max_distance: 0.05 is beyond duplicates.max_distance 0.04"),
     ({"models": ["nope"]}, r"^duplicates.models: 'nope' is not a cleanup model; one of vgg$"),
     ({"features": "logits"}, r"^duplicates.features: 'logits' is out of range; allowed: map or pooled$"),
 ])
