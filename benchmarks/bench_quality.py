@@ -15,6 +15,7 @@ in for ImageNet's (about 400 x 350 on average).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -35,6 +36,7 @@ def main() -> None:
     from imagenet_clean.data.quality import measure_split
 
     print(f"CPU: {os.cpu_count()} cores visible; one process per measurement; n = {args.n}")
+    rows = []
     print("side  ingest s/1k  quality s/1k  decode-only s/1k  quality/ingest")
     for side in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -55,6 +57,9 @@ def main() -> None:
             t_decode = time.perf_counter() - t0
             k = 1000 / len(manifest)
             print(f"{side:4d}  {t_ingest * k:11.2f}  {t_quality * k:12.2f}  {t_decode * k:16.2f}  {t_quality / t_ingest:14.1f}")
+            rows.append({"side": side, "ingest_s_per_1k": round(t_ingest * k, 3), "quality_s_per_1k": round(t_quality * k, 3),
+                         "decode_s_per_1k": round(t_decode * k, 3), "quality_over_ingest": round(t_quality / t_ingest, 2)})
+    print(json.dumps({"n": args.n, "sizes": rows}))
 
 
 if __name__ == "__main__":

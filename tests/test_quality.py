@@ -252,7 +252,7 @@ def test_rule_on_refuses_a_missing_or_stale_quality_file(tmp_path):
 def test_apply_quality_rule_keeps_removals_of_other_rules_and_adds_evidence():
     dec = pd.DataFrame({"sample_id": ["x", "y"], "action": ["remove", "keep"], "reason": ["", ""],
                         "rules": pd.Series([["consensus"], []], dtype=object)})
-    fig = pd.DataFrame({"sample_id": ["y", "x"], "noise": [1.0, 50.0]})
+    fig = pd.DataFrame({"sample_id": ["y", "z", "x"], "noise": [1.0, 99.0, 50.0]})  # z: a row a later round no longer cleans
     out = apply_quality_rule(dec, fig, {"noise": QualityBound(max=20.0)})
     assert out["action"].tolist() == ["remove", "keep"]
     assert list(out.loc[0, "rules"]) == ["consensus", "quality"] and out.loc[0, "reason"] == "image quality: noise 50 > max 20"

@@ -49,7 +49,8 @@ def apply_quality_rule(decisions: pd.DataFrame, figures: pd.DataFrame, threshold
 
     Args:
         decisions: The full decisions table (docs/architecture.md), before the verdicts.
-        figures: The split's quality file (``sample_id`` and the measures), one row per decisions row.
+        figures: The split's quality file (``sample_id`` and the measures), a row for every decisions row
+            (a later round's decisions cover a subset of them).
         thresholds: ``measure -> QualityBound`` (params ``quality.thresholds``).
         source: The quality file's name, for the messages.
 
@@ -60,17 +61,17 @@ def apply_quality_rule(decisions: pd.DataFrame, figures: pd.DataFrame, threshold
         reason as evidence.
 
     Raises:
-        ValueError: the quality file does not list exactly the decisions' samples
-            (it is stale: rerun ``imagenet-clean quality --split S``), or lacks a measure.
+        ValueError: the quality file lacks a sample of the decisions (it is stale:
+            rerun ``imagenet-clean quality --split S``), or lacks a measure.
     """
     missing = [m for m in thresholds if m not in figures.columns]
     if missing:
         raise ValueError(f"{source}: no column {missing[0]!r}; rerun `imagenet-clean quality`")
     pos = pd.Index(figures["sample_id"]).get_indexer(decisions["sample_id"])
-    if (pos < 0).any() or len(figures) != len(decisions):
+    if (pos < 0).any():  # a later round cleans a subset of the split's rows: more figures than decisions is fine
         gone = decisions["sample_id"].to_numpy()[pos < 0]
-        what = f"lacks sample {gone[0]!r}" if len(gone) else f"has {len(figures)} rows for {len(decisions)} samples"
-        raise ValueError(f"{source} {what}: it is stale; rerun `imagenet-clean quality` for this split")
+        raise ValueError(f"{source} lacks sample {gone[0]!r} ({len(gone)} in all): it is stale; "
+                         "rerun `imagenet-clean quality` for this split")
     fired = beyond_bounds(figures.iloc[pos].reset_index(drop=True), thresholds)
     out = decisions.copy()
     action = out["action"].to_numpy(dtype=object).copy()
