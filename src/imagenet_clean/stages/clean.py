@@ -171,6 +171,11 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         return {"split": split, "rank": rank, "cam_candidates": int(len(cands))}
 
     decisions = full_decisions(manifest, dec, valid_rows, reason, classes)
+    qc = params.quality
+    if qc.enabled:  # the optional quality rule (cleanup/quality.py); off, the quality file is not read
+        from ..cleanup.quality import apply_quality_rule, read_quality
+
+        decisions = apply_quality_rule(decisions, read_quality(ws.quality(split)), qc.thresholds, source=str(ws.quality(split)))
     decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
     clean = clean_manifest(manifest, decisions, merges, classes)
     res = resolved(thresholds, len(names))
@@ -178,6 +183,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
 
     table_meta = {**meta, "thresholds": json.dumps(thresholds_dict(thresholds)), "models": json.dumps(names),
                   "merges": str(params.dataset.merges), "cam": json.dumps(use_cam)}
+    if qc.enabled:
+        table_meta["quality"] = json.dumps({m: {"min": b.min, "max": b.max} for m, b in qc.thresholds.items()})
     schema = DECISIONS_SCHEMA.append(pa.field("verdict", pa.string())) if "verdict" in decisions else DECISIONS_SCHEMA
     write_table(ws.decisions(split), pa.Table.from_pandas(decisions, schema=schema, preserve_index=False),
                 metadata=table_meta)
@@ -186,6 +193,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk,
                "topk_merged": bool(merge_lut is not None), "flags_merged": bool(candidate_lut is not None)}
     metrics["threshold_sources"] = params.threshold_sources(split)
+    if qc.enabled:  # only then, so that the metrics with the rule off are those of before
+        metrics["remove_quality"] = int(sum("quality" in r for r in decisions["rules"]))
+        metrics["remove_quality_only"] = int(sum(list(r) == ["quality"] for r in decisions["rules"]))
     if "verdict" in decisions:
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
     write_json(ws.cleanup_metrics(split), metrics)
