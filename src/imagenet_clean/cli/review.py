@@ -17,6 +17,9 @@ def review(
     workdir: Path = WORKDIR,
     export: Optional[Path] = typer.Option(None, "--export",
                                           help="Write a read-only HTML report of the changes to this folder instead of serving."),
+    audit: int = typer.Option(0, "--audit", min=0, help="Also list a random sample of this many kept images (action "
+                              "filter 'audit'): a relabelled one is an error the machine missed, which `tune` counts."),
+    audit_seed: int = typer.Option(0, "--audit-seed", help="The seed of the audit sample (the same seed, the same images)."),
 ) -> None:
     """Review a split's changes in the browser; verdicts go to reviews/<split>.csv, which `dvc repro` applies."""
     if export is not None:
@@ -28,7 +31,7 @@ def review(
         return
     from ..review.server import serve
 
-    serve(workdir, split, host=host, port=port, echo=typer.echo)
+    serve(workdir, split, host=host, port=port, echo=typer.echo, audit=audit, audit_seed=audit_seed)
 
 
 def review_metrics(

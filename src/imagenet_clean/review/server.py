@@ -187,7 +187,8 @@ def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token:
     return app
 
 
-def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int = 8765, echo=print) -> None:
+def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int = 8765, echo=print, audit: int = 0,
+          audit_seed: int = 0) -> None:
     """Run the review app until interrupted; prints the URL (with the access token off loopback).
 
     Raises:
@@ -196,7 +197,7 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     from ..config import load_params
 
     workdir = Path(workdir)
-    data = ReviewData(workdir, split, background=True)
+    data = ReviewData(workdir, split, background=True, audit=audit, audit_seed=audit_seed)
     cams, methods = None, ()
     params_file = workdir / "params.yaml"
     if params_file.is_file():
@@ -216,7 +217,9 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     app = create_app(data, access_token=access, hosts=hosts, cams=cams, cam_methods=methods)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={access}" if access else "")
-    echo(f"reviewing {len(data.ids)} changes of {split}; verdicts go to {data.reviews}")
+    n_audit = int(data.audit.sum())
+    echo(f"reviewing {len(data.ids) - n_audit} changes of {split}" + (f" and an audit sample of {n_audit} kept images "
+         f"(seed {audit_seed}; action filter 'audit')" if n_audit else "") + f"; verdicts go to {data.reviews}")
     echo(f"open {url}  (Ctrl-C to stop)")
     app.run(host=host, port=port, threaded=True, use_reloader=False)  # a taken port: werkzeug says so, exit code 1
 

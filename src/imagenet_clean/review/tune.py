@@ -30,7 +30,6 @@ one half, :data:`~imagenet_clean.constants.TUNE_MIN_WIN_SHARE`); without one, th
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -49,6 +48,7 @@ from ..config import ConfigError, Params, Thresholds, is_threshold
 from ..constants import MIN_TUNE_REVIEWS, TUNE_MIN_WIN_SHARE, WILSON_Z
 from ..io import read_metadata, read_table
 from ..workspace import Workspace
+from .data import audit_rank
 
 TUNABLE = ("h1", "h2", "h3")
 """The thresholds ``tune`` varies (``fn`` changes confident learning itself: an experiment, not a replay)."""
@@ -550,18 +550,12 @@ def tune_split(params: Params, ws: Workspace, split: str, *, param: str = "h1,h2
 # ------------------------------------------------------------------ a stand-in reviewer (the embedded truth)
 
 
-def audit_rank(sample_ids: Sequence[str], seed: int) -> np.ndarray:
-    """A seeded order of samples that does not depend on their order or on the other samples (for audits)."""
-    keys = [hashlib.blake2b(f"{seed}:{s}".encode(), digest_size=8).hexdigest() for s in sample_ids]
-    return np.argsort(np.asarray(keys, dtype=object), kind="stable")
-
-
 def standin_verdicts(decisions: pd.DataFrame, truth: pd.DataFrame, wnids: Sequence[str], lut: np.ndarray, *,
                      audit: int = 0, seed: int = 0) -> dict[str, Verdict]:
     """The verdicts a reviewer who knows the injected truth gives (the embedded default's ``truth.parquet``).
 
     Every change (fix, removal, CAM exemption) is reviewed, and ``audit`` kept images drawn as the review
-    app draws them (:func:`audit_rank`). The reviewer accepts a right decision, relabels a wrong label to
+    app draws them (:func:`~imagenet_clean.review.data.audit_rank`). The reviewer accepts a right decision, relabels a wrong label to
     the true class, and rejects a fix or removal of a correct label; a problem image (no digit to name)
     whose removal the machine proposed is accepted, else, since no verdict removes an image, its label
     (the true one) is kept. Labels are compared after merges.
