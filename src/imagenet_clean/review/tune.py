@@ -490,7 +490,10 @@ def run_missing_cams(params: Params, ws: Workspace, inputs: TuneInputs, grid_set
 
 @dataclass
 class TuneResult:
+    """What :func:`tune_split` found: the table (one row per setting of ``settings``), the proposed row."""
+
     table: pd.DataFrame
+    settings: list[Thresholds]
     chosen: int
     line: str
     text: str
@@ -544,7 +547,7 @@ def tune_split(params: Params, ws: Workspace, split: str, *, param: str = "h1,h2
     if blocked:
         text += (f"\n{blocked} settings make reviewed samples CAM candidates without a CAM result and were not "
                  f"proposed; `--cams` computes them (cached in {ws.cam_cache(split)})")
-    return TuneResult(table=table, chosen=chosen, line=line, text=text, n_reviewed=len(usable))
+    return TuneResult(table=table, settings=todo, chosen=chosen, line=line, text=text, n_reviewed=len(usable))
 
 
 # ------------------------------------------------------------------ a stand-in reviewer (the embedded truth)
@@ -596,3 +599,42 @@ def split_halves(verdicts: Mapping[str, Verdict], seed: int) -> tuple[dict[str, 
     a = {ids[i]: verdicts[ids[i]] for i in sorted(order[:half])}
     b = {ids[i]: verdicts[ids[i]] for i in sorted(order[half:])}
     return a, b
+
+
+def standin_experiment(params: Params, ws: Workspace, split: str, *, audit: int = 100, seed: int = 0, cams: bool = False,
+                       param: str = "h1,h2,h3", grid: Sequence[str] = (), inputs: TuneInputs | None = None) -> dict:
+    """Tune on half of a truth-knowing reviewer's verdicts and compare with the current thresholds on the other half.
+
+    The reviewer (:func:`standin_verdicts`) judges every change and ``audit`` kept images; its verdicts are
+    cut in two by ``seed`` (:func:`split_halves`); ``tune`` proposes a setting from the tuning half; both
+    the proposed and the current thresholds are then scored on the held-out half.
+
+    Returns:
+        ``current``/``proposed`` (thresholds), ``line``, ``reviewed`` (all, tuning, held-out) and, for each of
+        ``tuning`` and ``held_out``, the agreement, its Wilson interval and counts of both settings.
+    """
+    inputs = inputs or load_inputs(params, ws, split)
+    if not params.dataset.truth:
+        raise TuneError("params.yaml dataset.truth names no truth table: there is no stand-in reviewer")
+    truth = read_table(ws.resolve(params.dataset.truth))
+    truth = truth[truth["split"] == split]
+    verdicts = standin_verdicts(inputs.decisions, truth, inputs.ev.classes.wnids, inputs.merge_lut, audit=audit, seed=seed)
+    tuning, held = split_halves(verdicts, seed)
+    r = tune_split(params, ws, split, param=param, grid=grid, cams=cams, verdicts=tuning, inputs=inputs)
+    chosen = r.settings[r.chosen]
+
+    def rows(table: pd.DataFrame) -> dict:
+        keys = ("reviewed", "agree", "agreement", "low", "high", "wins", "losses", "changed_unreviewed", "fix", "remove")
+        return {name: {k: (float(table.loc[i, k]) if k in ("agreement", "low", "high") else int(table.loc[i, k]))
+                       for k in keys} for name, i in (("current", 0), ("proposed", 1))}
+
+    both = [inputs.current, chosen]
+    return {
+        "split": split, "seed": seed, "audit": audit,
+        "current": setting_key(inputs.current), "proposed": setting_key(chosen), "line": r.line,
+        "reviewed": {"all": len(verdicts), "tuning": len(tuning), "held_out": len(held)},
+        "verdicts": {v: sum(x.verdict == v for x in verdicts.values()) for v in ("accept", "reject", "relabel")},
+        "tuning": rows(evaluate(inputs, tuning, both)),
+        "held_out": rows(evaluate(inputs, held, both)),
+        "text": r.text,
+    }
