@@ -187,6 +187,12 @@ def test_grid_outside_the_valid_range_is_refused(reviewed, capsys, grid, want):
     assert want in err and len(err.splitlines()) == 1
 
 
+def test_nothing_to_vary_is_refused(reviewed, capsys):
+    tmp, ws, dec, verdicts = reviewed
+    _write(ws, verdicts)
+    assert "nothing to vary" in _error(tmp, capsys=capsys, args=["--param", ""])
+
+
 def test_decisions_out_of_date_are_refused(reviewed, capsys):
     tmp, ws, dec, verdicts = reviewed
     _write(ws, verdicts)
@@ -194,6 +200,22 @@ def test_decisions_out_of_date_are_refused(reviewed, capsys):
     p.write_text(p.read_text().replace("h3: 3", "h3: 2"))
     err = _error(tmp, capsys=capsys)
     assert "are not the ones" in err and "run `dvc repro` first" in err
+
+
+def test_decisions_the_predictions_no_longer_give_are_refused(tmp_path):
+    import pyarrow as pa
+
+    from imagenet_clean.cleanup.ensemble import DECISIONS_SCHEMA
+    from imagenet_clean.io import read_metadata, write_table
+
+    params, ws, dec, _ = _project(tmp_path, h1="all", h2=3, h3=3)
+    path = ws.decisions("val")
+    meta = read_metadata(path)
+    i = int(np.flatnonzero((dec["action"] == "keep").to_numpy() & dec["rules"].map(len).eq(0).to_numpy())[7])
+    dec.loc[i, "action"] = "remove"  # as if the predictions had changed since the clean stage ran
+    write_table(path, pa.Table.from_pandas(dec, schema=DECISIONS_SCHEMA, preserve_index=False), metadata=meta)
+    with pytest.raises(T.TuneError, match=r"1 decisions differ from what the predictions give now, e.g. " + dec.loc[i, "sample_id"]):
+        T.load_inputs(params, ws, "val")
 
 
 def test_cli_prints_the_table_and_the_line(reviewed, capsys):

@@ -132,6 +132,8 @@ def parse_grid(params_text: str, grid: Sequence[str], *, current: Thresholds, n_
             except ConfigError as e:
                 raise TuneError(f"--grid {e}") from None
         out[key] = list(dict.fromkeys(vals))
+    if not out:
+        raise TuneError(f"nothing to vary: give --param (some of {', '.join(TUNABLE)}) or --grid NAME=V1,V2,...")
     return out
 
 
@@ -292,7 +294,8 @@ def reviewed_verdicts(inputs: TuneInputs, verdicts: Mapping[str, Verdict], *, so
         more = f" and {len(outcome.stale) - 5} more" if len(outcome.stale) > 5 else ""
         raise TuneError(f"{len(outcome.stale)} verdicts in {source} are for another version of the decisions: "
                         f"{rows}{more}; review them again or remove them")
-    usable = {s: verdicts[s] for s in outcome.applied if s in set(inputs.sample_ids.tolist())}
+    ids = set(inputs.sample_ids.tolist())
+    usable = {s: verdicts[s] for s in outcome.applied if s in ids}
     if len(usable) < min_reviews:
         raise TuneError(f"{len(usable)} reviewed samples in {source}; tune needs at least {min_reviews} "
                         f"(constants.MIN_TUNE_REVIEWS) to tell settings apart")
@@ -357,7 +360,8 @@ def evaluate(inputs: TuneInputs, verdicts: Mapping[str, Verdict], grid_settings:
     Columns: ``h1``, ``h2``, ``h3``, ``fix``, ``remove`` (over the split), ``reviewed`` (reviewed samples
     the setting decides), ``agree``, ``agreement``, ``low``, ``high`` (Wilson), ``wins``/``losses``
     (reviewed samples where it agrees and the current thresholds do not, and the reverse),
-    ``changed_unreviewed`` (samples it decides otherwise than the current thresholds, without a verdict),
+    ``changed_unreviewed`` (samples it decides otherwise than the current thresholds, without a verdict,
+    undecided ones aside),
     ``undecided`` (CAM candidates without a CAM result) and ``undecided_reviewed``, ``current``.
     """
     machine, _, _ = decide_setting(inputs, inputs.current)
@@ -379,7 +383,7 @@ def evaluate(inputs: TuneInputs, verdicts: Mapping[str, Verdict], grid_settings:
             **setting_key(t), "fix": int((act == "fix").sum()), "remove": int((act == "remove").sum()),
             "reviewed": n, "agree": k, "agreement": k / n if n else float("nan"), "low": lo, "high": hi,
             "wins": int((ok & ~base_ok & dec_rev).sum()), "losses": int((~ok & base_ok & dec_rev).sum()),
-            "changed_unreviewed": int((changed & ~reviewed).sum()),
+            "changed_unreviewed": int((changed & ~reviewed & ~undecided).sum()),
             "undecided": int(undecided.sum()), "undecided_reviewed": int((undecided & reviewed).sum()),
             "current": t == inputs.current,
         })
