@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {half:8} {name:8} agreement {x['agreement']:.3f} [{x['low']:.3f}, {x['high']:.3f}] "
                       f"({x['agree']}/{x['reviewed']}; wins {x['wins']}, losses {x['losses']}; fix {x['fix']}, "
                       f"remove {x['remove']}; {x['changed_unreviewed']} unreviewed samples change)")
+        b = r["best_raw"]
+        x = b["held_out"]
+        print(f"  best raw agreement on the tuning half, no sign test: {b['setting']}; held out {x['agreement']:.3f} "
+              f"[{x['low']:.3f}, {x['high']:.3f}] ({x['agree']}/{x['reviewed']}; wins {x['wins']}, losses {x['losses']})")
     ok = all(r["held_out"]["proposed"]["agreement"] >= r["held_out"]["current"]["agreement"] for r in results)
     print(f"evidence loaded in {t_load:.1f} s; held-out agreement of the proposed >= the current's on every seed: {ok}")
     print(json.dumps([{k: v for k, v in r.items() if k != "text"} for r in results]))

@@ -357,7 +357,7 @@ def setting_key(t: Thresholds) -> dict:
 def evaluate(inputs: TuneInputs, verdicts: Mapping[str, Verdict], grid_settings: Sequence[Thresholds]) -> pd.DataFrame:
     """One row per setting: counts, agreement with the reviewers and its interval, unreviewed changes.
 
-    Columns: ``h1``, ``h2``, ``h3``, ``fix``, ``remove`` (over the split), ``reviewed`` (reviewed samples
+    Columns: ``h1``, ``h2``, ``h3`` (as params.yaml spells them, text), ``fix``, ``remove`` (over the split), ``reviewed`` (reviewed samples
     the setting decides), ``agree``, ``agreement``, ``low``, ``high`` (Wilson), ``wins``/``losses``
     (reviewed samples where it agrees and the current thresholds do not, and the reverse),
     ``changed_unreviewed`` (samples it decides otherwise than the current thresholds, without a verdict,
@@ -380,7 +380,7 @@ def evaluate(inputs: TuneInputs, verdicts: Mapping[str, Verdict], grid_settings:
         changed = (dec["action"].to_numpy() != cur_act) | (dec["new_label"].to_numpy() != cur_new)
         act = dec["action"].to_numpy()
         rows.append({
-            **setting_key(t), "fix": int((act == "fix").sum()), "remove": int((act == "remove").sum()),
+            **{k: str(v) for k, v in setting_key(t).items()}, "fix": int((act == "fix").sum()), "remove": int((act == "remove").sum()),
             "reviewed": n, "agree": k, "agreement": k / n if n else float("nan"), "low": lo, "high": hi,
             "wins": int((ok & ~base_ok & dec_rev).sum()), "losses": int((~ok & base_ok & dec_rev).sum()),
             "changed_unreviewed": int((changed & ~reviewed & ~undecided).sum()),
@@ -633,7 +633,12 @@ def standin_experiment(params: Params, ws: Workspace, split: str, *, audit: int 
                        for k in keys} for name, i in (("current", 0), ("proposed", 1))}
 
     both = [inputs.current, chosen]
+    # for comparison: the setting with the best raw agreement on the tuning half (no sign test), on the held-out half
+    decided = r.table[r.table["undecided_reviewed"] == 0]
+    raw = int(decided.sort_values(["agreement", "changed_unreviewed"], ascending=[False, True], kind="stable").index[0])
+    raw_held = rows(evaluate(inputs, held, [inputs.current, r.settings[raw]]))["proposed"]
     return {
+        "best_raw": {"setting": setting_key(r.settings[raw]), "held_out": raw_held},
         "split": split, "seed": seed, "audit": audit,
         "current": setting_key(inputs.current), "proposed": setting_key(chosen), "line": r.line,
         "reviewed": {"all": len(verdicts), "tuning": len(tuning), "held_out": len(held)},
