@@ -5,7 +5,7 @@ Run in a project where `dvc repro` made the decisions and kept the predictions (
 
     python benchmarks/tune_standin.py --project . --split val --audit 100 --seeds 0,1,2,3,4 [--cams]
 
-Per seed: the stand-in reviewer (review/tune.py `standin_verdicts`) judges every change and `--audit`
+Per seed: the stand-in reviewer (review/standin.py `standin_verdicts`) judges every change and `--audit`
 kept images drawn as the review app draws them; its verdicts are cut in two halves by the seed; tune
 proposes thresholds from the tuning half; the proposed and the current (paper's) thresholds are scored on
 the held-out half, with Wilson 95 % intervals. Prints one block per seed and a JSON line of all figures.
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
 
     from imagenet_clean.config import load_params
-    from imagenet_clean.review.tune import load_inputs, standin_experiment
+    from imagenet_clean.review.standin import standin_experiment
+    from imagenet_clean.review.tune import load_inputs
     from imagenet_clean.workspace import Workspace
 
     params = load_params(a.project / "params.yaml")

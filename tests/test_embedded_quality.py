@@ -123,7 +123,7 @@ def test_tuned_thresholds_agree_with_a_truth_reviewer_on_held_out_reviews(embedd
     change of val and 100 kept images; tuned on one half of the verdicts, the proposed thresholds agree with it
     on the other half at least as well as the paper's (benchmarks/tune_standin.py prints the figures)."""
     from imagenet_clean.config import load_params
-    from imagenet_clean.review.tune import standin_experiment
+    from imagenet_clean.review.standin import standin_experiment
     from imagenet_clean.workspace import Workspace
 
     params = load_params(embedded / "params.yaml")

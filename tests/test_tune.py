@@ -14,6 +14,7 @@ import pytest
 
 from imagenet_clean.cleanup.verdicts import Verdict, format_verdicts
 from imagenet_clean.io import read_table
+from imagenet_clean.review import standin as S
 from imagenet_clean.review import tune as T
 from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.workspace import Workspace
@@ -35,7 +36,7 @@ def strict(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("strict")
     params, ws, dec, truth = _project(tmp, n=400, h1="all", h2=3, h3=3)
     inputs = T.load_inputs(params, ws, "val")
-    verdicts = T.standin_verdicts(dec, truth, WNIDS, inputs.merge_lut, audit=150, seed=0)
+    verdicts = S.standin_verdicts(dec, truth, WNIDS, inputs.merge_lut, audit=150, seed=0)
     return params, ws, dec, inputs, verdicts
 
 
@@ -70,7 +71,7 @@ def test_a_setting_replays_what_the_clean_stage_would_decide(tmp_path, strict):
 
 def test_tuned_thresholds_agree_on_held_out_reviews_at_least_as_well(strict):
     params, ws, dec, inputs, verdicts = strict
-    tuning, held_out = T.split_halves(verdicts, seed=0)
+    tuning, held_out = S.split_halves(verdicts, seed=0)
     assert len(tuning) >= 30 and len(held_out) >= 30
     r = T.tune_split(params, ws, "val", verdicts=tuning, inputs=inputs)
     chosen = T.settings(T.parse_grid("h1,h2,h3", [], current=inputs.current, n_models=3), inputs.current, 3)[r.chosen]
@@ -99,7 +100,7 @@ def test_table_counts_unreviewed_changes_and_undecided_cams(strict):
 def test_cams_computes_what_settings_lack(tmp_path):
     params, ws, dec, truth = _project(tmp_path, h1="all", h2=3, h3=3)
     inputs = T.load_inputs(params, ws, "val")
-    verdicts = T.standin_verdicts(dec, truth, WNIDS, inputs.merge_lut, audit=80, seed=0)
+    verdicts = S.standin_verdicts(dec, truth, WNIDS, inputs.merge_lut, audit=80, seed=0)
     cam = FakeCam()
     r = T.tune_split(params, ws, "val", verdicts=verdicts, inputs=inputs, grid=["h3=1,2,3"], param="", cams=True,
                      find_exemptions=cam, load_model=lambda n, f: None)
@@ -146,7 +147,7 @@ def _error(tmp, **kw) -> str:
 def reviewed(tmp_path):
     params, ws, dec, truth = _project(tmp_path, h1="all", h2=3, h3=3)
     lut = np.arange(len(WNIDS))
-    return tmp_path, ws, dec, T.standin_verdicts(dec, truth, WNIDS, lut, audit=80, seed=0)
+    return tmp_path, ws, dec, S.standin_verdicts(dec, truth, WNIDS, lut, audit=80, seed=0)
 
 
 def test_no_reviews(reviewed, capsys):

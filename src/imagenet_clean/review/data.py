@@ -13,9 +13,7 @@ milliseconds (benchmarks/bench_review.py).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RUL
 from ..cleanup.verdicts import RULE_HUMAN, VERDICTS, Verdict, check_verdict, read_verdicts, record_verdict
 from ..io import read_metadata
 from ..workspace import Workspace
+from .audit import audit_batches
 from .evidence import read_cache, read_change_top5, write_cache
 
 RULE_BITS = {r: 1 << i for i, r in enumerate((RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT,
@@ -52,16 +51,6 @@ FILE_COLUMNS = ("sample_id", "path", "boxes", "width", "height", "content_hash",
 
 class ReviewError(ValueError):
     """A request the review app refuses (unknown sample or class, bad filter); nothing is written."""
-
-
-def audit_rank(sample_ids, seed: int) -> np.ndarray:
-    """A seeded order of samples (for the audit sample of kept images).
-
-    Each sample's rank is a hash of the seed and its id, so the sample does not depend on the order of
-    the rows, and a kept image stays in it when other images change.
-    """
-    keys = [hashlib.blake2b(f"{seed}:{s}".encode(), digest_size=8).hexdigest() for s in sample_ids]
-    return np.argsort(np.asarray(keys, dtype=object), kind="stable")
 
 
 @dataclass(frozen=True)
@@ -197,17 +186,11 @@ class ReviewData:
             offset += b.num_rows
         is_audit = [np.zeros(len(x), bool) for x in rows]
         if audit and plain_ids:
-            plain_rows = np.concatenate(plain_rows)
-            pick = np.zeros(offset, bool)
-            pick[plain_rows[audit_rank(plain_ids, seed)[:audit]]] = True
-            start = 0
-            for b in pf.iter_batches(batch_size=BATCH, columns=list(PAGE_COLUMNS)):  # a second pass for the audit rows
-                hit = np.flatnonzero(pick[start:start + b.num_rows])
-                if len(hit):
-                    parts.append(b.take(pa.array(hit, pa.int64())))
-                    rows.append(hit + start)
-                    is_audit.append(np.ones(len(hit), bool))
-                start += b.num_rows
+            more, where = audit_batches(pf, plain_ids, np.concatenate(plain_rows), offset, audit=audit, seed=seed,
+                                        columns=list(PAGE_COLUMNS), batch_size=BATCH)
+            parts += more
+            rows += where
+            is_audit += [np.ones(len(w), bool) for w in where]
         schema = pa.schema([pf.schema_arrow.field(c) for c in PAGE_COLUMNS])
         page = pa.Table.from_batches(parts, schema=schema).combine_chunks()
         self._label_all = np.concatenate(labels) if labels else np.array([], np.int64)
@@ -502,32 +485,3 @@ class ReviewData:
     def _read_top5(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(top5, probs, fold, margin)`` of every change, aligned with :attr:`ids` (:func:`.evidence.read_change_top5`)."""
         return read_change_top5(self.workspace.predictions(self.split, model), self.ids, self.label)
-
-
-def parse_class(data: ReviewData, text: str) -> int:
-    """A class index from a wnid, an index or an exact name (-1 for empty).
-
-    Raises:
-        ReviewError: no such class.
-    """
-    text = (text or "").strip()
-    if not text:
-        return -1
-    if text in data.wnid_index:
-        return data.wnid_index[text]
-    if text.isdigit() and int(text) < len(data.classes):
-        return int(text)
-    for i, n in enumerate(data.classes.names):
-        if n == text:
-            return i
-    raise ReviewError(f"unknown class {text!r}")
-
-
-def default_reviewer() -> str:
-    """The reviewer name written with each verdict (``$IMAGENET_CLEAN_REVIEWER``, else the login name)."""
-    import getpass
-
-    try:
-        return os.environ.get("IMAGENET_CLEAN_REVIEWER") or getpass.getuser()
-    except (KeyError, OSError):
-        return ""

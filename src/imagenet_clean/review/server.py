@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 import secrets
 from datetime import datetime, timezone
 from importlib import resources
@@ -26,7 +27,7 @@ from flask import Flask, Response, abort, jsonify, render_template_string, reque
 
 from ..cleanup.verdicts import VerdictError
 from ..workspace import Workspace
-from .data import Filter, ReviewData, ReviewError, default_reviewer, parse_class
+from .data import Filter, ReviewData, ReviewError
 from .render import CamRenderer, image_with_boxes
 
 ACCESS_COOKIE = "imagenet_clean_review"
@@ -45,6 +46,35 @@ def is_loopback(host: str) -> bool:
 
 def _static(name: str) -> str:
     return resources.files("imagenet_clean.review").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def parse_class(data: ReviewData, text: str) -> int:
+    """A class index from a wnid, an index or an exact name (-1 for empty).
+
+    Raises:
+        ReviewError: no such class.
+    """
+    text = (text or "").strip()
+    if not text:
+        return -1
+    if text in data.wnid_index:
+        return data.wnid_index[text]
+    if text.isdigit() and int(text) < len(data.classes):
+        return int(text)
+    for i, n in enumerate(data.classes.names):
+        if n == text:
+            return i
+    raise ReviewError(f"unknown class {text!r}")
+
+
+def default_reviewer() -> str:
+    """The reviewer name written with each verdict (``$IMAGENET_CLEAN_REVIEWER``, else the login name)."""
+    import getpass
+
+    try:
+        return os.environ.get("IMAGENET_CLEAN_REVIEWER") or getpass.getuser()
+    except (KeyError, OSError):
+        return ""
 
 
 def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token: str | None = None,

@@ -29,138 +29,36 @@ one half, :data:`~imagenet_clean.constants.TUNE_MIN_WIN_SHARE`); without one, th
 """
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..cleanup.ensemble import cam_candidate_mask
 from ..cleanup.merges import merge_index
-from ..cleanup.rules import RULE_CONSENSUS, apply_exemptions, check_resolved, resolved
+from ..cleanup.rules import RULE_CONSENSUS, apply_exemptions
 from ..cleanup.verdicts import RULE_HUMAN, Verdict, classify, read_verdicts
-from ..config import ConfigError, Params, Thresholds, is_threshold
-from ..constants import MIN_TUNE_REVIEWS, TUNE_MIN_WIN_SHARE, WILSON_Z
+from ..config import Params, Thresholds
+from ..constants import MIN_TUNE_REVIEWS, TUNE_MIN_WIN_SHARE
 from ..io import read_metadata, read_table
 from ..workspace import Workspace
-from .data import audit_rank
-
-TUNABLE = ("h1", "h2", "h3")
-"""The thresholds ``tune`` varies (``fn`` changes confident learning itself: an experiment, not a replay)."""
-
-# What the reviewer says a sample should become: keep it with its label, give it class ``cls``, or remove it.
-KEEP, RELABEL, REMOVE = 0, 1, 2
-
-AGREES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
-    "keep": lambda new, want, cls: want == KEEP,
-    "fix": lambda new, want, cls: (want == RELABEL) & (new == cls),
-    "remove": lambda new, want, cls: want != KEEP,
-}
-"""Per machine action: does a decision (its new label, after merges) agree with what the reviewer wants
-(``want``, ``cls`` after merges)? The one place that knows the actions; a new action (issue 30's label
-sets) is one entry here."""
-
-
-class TuneError(ValueError):
-    """Inputs ``tune`` refuses (no or too few verdicts, stale verdicts, a bad grid); one line."""
-
-
-# ------------------------------------------------------------------ statistics
-
-
-def wilson_interval(k: int, n: int, *, z: float = WILSON_Z) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``k / n`` (``(0, 1)`` for ``n = 0``)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
-# ------------------------------------------------------------------ grid
-
-
-def parse_value(text: str) -> int | float | str:
-    """A threshold value as params.yaml spells it: ``3``, ``0.5`` or ``all``."""
-    t = text.strip()
-    if t == "all":
-        return t
-    try:
-        return int(t)
-    except ValueError:
-        pass
-    try:
-        return float(t)
-    except ValueError:
-        raise TuneError(f"grid value {t!r} is not a number or \"all\"") from None
-
-
-def parse_grid(params_text: str, grid: Sequence[str], *, current: Thresholds, n_models: int) -> dict[str, list]:
-    """The values to try per threshold: ``--param h1,h2,h3`` (each: every count 1..|M|) and ``--grid h3=2,3,4``.
-
-    Raises:
-        TuneError: an unknown threshold, or a value outside its valid range (the message gives the range).
-    """
-    names = [p.strip() for p in params_text.split(",") if p.strip()]
-    out: dict[str, list] = {}
-    for item in grid:
-        key, sep, vals = item.partition("=")
-        key = key.strip()
-        if not sep or not vals.strip():
-            raise TuneError(f"--grid {item!r}: expected NAME=V1,V2,... (e.g. h3=2,3,4)")
-        if key not in TUNABLE:
-            raise TuneError(f"--grid {item!r}: {key!r} is not a threshold tune varies ({', '.join(TUNABLE)})")
-        out[key] = [parse_value(v) for v in vals.split(",") if v.strip()]
-    for p in names:
-        if p not in TUNABLE:
-            raise TuneError(f"--param {p!r} is not a threshold tune varies ({', '.join(TUNABLE)})")
-        out.setdefault(p, list(range(1, n_models + 1)))
-    for key, vals in out.items():
-        for v in vals:
-            if not is_threshold(v) and v != "all":
-                raise TuneError(f"--grid {key}={v!r} is outside the valid range: a count in 1..{n_models}, "
-                                f"a fraction in (0, 1) or \"all\"")
-            try:
-                check_resolved(dataclasses.replace(current, **{key: v}), n_models)
-            except ConfigError as e:
-                raise TuneError(f"--grid {e}") from None
-        out[key] = list(dict.fromkeys(vals))
-    if not out:
-        raise TuneError(f"nothing to vary: give --param (some of {', '.join(TUNABLE)}) or --grid NAME=V1,V2,...")
-    return out
-
-
-def settings(grid: Mapping[str, list], current: Thresholds, n_models: int) -> list[Thresholds]:
-    """Every combination of the grid's values, the other thresholds at their current values; the current first.
-
-    Settings that need the same numbers of models as an earlier one are left out.
-    """
-    keys = list(grid)
-    out = [current]
-    seen = {_resolved_key(current, n_models)}
-    now = _resolved_key(current, n_models)
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        t = dataclasses.replace(current, **dict(zip(keys, combo)))
-        key = _resolved_key(t, n_models)
-        # a value that needs the current number of models keeps the current spelling ("all", not 5)
-        t = dataclasses.replace(t, **{k: getattr(current, k) for k, a, b in zip(TUNABLE, key, now) if a == b})
-        if key not in seen:  # "all" and |M|, or 0.5 and a count it resolves to, are one setting
-            seen.add(key)
-            out.append(t)
-    return out
-
-
-def _resolved_key(t: Thresholds, n_models: int) -> tuple:
-    r = resolved(t, n_models)
-    return tuple(math.ceil(r[k] - 1e-9) for k in TUNABLE)
-
+from .agreement import (  # noqa: F401 - re-exported: the tune API in one place
+    AGREES,
+    KEEP,
+    RELABEL,
+    REMOVE,
+    TUNABLE,
+    TuneError,
+    agrees,
+    parse_grid,
+    parse_value,
+    setting_key,
+    settings,
+    wilson_interval,
+)
 
 # ------------------------------------------------------------------ the split's evidence
 
@@ -332,26 +230,7 @@ def reviewer_outcomes(inputs: TuneInputs, verdicts: Mapping[str, Verdict], machi
     return pos, want, cls
 
 
-def agrees(decisions: pd.DataFrame, pos: np.ndarray, want: np.ndarray, cls: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Whether each reviewed sample's decision agrees with the reviewer (:data:`AGREES`)."""
-    act = decisions["action"].to_numpy()[pos]
-    new = lut[decisions["new_label"].to_numpy(np.int64)[pos]]
-    label = lut[decisions["label"].to_numpy(np.int64)[pos]]
-    act = np.where((act == "fix") & (new == label), "keep", act)  # a fix to a merge partner changes nothing
-    out = np.zeros(len(pos), bool)
-    for a in np.unique(act):
-        if a not in AGREES:
-            raise TuneError(f"tune does not know how to score the action {a!r} (review/tune.py AGREES)")
-        m = act == a
-        out[m] = AGREES[a](new[m], want[m], cls[m])
-    return out
-
-
 # ------------------------------------------------------------------ the table
-
-
-def setting_key(t: Thresholds) -> dict:
-    return {k: getattr(t, k) for k in TUNABLE}
 
 
 def evaluate(inputs: TuneInputs, verdicts: Mapping[str, Verdict], grid_settings: Sequence[Thresholds]) -> pd.DataFrame:
@@ -552,98 +431,3 @@ def tune_split(params: Params, ws: Workspace, split: str, *, param: str = "h1,h2
         text += (f"\n{blocked} settings make reviewed samples CAM candidates without a CAM result and were not "
                  f"proposed; `--cams` computes them (cached in {ws.cam_cache(split)})")
     return TuneResult(table=table, settings=todo, chosen=chosen, line=line, text=text, n_reviewed=len(usable))
-
-
-# ------------------------------------------------------------------ a stand-in reviewer (the embedded truth)
-
-
-def standin_verdicts(decisions: pd.DataFrame, truth: pd.DataFrame, wnids: Sequence[str], lut: np.ndarray, *,
-                     audit: int = 0, seed: int = 0) -> dict[str, Verdict]:
-    """The verdicts a reviewer who knows the injected truth gives (the embedded default's ``truth.parquet``).
-
-    Every change (fix, removal, CAM exemption) is reviewed, and ``audit`` kept images drawn as the review
-    app draws them (:func:`~imagenet_clean.review.data.audit_rank`). The reviewer accepts a right decision, relabels a wrong label to
-    the true class, and rejects a fix or removal of a correct label; a problem image (no digit to name)
-    whose removal the machine proposed is accepted, else, since no verdict removes an image, its label
-    (the true one) is kept. Labels are compared after merges.
-    """
-    d = decisions.merge(truth[["sample_id", "true_label", "problem"]], on="sample_id", how="inner")
-    unreadable = np.fromiter(("unreadable" in list(r) for r in d["rules"]), bool, len(d))
-    d = d[~unreadable]
-    exempt = np.fromiter(("cam_exempt" in list(r) for r in d["rules"]), bool, len(d))
-    act = d["action"].to_numpy()
-    change = (act != "keep") | exempt
-    kept = np.flatnonzero(~change)
-    pick = np.zeros(len(d), bool)
-    pick[change] = True
-    if audit:
-        pick[kept[audit_rank(d["sample_id"].to_numpy()[kept], seed)[:audit]]] = True
-    out = {}
-    problems = {"minuscule", "bad_quality", "multi_object"}
-    for r, a in zip(d[pick].itertuples(index=False), act[pick]):
-        true, given, new = lut[int(r.true_label)], lut[int(r.label)], lut[int(r.new_label)]
-        problem = str(r.problem or "") in problems
-        if a == "remove":
-            v = "accept" if problem else "relabel" if true != given else "reject"
-        elif a == "fix":
-            v = "accept" if true == new and true != given else "relabel" if true != given else "reject"
-        else:
-            v = "relabel" if true != given else "accept"
-        w = wnids[int(r.true_label)] if v == "relabel" else ""
-        out[r.sample_id] = Verdict(sample_id=r.sample_id, content_hash=r.content_hash or "", verdict=v, wnid=w,
-                                   reviewer="truth")
-    return out
-
-
-def split_halves(verdicts: Mapping[str, Verdict], seed: int) -> tuple[dict[str, Verdict], dict[str, Verdict]]:
-    """The verdicts cut into a tuning half and a held-out half, by a seeded order of their sample ids."""
-    ids = sorted(verdicts)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    half = len(ids) // 2
-    a = {ids[i]: verdicts[ids[i]] for i in sorted(order[:half])}
-    b = {ids[i]: verdicts[ids[i]] for i in sorted(order[half:])}
-    return a, b
-
-
-def standin_experiment(params: Params, ws: Workspace, split: str, *, audit: int = 100, seed: int = 0, cams: bool = False,
-                       param: str = "h1,h2,h3", grid: Sequence[str] = (), inputs: TuneInputs | None = None) -> dict:
-    """Tune on half of a truth-knowing reviewer's verdicts and compare with the current thresholds on the other half.
-
-    The reviewer (:func:`standin_verdicts`) judges every change and ``audit`` kept images; its verdicts are
-    cut in two by ``seed`` (:func:`split_halves`); ``tune`` proposes a setting from the tuning half; both
-    the proposed and the current thresholds are then scored on the held-out half.
-
-    Returns:
-        ``current``/``proposed`` (thresholds), ``line``, ``reviewed`` (all, tuning, held-out) and, for each of
-        ``tuning`` and ``held_out``, the agreement, its Wilson interval and counts of both settings.
-    """
-    inputs = inputs or load_inputs(params, ws, split)
-    if not params.dataset.truth:
-        raise TuneError("params.yaml dataset.truth names no truth table: there is no stand-in reviewer")
-    truth = read_table(ws.resolve(params.dataset.truth))
-    truth = truth[truth["split"] == split]
-    verdicts = standin_verdicts(inputs.decisions, truth, inputs.ev.classes.wnids, inputs.merge_lut, audit=audit, seed=seed)
-    tuning, held = split_halves(verdicts, seed)
-    r = tune_split(params, ws, split, param=param, grid=grid, cams=cams, verdicts=tuning, inputs=inputs)
-    chosen = r.settings[r.chosen]
-
-    def rows(table: pd.DataFrame) -> dict:
-        keys = ("reviewed", "agree", "agreement", "low", "high", "wins", "losses", "changed_unreviewed", "fix", "remove")
-        return {name: {k: (float(table.loc[i, k]) if k in ("agreement", "low", "high") else int(table.loc[i, k]))
-                       for k in keys} for name, i in (("current", 0), ("proposed", 1))}
-
-    both = [inputs.current, chosen]
-    # for comparison: the setting with the best raw agreement on the tuning half (no sign test), on the held-out half
-    decided = r.table[r.table["undecided_reviewed"] == 0]
-    raw = int(decided.sort_values(["agreement", "changed_unreviewed"], ascending=[False, True], kind="stable").index[0])
-    raw_held = rows(evaluate(inputs, held, [inputs.current, r.settings[raw]]))["proposed"]
-    return {
-        "best_raw": {"setting": setting_key(r.settings[raw]), "held_out": raw_held},
-        "split": split, "seed": seed, "audit": audit,
-        "current": setting_key(inputs.current), "proposed": setting_key(chosen), "line": r.line,
-        "reviewed": {"all": len(verdicts), "tuning": len(tuning), "held_out": len(held)},
-        "verdicts": {v: sum(x.verdict == v for x in verdicts.values()) for v in ("accept", "reject", "relabel")},
-        "tuning": rows(evaluate(inputs, tuning, both)),
-        "held_out": rows(evaluate(inputs, held, both)),
-        "text": r.text,
-    }
