@@ -64,3 +64,14 @@ QUALITY_SIDE = 256
 # An image is grayscale when the mean over its pixels of max(R, G, B) - min(R, G, B) is below this
 # (0-255 scale): JPEG's chroma subsampling leaves a gray image's channels a level or two apart.
 QUALITY_GRAY_CHROMA = 2.0
+
+# imagenet-clean tune (review/tune.py). Fewest reviewed samples it measures agreement on: with 30, a Wilson
+# 95 % interval around an agreement of 0.85 is about 0.70-0.93 (0.23 wide), already too wide to tell most
+# settings apart; below it the table would mostly show noise, so tune refuses and names the count.
+MIN_TUNE_REVIEWS = 30
+# z of the Wilson score intervals tune prints (two-sided 95 %).
+WILSON_Z = 1.959964
+# tune proposes a setting other than the current thresholds only when, on the reviewed samples where the two
+# disagree, the Wilson lower bound of the setting's share of them exceeds this (a sign test: better than a
+# coin), so that a setting tuned on few reviews does not win by chance.
+TUNE_MIN_WIN_SHARE = 0.5

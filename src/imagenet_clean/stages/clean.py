@@ -9,12 +9,14 @@ one model's float32 matrix plus cleanlab's own temporaries.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..classes import ClassList
 from ..cleanup.changes import change_list
 from ..cleanup.confident import model_evidence
 from ..cleanup.ensemble import (
@@ -35,7 +37,7 @@ from ..cleanup.merges import load_merges, merge_index
 from ..cleanup.rules import apply_exemptions, resolved
 from ..cleanup.streamread import prediction_index, read_model_rows
 from ..cleanup.verdicts import review_split
-from ..config import Params
+from ..config import Params, Thresholds
 from ..constants import SKIPPED_WHY
 from ..diskspace import check_free_space, clean_outputs_bytes
 from ..io import read_metadata, read_table, write_json, write_table, write_text
@@ -91,65 +93,11 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     why = skip_reason(params, split)
     if why:
         return write_skipped(ws, split, why)
-    if not params.models:
-        raise ValueError("params.yaml lists no models; the cleanup needs at least one")
-    thresholds = params.thresholds(split)
-    params.resolved_thresholds(split)  # refuses a threshold outside [1, |M|] before any work
-    manifest_path = ws.round_manifest(split)
-    manifest = read_table(manifest_path)
-    meta = read_metadata(manifest_path)
-    classes = project_classes(meta, params, ws)
-    k = len(classes)
-    n = len(manifest)
-    check_free_space({ws.decisions(split).parent: clean_outputs_bytes(manifest_path, n)}, what=f"clean@{split}")
-    ids = pd.Index(manifest["sample_id"])
-    check_unique_ids(ids, source=str(manifest_path))
-    labels_all = manifest["label"].to_numpy(np.int64)
-    ok = (manifest["status"].to_numpy() == "ok")
-    reason = np.where(ok, "", manifest["reason"].fillna("").astype(str).to_numpy()).astype(object)
-    bad_lab = ok & ((labels_all < 0) | (labels_all >= k))
-    if bad_lab.any():
-        i = int(np.flatnonzero(bad_lab)[0])
-        raise ValueError(f"file {manifest_path}: label {labels_all[i]} of {manifest['sample_id'].iloc[i]!r} (row {i}) "
-                         f"is out of range for {k} classes")
-
-    # pass 1: which rows does every model have usable predictions for?
-    names = list(params.models)
-    files = {m: ws.predictions(split, m) for m in names}
-    positions = {}
-    for m in names:
-        pos, status, why = prediction_index(files[m], ids)
-        check_prediction_shape(files[m], model=m, num_classes=k)  # before any probabilities are read
-        positions[m] = pos
-        lost = ok & (status != "ok")
-        reason[lost] = [f"model {m}: {w or 'no prediction'}" for w in why[lost]]
-        ok &= ~lost
-    valid_rows = np.flatnonzero(ok)
-    labels = labels_all[valid_rows]
-
-    merges = load_merges(merge_spec(params, ws), classes)
-    lut = merge_index(merges, classes) if merges else None
-    merge_lut = lut if params.topk_merged else None
-    candidate_lut = lut if params.flags_merged else None
-
-    # pass 2: one model at a time, reduced to N-vectors at once
-    def items():
-        for m in names:
-            preds = read_model_rows(files[m], positions[m][valid_rows])  # batch by batch: no second copy of the matrix
-            if preds.probs.shape[1] != k:
-                raise ValueError(f"file {files[m]}, model {m!r}: {preds.probs.shape[1]} classes, but the class list has {k}")
-            probs, top5, fold = preds.probs, preds.top5, preds.fold
-            del preds
-            try:
-                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, fn_scope=thresholds.fn_scope, top5=top5,
-                                    topk=params.topk, merge_lut=merge_lut, candidate_lut=candidate_lut, n_jobs=n_jobs,
-                                    source=str(files[m]), model=m)
-            except ValueError as e:
-                raise ValueError(row_to_sample(str(e), manifest["sample_id"].to_numpy()[valid_rows])) from None
-            del probs
-            yield m, ev, fold
-
-    ens = Ensemble.stack(items(), len(valid_rows))
+    ev = split_evidence(params, ws, split, n_jobs=n_jobs)
+    manifest, meta, classes, k, n = ev.manifest, ev.meta, ev.classes, len(ev.classes), len(ev.manifest)
+    thresholds, names, valid_rows, labels, reason, merges, ens = (ev.thresholds, ev.names, ev.valid_rows, ev.labels,
+                                                                  ev.reason, ev.merges, ev.ens)
+    merge_lut, candidate_lut = ev.merge_lut, ev.candidate_lut
     dec = ens.decide(labels, thresholds)
     dec.insert(0, "sample_id", manifest["sample_id"].to_numpy()[valid_rows])
     dec = apply_exemptions(dec, None)
@@ -200,6 +148,111 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
     write_json(ws.cleanup_metrics(split), metrics)
     return metrics
+
+
+
+@dataclass
+class SplitEvidence:
+    """What the clean stage reads of a split before it decides: the manifest, the stacked per-model evidence
+    (:class:`~imagenet_clean.cleanup.ensemble.Ensemble`, over the rows every model predicted) and the merges.
+
+    ``imagenet-clean tune`` reads the same (:mod:`imagenet_clean.review.tune`), so that its decisions are the
+    clean stage's.
+    """
+
+    manifest: pd.DataFrame
+    meta: dict
+    classes: ClassList
+    thresholds: Thresholds
+    names: list[str]
+    valid_rows: np.ndarray
+    labels: np.ndarray
+    reason: np.ndarray
+    merges: dict
+    merge_lut: np.ndarray | None
+    candidate_lut: np.ndarray | None
+    ens: Ensemble
+
+
+def split_evidence(params: Params, ws: Workspace, split: str, *, n_jobs: int | None = 1,
+                   check_space: bool = True) -> SplitEvidence:
+    """Read a split's manifest and every model's predictions, one model at a time, into the ensemble's evidence.
+
+    Args:
+        params: The validated params.
+        ws: The project and round.
+        split: A cleaned split.
+        n_jobs: cleanlab's worker processes (None: all cores).
+        check_space: Refuse when the decisions' folder lacks room for the clean stage's outputs
+            (off for readers that write nothing, such as ``imagenet-clean tune``).
+
+    Raises:
+        ValueError: no models, predictions that do not match the manifest or
+            are not probabilities (naming file, model and row).
+    """
+    if not params.models:
+        raise ValueError("params.yaml lists no models; the cleanup needs at least one")
+    thresholds = params.thresholds(split)
+    params.resolved_thresholds(split)  # refuses a threshold outside [1, |M|] before any work
+    manifest_path = ws.round_manifest(split)
+    manifest = read_table(manifest_path)
+    meta = read_metadata(manifest_path)
+    classes = project_classes(meta, params, ws)
+    k = len(classes)
+    n = len(manifest)
+    if check_space:
+        check_free_space({ws.decisions(split).parent: clean_outputs_bytes(manifest_path, n)}, what=f"clean@{split}")
+    ids = pd.Index(manifest["sample_id"])
+    check_unique_ids(ids, source=str(manifest_path))
+    labels_all = manifest["label"].to_numpy(np.int64)
+    ok = (manifest["status"].to_numpy() == "ok")
+    reason = np.where(ok, "", manifest["reason"].fillna("").astype(str).to_numpy()).astype(object)
+    bad_lab = ok & ((labels_all < 0) | (labels_all >= k))
+    if bad_lab.any():
+        i = int(np.flatnonzero(bad_lab)[0])
+        raise ValueError(f"file {manifest_path}: label {labels_all[i]} of {manifest['sample_id'].iloc[i]!r} (row {i}) "
+                         f"is out of range for {k} classes")
+
+    # pass 1: which rows does every model have usable predictions for?
+    names = list(params.models)
+    files = {m: ws.predictions(split, m) for m in names}
+    positions = {}
+    for m in names:
+        pos, status, why = prediction_index(files[m], ids)
+        check_prediction_shape(files[m], model=m, num_classes=k)  # before any probabilities are read
+        positions[m] = pos
+        lost = ok & (status != "ok")
+        reason[lost] = [f"model {m}: {w or 'no prediction'}" for w in why[lost]]
+        ok &= ~lost
+    valid_rows = np.flatnonzero(ok)
+    labels = labels_all[valid_rows]
+
+    merges = load_merges(merge_spec(params, ws), classes)
+    lut = merge_index(merges, classes) if merges else None
+    merge_lut = lut if params.topk_merged else None
+    candidate_lut = lut if params.flags_merged else None
+
+    # pass 2: one model at a time, reduced to N-vectors at once
+    def items():
+        for m in names:
+            preds = read_model_rows(files[m], positions[m][valid_rows])  # batch by batch: no second copy of the matrix
+            if preds.probs.shape[1] != k:
+                raise ValueError(f"file {files[m]}, model {m!r}: {preds.probs.shape[1]} classes, but the class list has {k}")
+            probs, top5, fold = preds.probs, preds.top5, preds.fold
+            del preds
+            try:
+                ev = model_evidence(labels, probs, frac_noise=thresholds.fn, fn_scope=thresholds.fn_scope, top5=top5,
+                                    topk=params.topk, merge_lut=merge_lut, candidate_lut=candidate_lut, n_jobs=n_jobs,
+                                    source=str(files[m]), model=m)
+            except ValueError as e:
+                raise ValueError(row_to_sample(str(e), manifest["sample_id"].to_numpy()[valid_rows])) from None
+            del probs
+            yield m, ev, fold
+
+    ens = Ensemble.stack(items(), len(valid_rows))
+    return SplitEvidence(manifest=manifest, meta=meta, classes=classes, thresholds=thresholds, names=names,
+                         valid_rows=valid_rows, labels=labels, reason=reason, merges=merges, merge_lut=merge_lut,
+                         candidate_lut=candidate_lut, ens=ens)
 
 
 def write_skipped(ws: Workspace, split: str, why: str) -> dict:
