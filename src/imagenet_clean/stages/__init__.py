@@ -10,6 +10,7 @@ from __future__ import annotations
 STAGES = {
     "generate": "generate",
     "ingest": "ingest",
+    "quality": "quality",
     "fit": "fit",
     "predict": "predict",
     "clean": "clean",
