@@ -144,3 +144,21 @@ def test_the_cli_prints_the_counts(project, monkeypatch):
     assert "train-val:" in res.output and "(leakage)" in res.output and "images without features" in res.output
     assert f"precision {report['scores']['all']['precision']}" in res.output
     assert np.isfinite(report["scores"]["all"]["recall"])
+
+
+@pytest.mark.parametrize("kind", ["map", "pooled"])
+def test_feature_kinds_stream_the_manifest_rows(project, kind):
+    import torch
+
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models.embeddings import penultimate_features
+    from imagenet_clean.models.factory import build_model
+
+    root, _, _, victim = project
+    model, data_cfg = build_model(ModelConfig(arch="digits_vgg"), num_classes=11)
+    paths = read_table(root / "data/manifests/val.parquet")["path"].tolist()[:7]
+    x, reasons = penultimate_features(model, data_cfg, root / "data/raw/val", paths, batch_size=3, kind=kind)
+    width = model.num_features if kind == "pooled" else model.forward_features(torch.zeros(1, *data_cfg["input_size"])).numel()
+    assert x.shape == (7, width)
+    assert [bool(r) for r in reasons] == [p == victim for p in paths]  # the broken image: a reason and a zero row
+    assert not x[[p == victim for p in paths]].any() and np.abs(x[[p != victim for p in paths]]).sum(axis=1).min() > 0
