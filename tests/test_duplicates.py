@@ -85,3 +85,101 @@ def test_every_group_keeps_one_representative():
 def test_bad_input_is_refused_naming_it(feats, kwargs, message):
     with pytest.raises(ValueError, match=message):
         near_duplicates(feats, **kwargs)
+
+
+def test_pair_names_follow_the_split_order():
+    from imagenet_clean.cleanup.duplicates import pair_name, split_pairs
+
+    assert pair_name("v2", "val") == "val-v2" and pair_name("val", "train") == "train-val"
+    assert split_pairs(["v2", "train", "val"]) == ["train-train", "train-val", "train-v2", "val-val", "val-v2", "v2-v2"]
+    near = near_duplicates({"v2": (["a"], np.array([[1.0, 0]])), "val": (["b"], np.array([[1.0, 0]]))}, max_distance=0.01)
+    assert near[["split_a", "split_b"]].to_numpy().tolist() == [["val", "v2"]]
+    assert count_pairs(near) == {"val-v2": {"near": 1}}
+
+
+def test_removal_keeps_one_representative_and_refuses_to_remove_a_whole_group():
+    from imagenet_clean.cleanup.duplicates import check_removals, removable
+
+    pairs = pd.DataFrame([("train", "a", "train", "b", "exact", 0.0), ("train", "b", "train", "c", "near", 0.005),
+                          ("train", "x", "train", "y", "near", 0.015), ("train", "a", "val", "v", "exact", 0.0)],
+                         columns=list(PAIR_COLUMNS))
+    drop = removable(pairs, "train", max_distance=0.01)
+    assert drop.to_numpy().tolist() == [["b", "a"], ["c", "a"]]  # x-y is beyond the rule's own distance; val is not train
+    assert removable(pairs, "train", max_distance=0.02)["sample_id"].tolist() == ["b", "c", "y"]
+    check_removals(["b", "c", "y"], pairs, "train")
+    with pytest.raises(ValueError, match=r"split 'train': removing every copy of the duplicate group \['a', 'b', 'c'\]"):
+        check_removals(["a", "b", "c"], pairs, "train")
+
+
+def features_file(path, ids, x, status=None, reasons=None):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    status = status or ["ok"] * len(ids)
+    arr = pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(x, np.float16).ravel(), pa.float16()), x.shape[1])
+    pq.write_table(pa.table({"sample_id": ids, "status": status, "reason": reasons or [""] * len(ids), "features": arr}), path)
+
+
+def test_a_features_file_gives_features_and_records_its_unreadable_rows(tmp_path):
+    from imagenet_clean.cleanup.duplicates import read_feature_file
+
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    features_file(tmp_path / "f.parquet", ["a", "b", "c", "d"], x, status=["ok", "error", "ok", "ok"],
+                  reasons=["", "unreadable: truncated JPEG", "", ""])
+    ids, got, bad = read_feature_file(tmp_path / "f.parquet", ["a", "b", "c", "d"])
+    assert ids == ["a", "c", "d"] and bad == {"b": "unreadable: truncated JPEG"}
+    np.testing.assert_array_equal(got, x[[0, 2, 3]])
+    with pytest.raises(ValueError, match=r"f.parquet: its 4 rows are not the manifest's 3 samples in order"):
+        read_feature_file(tmp_path / "f.parquet", ["a", "b", "c"])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"sample_id": ["a"]}), tmp_path / "g.parquet")
+    with pytest.raises(ValueError, match=r"g.parquet: not a features file \(no column 'status'\)"):
+        read_feature_file(tmp_path / "g.parquet", ["a"])
+
+
+def test_pooled_models_average_their_cosine_distances():
+    from imagenet_clean.cleanup.duplicates import pool_models
+
+    a = (["s", "t", "u"], np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    b = (["t", "s"], np.array([[3.0, 0.0, 0.0], [0.0, 0.0, 2.0]]))  # u has no features in b: left out
+    ids, x = pool_models([a, b])
+    assert ids == ["s", "t"]
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(1 - x[0] @ x[1], (1.0 + 1.0) / 2, rtol=1e-6)  # both models: orthogonal
+
+
+def test_truth_pairs_link_copies_of_one_original_and_score_found_pairs():
+    from imagenet_clean.cleanup.duplicates import score_pairs, truth_pairs
+
+    truth = pd.DataFrame({"split": ["train", "train", "train", "val", "val"], "sample_id": ["o", "c1", "c2", "v1", "z"],
+                          "duplicate_of_split": [None, "train", "train", "train", None],
+                          "duplicate_of": [None, "o", "o", "o", None],
+                          "duplicate_kind": [None, "exact", "near", "exact", None]})
+    t = truth_pairs(truth)
+    got = {(a, b, c, d): k for a, b, c, d, k in t[["split_a", "sample_id_a", "split_b", "sample_id_b", "kind"]].to_numpy()}
+    assert got == {("train", "c1", "train", "o"): "exact", ("train", "c2", "train", "o"): "near",
+                   ("train", "c1", "train", "c2"): "near", ("train", "o", "val", "v1"): "exact",
+                   ("train", "c1", "val", "v1"): "exact", ("train", "c2", "val", "v1"): "near"}
+    found = pd.DataFrame([("train", "c1", "train", "o", "exact", 0.0), ("train", "o", "val", "v1", "exact", 0.0),
+                          ("train", "c1", "val", "v1", "exact", 0.0), ("train", "c2", "train", "o", "near", 0.01),
+                          ("train", "o", "val", "z", "near", 0.02)], columns=list(PAIR_COLUMNS))
+    s = score_pairs(found, t)
+    assert s["all"] == {"found": 5, "true": 6, "hit": 4, "precision": 0.8, "recall": round(4 / 6, 4)}
+    assert s["exact"]["recall"] == 1.0 and s["exact"]["precision"] == 1.0
+    assert s["near"] == {"found": 2, "true": 3, "hit": 1, "precision": 0.5, "recall": round(1 / 3, 4)}
+    assert s["across"] == {"found": 3, "true": 3, "hit": 2, "precision": round(2 / 3, 4), "recall": round(2 / 3, 4)}
+    assert truth_pairs(truth.drop(columns=["duplicate_of"])).empty
+
+
+def test_the_distance_curve_trades_precision_for_recall():
+    from imagenet_clean.cleanup.duplicates import distance_curve
+
+    truth = pd.DataFrame([("train", "a", "train", "b", "near", np.nan), ("train", "c", "val", "d", "exact", np.nan)],
+                         columns=list(PAIR_COLUMNS))
+    found = pd.DataFrame([("train", "c", "val", "d", "exact", 0.0), ("train", "a", "train", "b", "near", 0.02),
+                          ("train", "a", "train", "e", "near", 0.05)], columns=list(PAIR_COLUMNS))
+    curve = distance_curve(found, truth, [0.01, 0.03, 0.1])
+    assert [(c["found"], c["precision"], c["recall"]) for c in curve] == [(1, 1.0, 0.5), (2, 1.0, 1.0), (3, round(2 / 3, 4), 1.0)]
+    assert [c["near_recall"] for c in curve] == [0.0, 1.0, 1.0]

@@ -86,6 +86,10 @@ class NoiseConfig:
     minuscule: float = field(default=0.03, metadata=_PROB)
     bad_quality: float = field(default=0.03, metadata=_PROB)
     multi_object: float = field(default=0.03, metadata=_PROB)
+    # copies injected into each split (fractions of its n), within it or from another split (leakage): same bytes,
+    # or re-encoded, resized, slightly cropped or recoloured; recorded in truth.parquet (duplicate_of, duplicate_kind)
+    exact_copies: float = field(default=0.0, metadata=_PROB)
+    near_copies: float = field(default=0.0, metadata=_PROB)
 
 
 @dataclass(frozen=True)
@@ -232,6 +236,25 @@ class SuggestMergesConfig:
 
 
 @dataclass(frozen=True)
+class DuplicatesConfig:
+    """Exact and near copies within and across splits (``duplicates`` stage; cleanup/duplicates.py)."""
+
+    # largest cosine distance 1 - cos of two samples' pooled features that counts as a near copy
+    max_distance: float = field(default=0.04, metadata=_check(lambda v: 0 <= v <= 2, "a cosine distance in [0, 2]"))
+    # the full models' vectors (train.mode scratch/finetune): "map" the last feature map unpooled, "pooled" the pre-logits vector
+    features: str = field(default="map", metadata=_check(lambda v: v in ("map", "pooled"), "map or pooled"))
+    # neighbours looked up per sample (itself included)
+    k: int = field(default=5, metadata=_check(lambda v: v >= 2, "an integer >= 2"))
+    # models whose features are pooled (each L2-normalised, then concatenated); empty: every cleanup model
+    models: tuple[str, ...] = ()
+    batch_size: int = field(default=128, metadata=_POS)
+    # list the within-split copies a removal would drop (one representative per group always stays); off: report only
+    remove: bool = False
+    # a near pair is removable only within this distance (<= max_distance); exact copies always are
+    remove_max_distance: float = field(default=0.02, metadata=_check(lambda v: 0 <= v <= 2, "a cosine distance in [0, 2]"))
+
+
+@dataclass(frozen=True)
 class QualityBound:
     """One quality measure's bounds: an image is beyond them when its value is below ``min`` or above ``max``."""
 
@@ -280,6 +303,7 @@ class Params:
     cam: CamConfig = field(default_factory=CamConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     suggest_merges: SuggestMergesConfig = field(default_factory=SuggestMergesConfig)
+    duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
 
     def thresholds(self, split: str) -> Thresholds:
@@ -421,6 +445,13 @@ def parse_params(data: dict) -> Params:
         if name in params.models:
             raise ConfigError(f"tables.extra_models.{name}: also a cleanup model (models.{name}); give it another name")
     _check_threshold_keys(params)
+    dup = params.duplicates
+    if dup.remove_max_distance > dup.max_distance:
+        raise ConfigError(f"duplicates.remove_max_distance: {dup.remove_max_distance!r} is beyond duplicates.max_distance "
+                          f"{dup.max_distance!r}; only pairs that are found can be removed")
+    for name in params.duplicates.models:
+        if name not in params.models:
+            raise ConfigError(f"duplicates.models: {name!r} is not a cleanup model; one of {', '.join(params.models) or '(none)'}")
     _check_quality(params.quality)
     return params
 

@@ -38,9 +38,32 @@ def _pairs_frame(rows: list[tuple]) -> pd.DataFrame:
     return df.sort_values(list(PAIR_COLUMNS[:4]), kind="stable").reset_index(drop=True)
 
 
+SPLIT_ORDER = ("train", "val", "v2", "imagenet_r")
+"""Splits in pair names' order (``train-val``, ``val-v2``); any other split comes after these, by name."""
+
+LEAKAGE_PAIRS = ("train-val", "train-v2", "val-v2")
+"""Split pairs whose copies are leakage: a test image with a copy in train (or in the other test set)."""
+
+
+def _split_key(split: str) -> tuple[int, str]:
+    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+
 def _ordered(a: tuple[str, str], b: tuple[str, str]) -> tuple[str, str, str, str]:
-    lo, hi = (a, b) if a <= b else (b, a)
+    lo, hi = (a, b) if (_split_key(a[0]), a[1]) <= (_split_key(b[0]), b[1]) else (b, a)
     return (*lo, *hi)
+
+
+def pair_name(split_a: str, split_b: str) -> str:
+    """``train-val``, ``val-v2``, ``train-train``: the two splits in :data:`SPLIT_ORDER`."""
+    a, b = sorted((split_a, split_b), key=_split_key)
+    return f"{a}-{b}"
+
+
+def split_pairs(splits: Sequence[str]) -> list[str]:
+    """Every pair name of ``splits``, each split with itself and with every later one."""
+    ordered = sorted(set(splits), key=_split_key)
+    return [pair_name(a, b) for i, a in enumerate(ordered) for b in ordered[i:]]
 
 
 def exact_duplicates(hashes: Mapping[str, pd.Series]) -> pd.DataFrame:
@@ -194,5 +217,178 @@ def count_pairs(pairs: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Pairs per split pair (``train-val``; within a split, ``train-train``) and kind."""
     out: dict[str, dict[str, int]] = {}
     for (sa, sb, kind), g in pairs.groupby(["split_a", "split_b", "kind"], sort=True):
-        out.setdefault(f"{sa}-{sb}", {})[kind] = len(g)
+        out.setdefault(pair_name(sa, sb), {})[kind] = len(g)
+    return out
+
+
+# ---------------------------------------------------------------- removal rule
+
+
+def removable(pairs: pd.DataFrame, split: str, *, max_distance: float) -> pd.DataFrame:
+    """The within-split copies a removal rule drops: every group member but its representative.
+
+    Only exact pairs and near pairs within ``max_distance`` group samples here
+    (the rule's own threshold, at most the search's). Each group keeps its
+    representative (:func:`representatives`), so a group is never removed whole.
+
+    Returns:
+        ``sample_id``, ``representative`` (the kept copy), sorted by ``sample_id``.
+    """
+    close = pairs[(pairs["kind"] == "exact") | (pairs["distance"] <= max_distance)]
+    rep = representatives(close, split)
+    rows = sorted((u, r) for u, r in rep.items() if u != r)
+    removed = pd.DataFrame(rows, columns=["sample_id", "representative"])
+    check_removals(removed["sample_id"], pairs, split)
+    return removed
+
+
+def check_removals(removed: Sequence[str], pairs: pd.DataFrame, split: str) -> None:
+    """Refuse a removal that drops every copy of a within-split duplicate group.
+
+    Raises:
+        ValueError: naming a group all of whose members are in ``removed``.
+    """
+    gone = set(map(str, removed))
+    groups: dict[str, list[str]] = {}
+    for u, r in representatives(pairs, split).items():
+        groups.setdefault(r, []).append(u)
+    for members in groups.values():
+        if gone.issuperset(members):
+            raise ValueError(f"split {split!r}: removing every copy of the duplicate group {sorted(members)}; "
+                             "a group keeps one representative")
+
+
+# ---------------------------------------------------------------- features input
+
+
+def read_feature_file(path, sample_ids: Sequence[str]) -> tuple[list[str], np.ndarray, dict[str, str]]:
+    """Pooled features of one split from a features file (the ``features`` stage's contract).
+
+    The file has a row per manifest sample: ``sample_id``, ``status``
+    (``ok``/``error``), ``reason`` and ``features`` (a fixed-size list of
+    floats). Rows that are not ``ok`` (unreadable images) get no features and
+    come back with their reason.
+
+    Args:
+        path: The parquet file (``data/features/<model>/<split>.parquet``).
+        sample_ids: The split manifest's ids, in order; the file must hold exactly these.
+
+    Returns:
+        ``(ids with features, float32 (n, d) features, {sample_id: reason} of the rest)``.
+
+    Raises:
+        ValueError: a missing column, or rows that are not the manifest's (naming the file).
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    missing = [c for c in ("sample_id", "status", "features") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: not a features file (no column {missing[0]!r})")
+    ids = [str(v) for v in table["sample_id"].to_pylist()]
+    if ids != [str(v) for v in sample_ids]:
+        raise ValueError(f"{path}: its {len(ids)} rows are not the manifest's {len(sample_ids)} samples in order; rerun the features stage")
+    status = np.asarray(table["status"].to_pylist(), dtype=object)
+    reasons = table["reason"].to_pylist() if "reason" in table.column_names else [""] * len(ids)
+    ok = status == "ok"
+    col = table["features"].combine_chunks()
+    width = col.type.list_size if hasattr(col.type, "list_size") else None
+    flat = np.asarray(col.flatten().to_numpy(zero_copy_only=False), np.float32)
+    x = flat.reshape(len(ids), width if width else -1) if len(ids) else np.zeros((0, width or 0), np.float32)
+    bad = {i: (r or "no features") for i, r, g in zip(ids, reasons, ok) if not g}
+    return [i for i, g in zip(ids, ok) if g], x[ok], bad
+
+
+def pool_models(per_model: Sequence[tuple[Sequence[str], np.ndarray]]) -> tuple[list[str], np.ndarray]:
+    """One vector per sample from several models' features: each L2-normalised, concatenated, scaled by 1/sqrt(M).
+
+    The pooled vector has unit length, and its cosine distance to another is the
+    mean of the models' cosine distances. Only samples every model has features for are kept.
+    """
+    common = set(per_model[0][0]).intersection(*[set(ids) for ids, _ in per_model[1:]])
+    order = [i for i in per_model[0][0] if i in common]
+    parts = []
+    for ids, x in per_model:
+        pos = {u: j for j, u in enumerate(ids)}
+        parts.append(_normalise(np.asarray(x, np.float32)[[pos[u] for u in order]]))
+    x = np.concatenate(parts, axis=1) / np.sqrt(len(per_model)) if parts else np.zeros((0, 0), np.float32)
+    return order, x
+
+
+# ---------------------------------------------------------------- truth
+
+
+def truth_pairs(truth: pd.DataFrame) -> pd.DataFrame:
+    """The injected duplicate pairs of a truth table (``duplicate_of_split``, ``duplicate_of``, ``duplicate_kind``).
+
+    Every copy is paired with its original, and copies of one original with each
+    other (they are copies of one picture too): ``kind`` is ``exact`` when both
+    members carry the same bytes, ``near`` otherwise.
+
+    Returns:
+        A frame of :data:`PAIR_COLUMNS` (``distance`` NaN); empty when the truth records no copies.
+    """
+    if "duplicate_of" not in truth.columns:
+        return _pairs_frame([])
+    cp = truth.dropna(subset=["duplicate_of"])
+    groups: dict[tuple[str, str], list[tuple[tuple[str, str], str]]] = {}
+    for s, sid, os_, o, kind in zip(cp["split"], cp["sample_id"], cp["duplicate_of_split"], cp["duplicate_of"], cp["duplicate_kind"]):
+        groups.setdefault((str(os_), str(o)), []).append(((str(s), str(sid)), str(kind)))
+    rows = []
+    for orig, members in groups.items():
+        everyone = [(orig, "exact")] + members
+        for i in range(len(everyone)):
+            for j in range(i + 1, len(everyone)):
+                (a, ka), (b, kb) = everyone[i], everyone[j]
+                rows.append((*_ordered(a, b), "exact" if ka == kb == "exact" else "near", float("nan")))
+    return _pairs_frame(rows)
+
+
+def score_pairs(found: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """Precision and recall of found pairs against the truth's pairs, per kind and within/across splits.
+
+    Recall of a kind is the share of the truth's pairs of that kind that were
+    found (by either kind); precision of a kind is the share of found pairs of
+    that kind that are in the truth. ``within`` and ``across`` split the pairs
+    by whether both samples are in one split.
+
+    Returns:
+        ``{group: {"found", "true", "hit", "precision", "recall"}}`` for ``all``,
+        ``exact``, ``near``, ``within``, ``across`` (precision/recall None when undefined).
+    """
+    key = list(PAIR_COLUMNS[:4])
+    t = {tuple(r): k for r, k in zip(truth[key].itertuples(index=False, name=None), truth["kind"])}
+    f = {tuple(r): k for r, k in zip(found[key].itertuples(index=False, name=None), found["kind"])}
+
+    def block(tsel, fsel) -> dict:
+        tp_r = sum(1 for p in tsel if p in f)
+        tp_p = sum(1 for p in fsel if p in t)
+        return {"found": len(fsel), "true": len(tsel), "hit": tp_r,
+                "precision": round(tp_p / len(fsel), 4) if fsel else None,
+                "recall": round(tp_r / len(tsel), 4) if tsel else None}
+
+    out = {"all": block(list(t), list(f))}
+    for kind in ("exact", "near"):
+        out[kind] = block([p for p, k in t.items() if k == kind], [p for p, k in f.items() if k == kind])
+    for name, same in (("within", True), ("across", False)):
+        out[name] = block([p for p in t if (p[0] == p[2]) == same], [p for p in f if (p[0] == p[2]) == same])
+    return out
+
+
+def distance_curve(found: pd.DataFrame, truth: pd.DataFrame, distances: Sequence[float]) -> list[dict]:
+    """Precision and recall of the found pairs kept at each ``max_distance`` (exact pairs always kept).
+
+    ``found`` comes from a search at the largest distance; a threshold is then
+    read off the truth (e.g. the largest distance whose precision is still at
+    its goal), not picked by looking at examples.
+
+    Returns:
+        One ``{"max_distance", **score_pairs(...)["all"], "near_precision", "near_recall"}`` per distance.
+    """
+    out = []
+    for d in distances:
+        kept = found[(found["kind"] == "exact") | (found["distance"] <= d)]
+        s = score_pairs(kept, truth)
+        out.append({"max_distance": float(d), **s["all"], "near_precision": s["near"]["precision"],
+                    "near_recall": s["near"]["recall"]})
     return out

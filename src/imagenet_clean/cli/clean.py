@@ -1,4 +1,4 @@
-"""`imagenet-clean` commands of the clean group: clean, clean-arrays, diff, score, suggest-merges."""
+"""`imagenet-clean` commands of the clean group: clean, clean-arrays, diff, score, suggest-merges, duplicates."""
 from __future__ import annotations
 
 import json
@@ -158,6 +158,23 @@ def suggest_merges(params: Path = PARAMS) -> None:
                    f"fixes {p['fixes']['a_to_b']}/{p['fixes']['b_to_a']}{mark}")
 
 
+def duplicates(params: Path = PARAMS) -> None:
+    """Exact and near copies within and across splits: data/duplicates/<pair>.parquet, metrics/duplicates.json."""
+    from ..stages import duplicates as stage
+
+    res = stage.run(*load(params))
+    typer.echo(f"duplicates ({res['features']}, max_distance {res['max_distance']}):")
+    for name, c in res["pairs"].items():
+        leak = " (leakage)" if name in res["leakage"] else ""
+        typer.echo(f"  {name}: {c['exact']} exact, {c['near']} near{leak}")
+    for split, info in res["splits"].items():
+        if info["no_features"]:
+            typer.echo(f"  {split}: {info['no_features']} images without features (data/duplicates/no_features.parquet)")
+    if "scores" in res:
+        a = res["scores"]["all"]
+        typer.echo(f"  against the truth's {a['true']} injected pairs: precision {a['precision']}, recall {a['recall']}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("clean")(clean)
@@ -165,3 +182,4 @@ def register(app: typer.Typer) -> None:
     app.command("diff")(diff)
     app.command("score")(score)
     app.command("suggest-merges")(suggest_merges)
+    app.command("duplicates")(duplicates)

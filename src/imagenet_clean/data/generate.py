@@ -11,6 +11,9 @@ Problems are injected at the ``generate.noise`` rates and recorded in
 confusable partner), ``minuscule`` (digit 5-9 px tall), ``bad_quality`` (blur,
 noise or low contrast), ``multi_object`` (2-4 digits, one labelled) and
 ``synonym`` (about half of the digit-one images labelled ``n90000010``).
+With ``generate.noise.exact_copies`` / ``near_copies`` above 0 (both 0 by
+default), exact and near copies of originals are added within and across
+splits and recorded in the truth (:mod:`imagenet_clean.data.copies`).
 
 Layouts written under ``generate.out`` (default ``data/raw``)::
 
@@ -151,7 +154,7 @@ def _generate_split(split: str, cfg, *, seed: int, out: Path, images: np.ndarray
     with_box = np.zeros(n, bool)
     with_box[rng.permutation(n)[: int(round(cfg.box_fraction * n))]] = True
     style, size = STYLES[split], cfg.image_size
-    rows, csv_rows = [], []
+    rows = []
     split_dir = out / split
     for i in progress(range(n), desc=f"generate {split}", unit="img"):
         r = np.random.default_rng([seed, spec.index, i])
@@ -171,12 +174,17 @@ def _generate_split(split: str, cfg, *, seed: int, out: Path, images: np.ndarray
             xml = out / "train_boxes" / wnid / f"{stem}.xml"
             xml.parent.mkdir(parents=True, exist_ok=True)
             xml.write_text(_voc_xml(stem, wnid, size, box))
-        if split == "val":
-            csv_rows.append(f"{Path(sid).stem},{wnid} {' '.join(str(int(v)) for v in box)}\n")
-        rows.append({"split": split, "sample_id": sid, "true_label": t, "given_label": int(given[i]), "problem": problem[i]})
+        rows.append({"split": split, "sample_id": sid, "true_label": t, "given_label": int(given[i]), "problem": problem[i],
+                     "_box": box})
+    return rows
+
+
+def _write_val_solution(out: Path, rows: list[dict]) -> None:
+    """val's boxes and labels in the Kaggle ``LOC_val_solution.csv`` layout (rows carry ``_box``)."""
+    csv_rows = [f"{Path(r['sample_id']).stem},{wnid_of(r['given_label'])} {' '.join(str(int(v)) for v in r['_box'])}\n"
+                for r in rows]
     if csv_rows:
         (out / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + "".join(sorted(csv_rows)))
-    return rows
 
 
 def _tmp_prefix(out: Path, pid: int) -> str:
@@ -255,6 +263,9 @@ def file_mtime_ns(cfg, *, seed: int) -> int:
 
     fields = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(vars(cfg))
     fields.pop("out", None)
+    noise = fields.get("noise")
+    if isinstance(noise, dict):  # copy rates of 0 leave the time a generator without copies gave
+        fields["noise"] = {k: v for k, v in noise.items() if not (k in ("exact_copies", "near_copies") and not v)}
     key = json.dumps({"seed": seed, "generate": fields}, sort_keys=True, default=str)
     frac = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 10**9
     return 946_684_800 * 10**9 + frac  # within the first second of 2000-01-01 UTC
@@ -315,11 +326,24 @@ def generate(cfg, *, seed: int) -> dict:
         if cfg.enabled:
             import pandas as pd
 
+            from . import copies
+
             digits = load_digits()
+            per_split: dict[str, list[dict]] = {}
             rows = []
-            for split in SPLITS:
-                rows += _generate_split(split, cfg, seed=seed, out=tmp, images=digits.images, targets=digits.target)
-            truth = pd.DataFrame(rows, columns=["split", "sample_id", "true_label", "given_label", "problem"])
+            for split, spec in SPLITS.items():
+                per_split[split] = _generate_split(split, cfg, seed=seed, out=tmp, images=digits.images, targets=digits.target)
+                made = []
+                if copies.enabled(cfg):
+                    made = copies.inject_copies(split, per_split, cfg=cfg, seed=seed, index=spec.index, out=tmp,
+                                                file_name=_file_name, wnid_of=wnid_of)
+                if split == "val":
+                    _write_val_solution(tmp, per_split[split] + made)
+                rows += per_split[split] + made
+            columns = ["split", "sample_id", "true_label", "given_label", "problem"]
+            if copies.enabled(cfg):
+                columns += list(copies.TRUTH_COLUMNS)
+            truth = pd.DataFrame(rows, columns=columns)
             truth = truth.astype({"true_label": "int64", "given_label": "int64"})
             write_table(tmp / "truth.parquet", truth, metadata={"seed": seed, "image_size": cfg.image_size})
             counts = truth.groupby(["split", "problem"]).size()
@@ -328,6 +352,11 @@ def generate(cfg, *, seed: int) -> dict:
                 for s in SPLITS
             }
             summary["n_train_boxes"] = int(round(cfg.box_fraction * cfg.n_train))
+            if copies.enabled(cfg):
+                kinds = truth.dropna(subset=["duplicate_kind"]).groupby(["split", "duplicate_kind", "duplicate_of_split"]).size()
+                summary["copies"] = {f"{s}<-{src}": {} for s, _, src in kinds.index}
+                for (s, kind, src), v in kinds.items():
+                    summary["copies"][f"{s}<-{src}"][kind] = int(v)
         write_json(tmp / MARKER, summary)
         _pin_mtimes(tmp, file_mtime_ns(cfg, seed=seed))
         _replace_dir(tmp, out)

@@ -17,6 +17,7 @@ STAGES = {
     "review": "review",
     "score": "score",
     "suggest_merges": "suggest_merges",
+    "duplicates": "duplicates",
     "tables": "tables",
     "retrain": "retrain",
     "table3": "table3",

@@ -1,0 +1,164 @@
+"""The duplicates stage on a tiny embedded project with injected copies (stages/duplicates.py, `imagenet-clean duplicates`)."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from imagenet_clean.config import ConfigError, parse_params
+from imagenet_clean.io import read_table
+from imagenet_clean.stages import duplicates as stage
+from imagenet_clean.stages import generate as generate_stage
+from imagenet_clean.stages import ingest as ingest_stage
+from imagenet_clean.workspace import Workspace
+
+SPLITS = ("train", "val", "v2")
+
+
+def embedded_params(**dup) -> dict:
+    p = yaml.safe_load(resources.files("imagenet_clean.resources").joinpath("params_embedded.yaml").read_text())
+    p["generate"].update(n_train=60, n_val=30, n_v2=30)
+    p["generate"]["noise"].update(exact_copies=0.1, near_copies=0.1)
+    p["models"] = {"vgg": {"arch": "digits_vgg", "weights": "train"}}
+    p["ingest"]["workers"] = 1
+    p["duplicates"].update(dup)
+    return p
+
+
+def full_checkpoint(params, ws: Workspace, seed: int = 0) -> None:
+    """A seeded, untrained full checkpoint of each model, where ``fit`` writes it (features need no training to differ)."""
+    import torch
+
+    from imagenet_clean.models.factory import build_model, config_digest, save_checkpoint, trained_checkpoint_path
+
+    for name, cfg in params.models.items():
+        torch.manual_seed(seed)
+        model, _ = build_model(cfg, num_classes=11)
+        save_checkpoint(model, trained_checkpoint_path(name, models_dir=ws.models), metadata={"model_config": config_digest(cfg)})
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dup")
+    params = parse_params(embedded_params(max_distance=0.02, remove=True, remove_max_distance=0.01))
+    ws = Workspace(root)
+    import os
+
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        generate_stage.run(params, ws)
+        for s in SPLITS:
+            ingest_stage.run(params, ws, s)
+        full_checkpoint(params, ws)
+        victim = read_table(ws.manifest("val"))["path"].iloc[3]
+        data = (root / "data/raw/val" / victim).read_bytes()
+        (root / "data/raw/val" / victim).write_bytes(data[: len(data) // 3])  # broken after ingest: no features now
+        report = stage.run(params, ws)
+    finally:
+        os.chdir(old)
+    return root, params, report, victim
+
+
+def test_pairs_are_written_per_split_pair_and_counted(project):
+    root, _, report, _ = project
+    names = ["train-train", "train-val", "train-v2", "val-val", "val-v2", "v2-v2"]
+    assert sorted(report["pairs"]) == sorted(names)
+    for name in names:
+        df = read_table(root / "data/duplicates" / f"{name}.parquet")
+        assert list(df.columns) == ["split_a", "sample_id_a", "split_b", "sample_id_b", "kind", "distance"]
+        assert {f"{a}-{b}" for a, b in zip(df["split_a"], df["split_b"])} <= {name}
+        assert report["pairs"][name] == {k: int((df["kind"] == k).sum()) for k in ("exact", "near")}
+        assert (df.loc[df["kind"] == "near", "distance"] <= 0.02).all()
+    assert set(report["leakage"]) == {"train-val", "train-v2", "val-v2"}
+    assert report["leakage"]["train-val"] == sum(report["pairs"]["train-val"].values()) > 0
+    assert json.loads((root / "metrics/duplicates.json").read_text()) == report
+
+
+def test_found_pairs_are_scored_against_the_injected_copies(project):
+    _, _, report, _ = project
+    s = report["scores"]
+    assert s["exact"]["true"] > 0 and s["exact"]["recall"] == 1.0 and s["exact"]["precision"] == 1.0
+    assert s["near"]["true"] > 0 and s["near"]["found"] > 0
+    assert s["across"]["true"] > 0 and s["within"]["true"] > 0
+
+
+def test_an_image_unreadable_now_gets_no_features_and_is_recorded(project):
+    root, _, report, victim = project
+    bad = read_table(root / "data/duplicates/no_features.parquet")
+    assert bad[["split", "sample_id"]].to_numpy().tolist() == [["val", victim]]
+    assert bad["reason"].iloc[0].startswith("unreadable")
+    assert report["splits"]["val"]["no_features"] == 1 and report["splits"]["train"]["no_features"] == 0
+
+
+def test_the_removal_list_keeps_one_representative_per_group(project):
+    root, _, report, _ = project
+    drop = read_table(root / "data/duplicates/removals.parquet")
+    assert len(drop) == sum(report["removals"].values()) > 0
+    pairs = pd.concat([read_table(root / "data/duplicates" / f"{s}-{s}.parquet") for s in SPLITS])
+    for split, g in drop.groupby("split"):
+        kept = set(g["representative"])
+        assert not kept & set(g["sample_id"])  # no representative is removed
+        inside = pairs[pairs["split_a"] == split]
+        members = set(inside["sample_id_a"]) | set(inside["sample_id_b"])
+        assert set(g["sample_id"]) < members
+
+
+def test_a_rerun_is_byte_identical(project, tmp_path):
+    root, params, _, _ = project
+    before = {p.name: p.read_bytes() for p in (root / "data/duplicates").glob("*.parquet")}
+    metric = (root / "metrics/duplicates.json").read_bytes()
+    stage.run(params, Workspace(root))
+    assert {p.name: p.read_bytes() for p in (root / "data/duplicates").glob("*.parquet")} == before
+    assert (root / "metrics/duplicates.json").read_bytes() == metric
+
+
+@pytest.mark.parametrize("dup, message", [
+    ({"max_distance": 2.5}, r"^duplicates.max_distance: 2.5 is out of range; allowed: a cosine distance in \[0, 2\]$"),
+    ({"max_distance": -0.1}, r"^duplicates.max_distance: -0.1 is out of range"),
+    ({"k": 1}, r"^duplicates.k: 1 is out of range; allowed: an integer >= 2$"),
+    ({"remove_max_distance": 0.05}, r"^duplicates.remove_max_distance: 0.05 is beyond duplicates.max_distance 0.04"),
+    ({"models": ["nope"]}, r"^duplicates.models: 'nope' is not a cleanup model; one of vgg$"),
+    ({"features": "logits"}, r"^duplicates.features: 'logits' is out of range; allowed: map or pooled$"),
+])
+def test_bad_duplicates_params_are_one_line_config_errors(dup, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        parse_params(embedded_params(**dup))
+    assert "\n" not in str(e.value)
+
+
+def test_the_cli_prints_the_counts(project, monkeypatch):
+    from typer.testing import CliRunner
+
+    from imagenet_clean.cli import app
+
+    root, params, report, _ = project
+    (root / "params.yaml").write_text(yaml.safe_dump(embedded_params(max_distance=0.02, remove=True, remove_max_distance=0.01)))
+    monkeypatch.chdir(root)
+    res = CliRunner().invoke(app, ["duplicates"])
+    assert res.exit_code == 0, res.output
+    assert "train-val:" in res.output and "(leakage)" in res.output and "images without features" in res.output
+    assert f"precision {report['scores']['all']['precision']}" in res.output
+    assert np.isfinite(report["scores"]["all"]["recall"])
+
+
+@pytest.mark.parametrize("kind", ["map", "pooled"])
+def test_feature_kinds_stream_the_manifest_rows(project, kind):
+    import torch
+
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models.embeddings import penultimate_features
+    from imagenet_clean.models.factory import build_model
+
+    root, _, _, victim = project
+    model, data_cfg = build_model(ModelConfig(arch="digits_vgg"), num_classes=11)
+    paths = read_table(root / "data/manifests/val.parquet")["path"].tolist()[:7]
+    x, reasons = penultimate_features(model, data_cfg, root / "data/raw/val", paths, batch_size=3, kind=kind)
+    width = model.num_features if kind == "pooled" else model.forward_features(torch.zeros(1, *data_cfg["input_size"])).numel()
+    assert x.shape == (7, width)
+    assert [bool(r) for r in reasons] == [p == victim for p in paths]  # the broken image: a reason and a zero row
+    assert not x[[p == victim for p in paths]].any() and np.abs(x[[p != victim for p in paths]]).sum(axis=1).min() > 0
