@@ -1,10 +1,19 @@
 """The embedded default proves the method (issue 12): models that learn, a cleanup that is right, cleaning that helps.
 
 One ``dvc repro`` of the repository's unchanged ``params.yaml`` in a fresh
-project (8 min 31 s on 2 CPU cores on 2026-12-01 at 10:00; 10 min 28 s in the
-shared machine's slow hours that morning, with table 2's narrower model), then the figures a user reads in
-``metrics/`` are checked against the goals of issue 12. Slow: ``pytest -m slow
-tests/test_embedded_quality.py``.
+project, then the figures a user reads in ``metrics/`` are checked against the
+goals of issue 12 as written (thresholds, not one machine's figures), and table
+2's verdict against issue 28's statistic: the 95 % t-interval of the paired
+gains T_c - T on V_c over ``tables.seeds`` (5) seeds lies above 0. Slow:
+``pytest -m slow tests/test_embedded_quality.py``.
+
+The figures move across CPU families (training differs in the last bits);
+README "Tolerances across CPU families" and docs/reliability.md give the
+measured moves on an AVX2 machine and on an AVX-512 machine with and without
+the AVX2 switch. Every detection goal clears its threshold by more than the
+largest move measured, except the val ensemble-beats-best-model fix F1 and the
+V2_c seed spread, which sit inside it: those two fail on some machines, and
+this test reports it rather than assert one machine's figures.
 """
 from __future__ import annotations
 
