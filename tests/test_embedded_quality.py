@@ -10,10 +10,11 @@ gains T_c - T on V_c over ``tables.seeds`` (5) seeds lies above 0. Slow:
 The figures move across CPU families (training differs in the last bits);
 README "Tolerances across CPU families" and docs/reliability.md give the
 measured moves on an AVX2 machine and on an AVX-512 machine with and without
-the AVX2 switch. Every detection goal clears its threshold by more than the
-largest move measured, except the val ensemble-beats-best-model fix F1 and the
-V2_c seed spread, which sit inside it: those two fail on some machines, and
-this test reports it rather than assert one machine's figures.
+the AVX2 switch. Four goals sit within the largest measured move of their
+thresholds: train removal precision and val fix precision (met on every run),
+the val ensemble-beats-best-model fix F1 and the V2_c seed spread (each failed
+on one AVX-512 run). The test keeps the goals as written and reports them
+where they fail, rather than assert one machine's figures.
 """
 from __future__ import annotations
 
