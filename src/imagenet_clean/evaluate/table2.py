@@ -116,7 +116,7 @@ def paired_gain(base: Sequence[float | None], other: Sequence[float | None], *, 
 
     ``base[i]`` and ``other[i]`` come from the same seed (table 2 trains T and T_c with the
     same seeds), so each seed gives one difference ``d_i``; what a seed does to both
-    models alike (the initialisation's luck, the order of the batches) cancels in it.
+    models alike (the same initial weights, scored on the same images) cancels in it.
     The interval is ``mean(d) +- t_{(1+c)/2, n-1} * sd(d) / sqrt(n)`` (``scipy.stats.t``).
 
     Args:
@@ -130,7 +130,8 @@ def paired_gain(base: Sequence[float | None], other: Sequence[float | None], *, 
         "helps" (interval above 0), "hurts" (below 0) or "not resolved"; ``beyond_noise``
         whether the interval excludes 0. With fewer than 2 pairs (pairs with ``None``/``nan``
         on either side are left out) ``ci95``, ``sd`` and ``beyond_noise`` are null, the
-        verdict is "not computed" and ``why`` says why.
+        verdict is "not computed" and ``why`` says why. ``ci95`` holds the interval at
+        ``confidence`` (0.95 unless told otherwise).
 
     Raises:
         ValueError: ``base`` and ``other`` differ in length, or ``confidence`` is not in (0, 1).
