@@ -1,10 +1,20 @@
 """The embedded default proves the method (issue 12): models that learn, a cleanup that is right, cleaning that helps.
 
 One ``dvc repro`` of the repository's unchanged ``params.yaml`` in a fresh
-project (8 min 31 s on 2 CPU cores on 2026-12-01 at 10:00; 10 min 28 s in the
-shared machine's slow hours that morning, with table 2's narrower model), then the figures a user reads in
-``metrics/`` are checked against the goals of issue 12. Slow: ``pytest -m slow
-tests/test_embedded_quality.py``.
+project, then the figures a user reads in ``metrics/`` are checked against the
+goals of issue 12 as written (thresholds, not one machine's figures), and table
+2's verdict against issue 28's statistic: the 95 % t-interval of the paired
+gains T_c - T on V_c over ``tables.seeds`` (5) seeds lies above 0. Slow:
+``pytest -m slow tests/test_embedded_quality.py``.
+
+The figures move across CPU families (training differs in the last bits);
+README "Tolerances across CPU families" and docs/reliability.md give the
+measured moves on an AVX2 machine and on an AVX-512 machine with and without
+the AVX2 switch. Four goals sit within the largest measured move of their
+thresholds: train removal precision and val fix precision (met on every run),
+the val ensemble-beats-best-model fix F1 and the V2_c seed spread (each failed
+on one AVX-512 run). The test keeps the goals as written and reports them
+where they fail, rather than assert one machine's figures.
 """
 from __future__ import annotations
 
@@ -96,26 +106,36 @@ def _table2_rows(embedded) -> dict:
     return {arch: cells for arch, cells in t2.items() if isinstance(cells, dict) and "T_c" in cells}
 
 
-def test_training_on_the_cleaned_split_helps_beyond_the_seed_spread(embedded):
+def _seeds(embedded) -> int:
+    import yaml
+
+    return int(yaml.safe_load((embedded / "params.yaml").read_text())["tables"]["seeds"])
+
+
+def test_training_on_the_cleaned_split_helps_beyond_seed_noise(embedded):
+    """Issue 12's "T_c beats T on V_c", as issue 28's paired verdict: the 95 % t-interval of T_c - T over seeds is above 0."""
+    from scipy import stats
+
     archs = _table2_rows(embedded)
-    assert archs
+    runs = _metric(embedded, "runs/table2.json")
+    assert archs and _seeds(embedded) >= 5
     for arch, cells in archs.items():
-        top1 = {s: cells[s]["val_clean"]["top1"] for s in ("T", "T_c")}
-        spread = max(top1["T"]["std"], top1["T_c"]["std"])
-        assert spread <= 1.5, (arch, top1)
-        assert top1["T_c"]["mean"] - top1["T"]["mean"] > spread, (arch, top1)
-
-
-def _spreads(embedded, column: str) -> dict:
-    return {(arch, s): cells[s][column]["top1"] for arch, cells in _table2_rows(embedded).items() for s in ("T", "T_c")}
+        h = cells["headline"]
+        assert h["set"] == "val_clean" and h["seeds"] == _seeds(embedded), h
+        g = h["top1"]
+        assert g["pairs"] == _seeds(embedded) and g["verdict"] == "helps" and g["ci95"][0] > 0, (arch, g)
+        # the verdict is the interval the per-seed runs give, recomputed here
+        d = [runs[arch]["T_c"][k]["val_clean"]["top1"] - runs[arch]["T"][k]["val_clean"]["top1"] for k in sorted(runs[arch]["T"])]
+        ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        assert len(d) == g["pairs"] and g["ci95"] == pytest.approx([ci.low, ci.high], abs=1e-3), (arch, d, g)
 
 
 @pytest.mark.parametrize("column", ["val", "val_clean", "v2", "v2_clean"])
 def test_the_seed_spread_is_within_1_5_points_on_every_column(embedded, column):
-    spreads = _spreads(embedded, column)
+    spreads = {(arch, s): cells[s][column]["top1"] for arch, cells in _table2_rows(embedded).items() for s in ("T", "T_c")}
     assert spreads, column
     for key, top1 in spreads.items():
-        assert top1["n"] == 3 and top1["std"] <= 1.5, (key, column, top1)
+        assert top1["n"] == _seeds(embedded) and top1["std"] <= 1.5, (key, column, top1)
 
 
 def test_tuned_thresholds_agree_with_a_truth_reviewer_on_held_out_reviews(embedded):

@@ -1,5 +1,7 @@
 """The Markdown report, the changes-per-class plot data and the paper's reference figures."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -46,7 +48,11 @@ def test_report_renders_all_tables(tmp_path):
     write_ablations(tables_params(archs=["a1"], seeds=2), paths=paths, backend=fake)  # switched off
     md = write_report(["train", "val", "v2"], workspace=paths).read_text()
     assert "## Table 2" in md and "T_c, V_c" in md and "T_c, V2_c" in md and "±" in md
-    assert "Beyond seed spread" in md and "mean±std over 2 seed(s)" in md
+    assert "T_c-T on V_c top-1 [95 % CI] verdict" in md and "mean±std over 2 seed(s)" in md
+    t2 = json.loads(paths.metric("table2.json").read_text())["a1"]["gain"]
+    for s in ("val", "val_clean", "v2", "v2_clean"):  # every set's paired gain, interval and verdict, as table2.json has them
+        g = t2[s]["top1"]
+        assert f"{g['gain']:+.2f} [{g['ci95'][0]:+.2f}, {g['ci95'][1]:+.2f}] {g['verdict']}" in md, s
     assert "## Table 3" in md and "56x32 (L)" in md and "square 32x32" in md
     assert "*ablations: skipped (tables.ablations is false).*" in md
     assert "83.11/96.78" in md and "+1.36/+0.75" in md
@@ -160,14 +166,29 @@ def test_table2_in_the_papers_layout(tmp_path):
     header = next(line for line in md.splitlines() if line.startswith("| Model | T, V"))
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert cols == ["Model", "T, V", "T, V_c", "T_c, V_c", "T, V2", "T_c, V2", "T, V2_c", "T_c, V2_c",
-                    "Gain T_c-T on V_c top-1/top-5", "Beyond seed spread (top-1)"]
+                    "T_c-T on V_c top-1 [95 % CI] verdict", "top-5"]
     row = next(line for line in md.splitlines() if line.startswith("| a1 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert all("±" in c for c in cells[1:8]) and cells[9].split(" ")[0] in ("yes", "no")
-    import json
+    assert all("±" in c for c in cells[1:8])
+    h = json.loads(paths.metric("table2.json").read_text())["a1"]["headline"]
+    g1, g5 = h["top1"], h["top5"]
+    assert cells[8] == f"{g1['gain']:+.2f} [{g1['ci95'][0]:+.2f}, {g1['ci95'][1]:+.2f}] {g1['verdict']}"
+    assert cells[9].startswith(f"{g5['gain']:+.2f} [") and cells[9].endswith(g5["verdict"])
+    assert g1["verdict"] in ("helps", "hurts", "not resolved") and "Verdict not computed" not in md
 
-    h = json.loads(paths.metric("table2.json").read_text())["a1"]["headline"]["top1"]
-    assert cells[8].startswith(f"{h['gain']:+.2f}/") and f"spread {h['spread']:.2f}" in cells[9]
+
+def test_table2_report_with_one_seed_says_why_there_is_no_verdict(tmp_path):
+    paths = make_project(tmp_path, n=40)
+    write_table2(tables_params(archs=["a1"], seeds=1), paths=paths, backend=FakeBackend())
+    md = write_report([], workspace=paths).read_text()
+    assert ("Verdict not computed: a confidence interval needs at least 2 seed pairs (T and T_c with the same seed); got 1."
+            in md)
+    row = next(line for line in md.splitlines() if line.startswith("| a1 |"))
+    gains = md[md.index("Paired top-1 gain"):md.index("<details>", md.index("## Table 2"))]
+    assert "| Model | V | V_c | V2 | V2_c |" in gains
+    rows = [line for line in gains.splitlines() if line.startswith("| a1 |")] + [row]
+    assert len(rows) == 2 and all("[" not in r for r in rows)  # no interval anywhere
+    assert "not computed (1 pair(s))" in row and rows[0].count("not computed (1 pair(s))") == 4
 
 
 def test_cli_report_with_skipped_metrics(tmp_path, monkeypatch):

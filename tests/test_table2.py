@@ -14,9 +14,9 @@ import pytest
 from imagenet_clean.config import parse_params
 from imagenet_clean.evaluate.ablations import VARIANTS, merge_map, placeholder_free, variant_manifest, write_ablations
 from imagenet_clean.evaluate.table2 import (
-    compare,
     load_context,
     original_train,
+    paired_gain,
     run_key,
     summarize,
     write_table2,
@@ -42,18 +42,24 @@ def test_table2_trains_T_and_Tc_per_seed_and_reports_spread(project):
     assert row["T"]["val_clean"]["top1"]["n"] == 3
     g = row["gain"]["val_clean"]["top1"]
     assert g["gain"] == pytest.approx(row["T_c"]["val_clean"]["top1"]["mean"] - row["T"]["val_clean"]["top1"]["mean"], abs=1e-3)
-    assert g["spread"] == max(row["T"]["val_clean"]["top1"]["std"], row["T_c"]["val_clean"]["top1"]["std"])
-    assert g["beyond_spread"] == (g["gain"] > g["spread"])
-    assert g["gain"] > 0  # the stand-in learns better from clean labels
     runs = json.loads(project.metric("runs/table2.json").read_text())
     assert set(runs["a1"]["T"]) == {"seed0", "seed1", "seed2"}
+    # the gain is paired by seed: the per-seed runs give it back with scipy's one-sample t-interval
+    from scipy import stats
+
+    d = [runs["a1"]["T_c"][k]["val_clean"]["top1"] - runs["a1"]["T"][k]["val_clean"]["top1"] for k in ("seed0", "seed1", "seed2")]
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert g["pairs"] == 3 and g["ci95"] == pytest.approx([ci.low, ci.high], abs=1e-3)
+    assert g["verdict"] == ("helps" if ci.low > 0 else "hurts" if ci.high < 0 else "not resolved")
+    assert g["beyond_noise"] == (g["verdict"] != "not resolved")
+    assert g["gain"] > 0  # the stand-in learns better from clean labels
     # T: readable training rows with original labels (40 - 1 unreadable); T_c: 40 - 2 removed
     assert {f[3] for f in fake.fits} == {39, 38}
-    # the headline: both means, the gain, the spread and a boolean, on V_c, over 3 seeds
+    # the headline: both means, the paired gain, its interval and the verdict, on V_c, over 3 seeds
     h = row["headline"]
     assert h["set"] == "val_clean" and h["seeds"] == 3
     assert h["top1"] == {"T": row["T"]["val_clean"]["top1"]["mean"], "T_c": row["T_c"]["val_clean"]["top1"]["mean"], **g}
-    assert isinstance(h["top1"]["beyond_spread"], bool) and isinstance(h["top5"]["gain"], float)
+    assert isinstance(h["top1"]["beyond_noise"], bool) and isinstance(h["top5"]["gain"], float)
     assert "skipped_splits" not in t
 
 
@@ -147,13 +153,69 @@ def test_missing_training_manifest(tmp_path):
         write_table2(tables_params(), paths=paths, backend=FakeBackend())
 
 
-def test_summarize_and_compare():
+def test_summarize():
     assert summarize([1.0, 2.0, 3.0]) == {"mean": 2.0, "std": 1.0, "n": 3}
     assert summarize([5.0]) == {"mean": 5.0, "std": 0.0, "n": 1}
     assert summarize([])["n"] == 0
-    assert compare([1, 2, 3], [4, 5, 6]) == {"gain": 3.0, "spread": 1.0, "beyond_spread": True}
-    assert compare([1, 2, 3], [1.5, 2.5, 3.5])["beyond_spread"] is False
-    assert compare([1], [2])["beyond_spread"] is None
+
+
+def test_paired_gain_uses_the_pairing():
+    # seeds move T and T_c together by several points; the difference is +1 +- 0.1 on every seed
+    t = [90.0, 94.0, 87.0, 92.0, 89.0]
+    tc = [91.1, 94.9, 88.0, 93.1, 89.9]
+    g = paired_gain(t, tc)
+    assert g["verdict"] == "helps" and g["beyond_noise"] is True and g["pairs"] == 5
+    assert g["gain"] == pytest.approx(1.0) and g["ci95"][0] > 0.8 and g["ci95"][1] < 1.2
+    # the old unpaired rule (gain above the larger seed std, ~2.7) said no to the same figures
+    assert g["gain"] < max(summarize(t)["std"], summarize(tc)["std"])
+    assert paired_gain(tc, t)["verdict"] == "hurts" and paired_gain(tc, t)["ci95"] == [-g["ci95"][1], -g["ci95"][0]]
+
+
+def test_paired_gain_interval_is_scipys_t_interval():
+    from scipy import stats
+
+    t, tc = [95.6, 95.2, 96.0, 95.8, 95.4], [96.6, 95.0, 96.8, 96.2, 95.2]
+    d = np.subtract(tc, t)
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    g = paired_gain(t, tc)
+    assert g["ci95"] == [round(lo, 4), round(hi, 4)] and lo < 0 < hi
+    assert g["verdict"] == "not resolved" and g["beyond_noise"] is False and g["sd"] == pytest.approx(d.std(ddof=1), abs=1e-4)
+    # a wider confidence only widens the interval
+    g99 = paired_gain(t, tc, confidence=0.99)
+    assert g99["ci95"][0] < g["ci95"][0] and g99["ci95"][1] > g["ci95"][1]
+
+
+def test_paired_gain_edge_cases():
+    # equal differences on every seed: a zero-width interval at the gain
+    assert paired_gain([1, 2, 3], [2, 3, 4]) == {"gain": 1.0, "ci95": [1.0, 1.0], "pairs": 3, "sd": 0.0, "verdict": "helps",
+                                                  "beyond_noise": True}
+    assert paired_gain([1, 2], [1, 2])["verdict"] == "not resolved"
+    # a pair with a missing side (an empty evaluation set) is left out
+    assert paired_gain([1, None, 3, float("nan")], [2, 5, 4, 1])["pairs"] == 2
+    one = paired_gain([90.0], [91.0])
+    assert one["verdict"] == "not computed" and one["ci95"] is None and one["beyond_noise"] is None and one["gain"] == 1.0
+    assert "needs at least 2 seed pairs" in one["why"]
+    assert paired_gain([], [])["gain"] is None
+
+
+def test_paired_gain_bad_input():
+    with pytest.raises(ValueError, match="one per seed on both sides; got 3 and 2"):
+        paired_gain([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\); got 95"):
+        paired_gain([1, 2], [2, 3], confidence=95)
+
+
+def test_table2_with_one_seed_is_written_with_the_verdict_not_computed(project, tmp_path, monkeypatch):
+    t = json.loads(write_table2(tables_params(archs=["a1"], seeds=1), paths=project, backend=FakeBackend()).read_text())["a1"]
+    for s in ("val", "val_clean", "v2", "v2_clean"):
+        g = t["gain"][s]["top1"]
+        assert g["verdict"] == "not computed" and g["pairs"] == 1 and g["ci95"] is None
+        assert g["why"] == "a confidence interval needs at least 2 seed pairs (T and T_c with the same seed); got 1"
+    assert t["T"]["val_clean"]["top1"]["n"] == 1 and t["headline"]["top1"]["verdict"] == "not computed"
+    from imagenet_clean.evaluate.table2 import headline, verdict_line
+
+    line = verdict_line(headline({"a1": t})["a1"])
+    assert line.startswith("T_c - T top-1 on val_clean:") and "verdict not computed: a confidence interval needs at least 2" in line
 
 
 # ------------------------------------------------------------------ ablations
@@ -318,7 +380,8 @@ def test_cli_retrain_table3_ablations(tmp_path, monkeypatch):
     runner = CliRunner()
     res = runner.invoke(app, ["retrain"])
     assert res.exit_code == 0, res.output
-    assert "a1: T_c - T top-1 on val_clean:" in res.output and "over 2 seed(s)" in res.output and "wrote metrics/table2.json" in res.output
+    assert "a1: T_c - T top-1 on val_clean:" in res.output and "paired over 2 seed(s), 95 % interval [" in res.output
+    assert "wrote metrics/table2.json" in res.output
     res = runner.invoke(app, ["table3"])
     assert res.exit_code == 0 and json.loads((tmp_path / "metrics/table3.json").read_text())["skipped"]
     res = runner.invoke(app, ["ablations"])

@@ -213,7 +213,7 @@ class TablesConfig:
     without taking part in the cleanup (the paper's last four table-1 rows); never ``weights: train``."""
 
     archs: tuple[str, ...] = ()
-    seeds: int = field(default=3, metadata=_POS)
+    seeds: int = field(default=5, metadata=_POS)
     epochs: int | None = None
     ablations: bool = False
     resolutions: bool = False

@@ -75,3 +75,13 @@ WILSON_Z = 1.959964
 # disagree, the Wilson lower bound of the setting's share of them exceeds this (a sign test: better than a
 # coin), so that a setting tuned on few reviews does not win by chance.
 TUNE_MIN_WIN_SHARE = 0.5
+
+# Table 2's verdict (and the paired differences of table 3 and the ablations): T and T_c are trained with the
+# same seeds, so each seed gives one paired difference T_c - T; the verdict is a two-sided Student-t interval at
+# this confidence over those differences ("helps" or "hurts" when it excludes 0, else "not resolved").
+# docs/reliability.md has the argument and the measurements on two CPU families.
+PAIRED_CONFIDENCE = 0.95
+# A t-interval needs a standard deviation of the differences, so at least two pairs; with fewer the verdict is
+# "not computed". With 2 pairs the interval is +-12.7 standard errors (t_0.975 at 1 degree of freedom), so
+# tables.seeds is 5 in the embedded default (t = 2.78).
+PAIRED_MIN_PAIRS = 2

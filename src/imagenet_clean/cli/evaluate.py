@@ -54,18 +54,14 @@ def retrain(
     round: int = ROUND,
 ) -> None:
     """Table 2: train tables.archs on T and T_c over tables.seeds seeds; evaluate on every split (cached, resumable)."""
-    from ..evaluate.table2 import headline
+    from ..evaluate.table2 import headline, verdict_line
     from ..stages import retrain as stage
 
     out = stage.run(*load(params, round))
     table = json.loads(out.read_text())
     if not _echo_skips(table):
         for arch, h in headline(table).items():
-            g = h["top1"]
-            typer.echo(
-                f"{arch}: T_c - T top-1 on {h['set']}: {g['gain']} points over {h['seeds']} seed(s) "
-                f"(seed spread {g['spread']}; beyond the spread: {g['beyond_spread']})"
-            )
+            typer.echo(f"{arch}: {verdict_line(h)}")
     typer.echo(f"wrote {out}")
 
 

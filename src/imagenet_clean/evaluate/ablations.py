@@ -13,9 +13,10 @@ Each variant is trained with the table-2 seeds and evaluated on every set.
 ``metrics/ablations.json``::
 
     {"<arch>": {"<variant>": {"n_train": 1480, "val_clean": {"top1": summary, "top5": summary}, ...,
-                              "d_top1": 0.4, "beyond_spread": false}}}
+                              "d_top1": 0.4, "ci95_top1": [-0.3, 1.1], "verdict": "not resolved"}}}
 
-``d_top1`` is the variant's mean top-1 on the primary cleaned set minus ``none``'s.
+``d_top1`` is the variant's mean top-1 on the primary cleaned set minus ``none``'s, paired by
+seed; ``ci95_top1`` and ``verdict`` are table 2's paired t-interval and verdict (:func:`.table2.paired_gain`).
 ``skipped_splits`` and the skipped-file format are table 2's.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .table2 import (
     RetrainBackend,
     RetrainContext,
     aggregate,
-    compare,
+    paired_gain,
     per_metric,
     runs_json,
     seed_runs,
@@ -179,8 +180,9 @@ def ablations(
                rows in variants.items()}
         row = {}
         for name, r in per.items():
-            c = compare(per_metric(per["none"], set_name, "top1"), per_metric(r, set_name, "top1"))
-            row[name] = {"n_train": len(variants[name]), **aggregate(r), "d_top1": c["gain"], "beyond_spread": c["beyond_spread"]}
+            c = paired_gain(per_metric(per["none"], set_name, "top1"), per_metric(r, set_name, "top1"))
+            row[name] = {"n_train": len(variants[name]), **aggregate(r), "d_top1": c["gain"], "ci95_top1": c["ci95"],
+                         "verdict": c["verdict"]}
         table[arch] = row
         runs[arch] = {name: runs_json(r) for name, r in per.items()}
     return table, runs

@@ -135,13 +135,24 @@ def render_table1(t1: Mapping) -> str:
     )
 
 
+def _interval(g: Mapping) -> str:
+    """``+0.95 [+0.31, +1.59] helps`` for a :func:`.table2.paired_gain` block; the reason when none was computed."""
+    if not g or g.get("gain") is None:
+        return "-"
+    if g.get("ci95") is None:
+        return f"{_num(g['gain'], sign=True)}, not computed ({g.get('pairs', 0)} pair(s))"
+    lo, hi = g["ci95"]
+    return f"{_num(g['gain'], sign=True)} [{_num(lo, sign=True)}, {_num(hi, sign=True)}] {g['verdict']}"
+
+
 def render_table2(t2: Mapping) -> str:
-    """Table 2: models trained on T and T_c, in the paper's columns, mean±std over seeds.
+    """Table 2: models trained on T and T_c, in the paper's columns, mean±std over seeds, and the paired verdict.
 
     Columns: (T, V), (T, V_c), (T_c, V_c) for the primary split, then (T, S), (T_c, S),
     (T, S_c), (T_c, S_c) for every other split S (the paper's V2 columns are its T_c
-    models'), then the headline: T_c minus T on the primary cleaned set and whether
-    that exceeds the seed spread.
+    models'), then the headline: T_c minus T on the primary cleaned set, paired by seed,
+    with its 95 % interval and verdict. A second table gives that paired gain on every
+    evaluated set.
     """
     t2 = table_rows(t2)
     first = next(iter(t2.values()))
@@ -157,25 +168,31 @@ def render_table2(t2: Mapping) -> str:
             cols += [("T", s), ("T_c", s)] + ([("T", c), ("T_c", c)] if c in sets else [])
     header = ["Model", *(f"{t}, {symbol(s)}" for t, s in cols)]
     if primary:
-        header += [f"Gain T_c-T on {symbol(primary)} top-1/top-5", "Beyond seed spread (top-1)"]
-    rows = []
+        header += [f"T_c-T on {symbol(primary)} top-1 [95 % CI] verdict", "top-5"]
+    ordered = sorted(sets, key=lambda s: (_split_order(s.removesuffix(CLEAN_SUFFIX)), s))
+    rows, gains = [], []
     for arch, row in t2.items():
         cells = [arch] + [_pair(row.get(t, {}).get(s)) for t, s in cols]
+        g = row.get("gain", {})
         if primary:
-            g = row.get("gain", {}).get(primary, {})
-            g1, g5 = g.get("top1", {}), g.get("top5", {})
-            beyond = {True: "yes", False: "no", None: "n/a (1 seed)"}[g1.get("beyond_spread")]
-            spread = f" (spread {_num(g1.get('spread'))})" if g1.get("spread") is not None else ""
-            cells += [f"{_num(g1.get('gain'), sign=True)}/{_num(g5.get('gain'), sign=True)}", beyond + spread]
+            cells += [_interval(g.get(primary, {}).get("top1", {})), _interval(g.get(primary, {}).get("top5", {}))]
         rows.append(cells)
+        gains.append([arch] + [_interval(g.get(s, {}).get("top1", {})) for s in ordered])
     seeds = first.get("T", {}).get(sets[0] if sets else "", {}).get("top1", {}).get("n", "?")
+    why = next((g["why"] for row in t2.values() for per in row.get("gain", {}).values() for g in per.values()
+                if isinstance(g, Mapping) and g.get("why")), None)
     ref = _md(["Model", *paper.PAPER_TABLE2_COLUMNS], [[m, *(_paper_pair(c) for c in cells)] for m, cells in paper.PAPER_TABLE2])
     return (
         "## Table 2: models retrained on the original (T) and cleaned (T_c) training split\n\n"
         + _md(header, rows)
-        + f"\nTop-1/top-5 in percent, mean±std over {seeds} seed(s). The gain is beyond the seed spread when it exceeds "
-        "the larger of the two standard deviations (spread in points). The paper's two V2 columns "
-        "(its models trained on T_c) correspond to T_c, V2 and T_c, V2_c here.\n"
+        + f"\nTop-1/top-5 in percent, mean±std over {seeds} seed(s). T and T_c are trained with the same seeds; "
+        "each seed gives one paired difference T_c - T, and the gain is their mean with its 95 % Student-t "
+        "interval. The verdict is \"helps\" or \"hurts\" when the interval excludes 0 (beyond seed noise), "
+        "else \"not resolved\". The paper's two V2 columns (its models trained on T_c) correspond to T_c, V2 "
+        "and T_c, V2_c here.\n"
+        + (f"\nVerdict not computed: {why}.\n" if why else "")
+        + "\nPaired top-1 gain T_c - T on every evaluated set [95 % CI] and verdict:\n\n"
+        + _md(["Model", *(symbol(s) for s in ordered)], gains)
         + f"\n<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE2_CAPTION}\n\n{ref}\n</details>\n"
     )
 
@@ -216,12 +233,13 @@ def render_ablations(ab: Mapping) -> str:
     for v in variants:
         cells = [v, str(ab[archs[0]][v].get("n_train", "-"))]
         cells += [_pair(ab[a][v].get(set_name)) for a in archs]
-        cells += [_num(ab[a][v].get("d_top1"), sign=True) + (" *" if ab[a][v].get("beyond_spread") else "") for a in archs]
+        cells += [_num(ab[a][v].get("d_top1"), sign=True) + (" *" if ab[a][v].get("verdict") in ("helps", "hurts") else "")
+                  for a in archs]
         rows.append(cells)
     return (
         "## Ablations: which cleanup step matters\n\n"
         + _md(header, rows)
-        + "\nΔ top-1: the variant minus `none` (T), mean over seeds; * marks a difference beyond the seed spread.\n"
+        + "\nΔ top-1: the variant minus `none` (T), mean over seeds; * marks a paired difference whose 95 % interval excludes 0.\n"
     )
 
 

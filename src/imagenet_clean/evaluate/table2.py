@@ -23,17 +23,22 @@ at the first unfinished (arch, set, seed).
 
     {"<arch>": {"T":   {"val": {"top1": {"mean", "std", "n"}, "top5": {...}}, "val_clean": ..., ...},
                 "T_c": {...},
-                "gain": {"val_clean": {"top1": {"gain", "spread", "beyond_spread"}, "top5": ...}, ...},
-                "headline": {"set": "val_clean", "seeds": 3,
-                             "top1": {"T", "T_c", "gain", "spread", "beyond_spread"}, "top5": {...}}},
+                "gain": {"val_clean": {"top1": {"gain", "ci95", "pairs", "sd", "verdict", "beyond_noise"}, "top5": ...}, ...},
+                "headline": {"set": "val_clean", "seeds": 5,
+                             "top1": {"T", "T_c", "gain", "ci95", "pairs", "sd", "verdict", "beyond_noise"}, "top5": {...}}},
      "skipped_splits": {"imagenet_r": "splits.imagenet_r.root is null"}}
 
 Every (training set, evaluation set) pair of the paper's table 2 is there:
 (T, V), (T, V_c), (T_c, V_c), (T, V2), (T_c, V2), (T, V2_c), (T_c, V2_c), as mean
-and sample std over seeds. ``gain`` is mean(T_c) - mean(T) in points, ``spread``
-the larger of the two seed standard deviations (ddof 1), and ``beyond_spread``
-whether the gain exceeds it (null with a single seed). ``headline`` repeats it
-for the primary cleaned set (V_c, else the first cleaned set) with both means.
+and sample std over seeds. ``gain`` is paired by seed (:func:`paired_gain`): T
+and T_c of one seed give one difference T_c - T in points; ``gain`` is their
+mean, ``ci95`` its 95 % Student-t interval over the seeds, and ``verdict``
+"helps" (the interval is above 0), "hurts" (below 0) or "not resolved" (it
+contains 0): ``beyond_noise`` is true for the first two. With fewer than 2 seeds
+the verdict is "not computed" and ``why`` says that an interval needs pairs.
+``headline`` repeats it for the primary cleaned set (V_c, else the first cleaned
+set) with both means. docs/reliability.md has why this statistic gives the same
+verdict on two CPU families, whose trainings differ in the last bits.
 ``skipped_splits`` lists configured splits left out (see :mod:`.splits`). When
 the table cannot be computed (``tables.archs`` empty, the training split skipped,
 no usable evaluated split) both files are ``{"skipped": true, "why": ...}``.
@@ -56,6 +61,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..constants import PAIRED_CONFIDENCE, PAIRED_MIN_PAIRS
 from ..io import read_table, write_json
 from ..workspace import Workspace
 from .accuracy import (
@@ -101,18 +107,54 @@ def summarize(values: Sequence[float | None]) -> dict:
     return {"mean": round(float(v.mean()), 4), "std": round(std, 4), "n": int(len(v))}
 
 
-def compare(base: Sequence[float], other: Sequence[float]) -> dict:
-    """``other`` against ``base`` over seeds: gain of the means, the larger seed spread, and whether the gain exceeds it.
+VERDICTS = ("helps", "hurts", "not resolved", "not computed")
+"""Verdicts of :func:`paired_gain`: the interval is above 0, below 0, contains 0, or there are too few pairs."""
 
-    ``beyond_spread`` is null with fewer than 2 seeds per side (no spread to compare with).
+
+def paired_gain(base: Sequence[float | None], other: Sequence[float | None], *, confidence: float = PAIRED_CONFIDENCE) -> dict:
+    """``other - base`` paired by seed: the mean difference, its t-interval and the verdict.
+
+    ``base[i]`` and ``other[i]`` come from the same seed (table 2 trains T and T_c with the
+    same seeds), so each seed gives one difference ``d_i``; what a seed does to both
+    models alike (the same initial weights, scored on the same images) cancels in it.
+    The interval is ``mean(d) +- t_{(1+c)/2, n-1} * sd(d) / sqrt(n)`` (``scipy.stats.t``).
+
+    Args:
+        base: Per-seed values of the reference (T), in seed order.
+        other: Per-seed values of the compared model (T_c), same seeds, same order.
+        confidence: Two-sided confidence of the interval.
+
+    Returns:
+        ``{"gain", "ci95": [lo, hi], "pairs", "sd", "verdict", "beyond_noise"}``, rounded to 4
+        decimals: ``gain`` the mean difference, ``sd`` the differences' sample std, ``verdict``
+        "helps" (interval above 0), "hurts" (below 0) or "not resolved"; ``beyond_noise``
+        whether the interval excludes 0. With fewer than 2 pairs (pairs with ``None``/``nan``
+        on either side are left out) ``ci95``, ``sd`` and ``beyond_noise`` are null, the
+        verdict is "not computed" and ``why`` says why. ``ci95`` holds the interval at
+        ``confidence`` (0.95 unless told otherwise).
+
+    Raises:
+        ValueError: ``base`` and ``other`` differ in length, or ``confidence`` is not in (0, 1).
     """
-    b, o = summarize(base), summarize(other)
-    if not b["n"] or not o["n"]:
-        return {"gain": None, "spread": None, "beyond_spread": None}
-    gain = round(o["mean"] - b["mean"], 4)
-    spread = max(b["std"], o["std"])
-    beyond = bool(gain > spread) if min(b["n"], o["n"]) > 1 else None
-    return {"gain": gain, "spread": spread, "beyond_spread": beyond}
+    if len(base) != len(other):
+        raise ValueError(f"paired values need one per seed on both sides; got {len(base)} and {len(other)}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1); got {confidence!r}")
+    b = np.asarray([np.nan if x is None else x for x in base], np.float64)
+    o = np.asarray([np.nan if x is None else x for x in other], np.float64)
+    d = (o - b)[np.isfinite(o) & np.isfinite(b)]
+    n = int(len(d))
+    gain = round(float(d.mean()), 4) if n else None
+    if n < PAIRED_MIN_PAIRS:
+        why = f"a confidence interval needs at least {PAIRED_MIN_PAIRS} seed pairs (T and T_c with the same seed); got {n}"
+        return {"gain": gain, "ci95": None, "pairs": n, "sd": None, "verdict": "not computed", "beyond_noise": None, "why": why}
+    from scipy import stats
+
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sd / np.sqrt(n)
+    lo, hi = round(float(d.mean()) - half, 4), round(float(d.mean()) + half, 4)
+    verdict = "helps" if lo > 0 else "hurts" if hi < 0 else "not resolved"
+    return {"gain": gain, "ci95": [lo, hi], "pairs": n, "sd": round(sd, 4), "verdict": verdict, "beyond_noise": verdict != "not resolved"}
 
 
 def aggregate(runs: Mapping[int, Mapping[str, Mapping[str, float]]]) -> dict:
@@ -169,7 +211,7 @@ def table2(
                    samples in train_sets.items()}
         row = {name: aggregate(r) for name, r in per_set.items()}
         row["gain"] = {
-            s: {m: compare(per_metric(per_set["T"], s, m), per_metric(per_set["T_c"], s, m)) for m in ("top1", "top5")}
+            s: {m: paired_gain(per_metric(per_set["T"], s, m), per_metric(per_set["T_c"], s, m)) for m in ("top1", "top5")}
             for s in ctx.eval_sets
         }
         primary = primary_set(list(ctx.eval_sets))
@@ -181,16 +223,30 @@ def table2(
 
 
 def headline_row(row: Mapping, set_name: str, *, seeds: int) -> dict:
-    """The answer to "does T_c beat T on ``set_name`` beyond the seed spread?" for one table-2 row.
+    """The answer to "does T_c beat T on ``set_name`` beyond seed noise?" for one table-2 row.
 
     Returns:
-        ``{"set", "seeds", "top1": {"T", "T_c", "gain", "spread", "beyond_spread"}, "top5": {...}}``;
-        ``T``/``T_c`` are mean accuracies, ``gain`` their difference in points.
+        ``{"set", "seeds", "top1": {"T", "T_c", **paired_gain}, "top5": {...}}``; ``T``/``T_c``
+        are mean accuracies, the rest :func:`paired_gain` of T_c against T (gain, interval, verdict).
     """
     out: dict = {"set": set_name, "seeds": int(seeds)}
     for m in ("top1", "top5"):
         out[m] = {"T": row["T"][set_name][m]["mean"], "T_c": row["T_c"][set_name][m]["mean"], **row["gain"][set_name][m]}
     return out
+
+
+def verdict_line(head: Mapping) -> str:
+    """One line for a :func:`headline_row`: the paired top-1 gain, its interval and the verdict (or why none)."""
+    g = head["top1"]
+    what = f"T_c - T top-1 on {head['set']}: {_signed(g['gain'])} points, paired over {g['pairs']} seed(s)"
+    if g["ci95"] is None:
+        return f"{what}; verdict not computed: {g['why']}"
+    lo, hi = g["ci95"]
+    return f"{what}, 95 % interval [{_signed(lo)}, {_signed(hi)}]: {g['verdict']}"
+
+
+def _signed(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.2f}"
 
 
 def headline(table: Mapping) -> dict:

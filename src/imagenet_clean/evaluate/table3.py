@@ -12,11 +12,12 @@ reference is the table-2 T_c model of the same seeds (shared through the run cac
 
     {"<arch>": {"square": {"input_size": [3, h, w], "val_clean": {"top1": summary, "top5": summary}},
                 "384x216 (L)": {"input_size": [3, 216, 384], "pixels": 1.65, "val_clean": {...},
-                                "d_top1": 0.9, "d_top5": 0.4, "beyond_spread": true}, ...}}
+                                "d_top1": 0.9, "d_top5": 0.4, "ci95_top1": [0.2, 1.6], "verdict": "helps"}, ...}}
 
 Sizes are named width x height, as in the paper; ``d_*`` are mean differences
-to the square model in points; ``beyond_spread`` compares ``d_top1`` with the
-larger seed standard deviation. ``skipped_splits`` and the skipped-file format
+to the square model in points, paired by seed (the square model of each seed);
+``ci95_top1`` and ``verdict`` are table 2's paired t-interval and verdict on
+``d_top1`` (:func:`.table2.paired_gain`). ``skipped_splits`` and the skipped-file format
 are table 2's.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .table2 import (
     RetrainContext,
     aggregate,
     cleaned_train,
-    compare,
+    paired_gain,
     per_metric,
     runs_json,
     seed_runs,
@@ -145,15 +146,16 @@ def table3(
         arch_runs = {"square": runs_json(base)}
         for name, size in named.items():
             r = seed_runs(ctx, samples, arch=arch, seeds=seeds, input_size=size, label=f"T_c {name}")
-            c1 = compare(per_metric(base, set_name, "top1"), per_metric(r, set_name, "top1"))
-            c5 = compare(per_metric(base, set_name, "top5"), per_metric(r, set_name, "top5"))
+            c1 = paired_gain(per_metric(base, set_name, "top1"), per_metric(r, set_name, "top1"))
+            c5 = paired_gain(per_metric(base, set_name, "top5"), per_metric(r, set_name, "top5"))
             row[name] = {
                 "input_size": list(size),
                 "pixels": round(size[1] * size[2] / (side * side), 3),
                 set_name: aggregate(r)[set_name],
                 "d_top1": c1["gain"],
                 "d_top5": c5["gain"],
-                "beyond_spread": c1["beyond_spread"],
+                "ci95_top1": c1["ci95"],
+                "verdict": c1["verdict"],
             }
             arch_runs[name] = runs_json(r)
         table[arch] = row
