@@ -15,36 +15,25 @@ from typing import Any, Union
 
 import yaml
 
-from .constants import FN_SCOPES, MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE
+from .constants import MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE
+from .errors import ConfigError
+from .thresholds import (  # noqa: F401 (Thresholds, Threshold, is_threshold: re-exported, their home before thresholds.py)
+    _FN,
+    FN_SCOPE_CHECK,
+    THRESHOLD_CHECK,
+    Threshold,
+    Thresholds,
+    check_resolved,
+    is_threshold,
+)
 
 DEFAULT_PARAMS = "params.yaml"
-
-
-class ConfigError(ValueError):
-    """A params.yaml value is missing, unknown, of the wrong type or out of range."""
 
 
 def _check(predicate, allowed: str):
     return {"check": predicate, "allowed": allowed}
 
 
-Threshold = Union[int, float, str]
-"""An integer count of models, a fraction in (0, 1) of |M|, or ``"all"`` for |M|."""
-
-
-def is_threshold(v) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, int):
-        return v >= 1
-    if isinstance(v, float):
-        return 0.0 < v < 1.0
-    return v == "all"
-
-
-THRESHOLD_CHECK = _check(is_threshold, 'an integer >= 1 (a count of models), a float in (0, 1) (a fraction of |M|) or "all"')
-_FN = _check(lambda v: 0.0 < float(v) <= 1.0, "a number in (0, 1]")
-FN_SCOPE_CHECK = _check(lambda v: v in FN_SCOPES, " or ".join(map(repr, FN_SCOPES)))
 _POS = _check(lambda v: v > 0, "a number > 0")
 _NONNEG = _check(lambda v: v >= 0, "a number >= 0")
 _PROB = _check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
@@ -62,20 +51,6 @@ THRESHOLD_RULE = (
     "the paper's validation setting (fn 1, h1 0.5, h2 3, h3 0.6666)"
 )
 """How a split's thresholds are chosen (:meth:`Params.thresholds`)."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Cleanup thresholds (paper section 3); see :func:`imagenet_clean.cleanup.rules.resolve_threshold`."""
-
-    fn: float = field(default=1.0, metadata=_FN)
-    h1: Threshold = field(default=0.5, metadata=THRESHOLD_CHECK)
-    h2: Threshold = field(default=3, metadata=THRESHOLD_CHECK)
-    h3: Threshold = field(default=0.6666, metadata=THRESHOLD_CHECK)
-    # the paper's ensemble size for this split when params threshold_floor is on (None: no floor)
-    floor_size: int | None = None
-    # where fn applies (constants.FN_SCOPES): cleanlab's per-cell arithmetic or the split's flags as a whole
-    fn_scope: str = field(default="cell", metadata=FN_SCOPE_CHECK)
 
 
 @dataclass(frozen=True)
@@ -295,8 +270,6 @@ class Params:
                 |M| (the message names the key, its value and the resolved number).
         """
         n = len(self.models) if n_models is None else n_models
-        from .cleanup.rules import check_resolved
-
         return check_resolved(self.thresholds(split), n, sources=self.threshold_sources(split))
 
 
