@@ -83,7 +83,8 @@ class SplitConfig:
     """One dataset split: where it lives, how it is laid out, and its threshold overrides."""
 
     root: str | None = None
-    layout: str = field(default="val", metadata=_check(lambda v: v in ("train", "val", "v2", "folders"), "one of train, val, v2, folders"))
+    layout: str = field(default="val", metadata=_check(lambda v: v in ("train", "val", "v2", "folders", "imagefolder", "csv"),
+                                                       "one of train, val, v2, folders, imagefolder, csv"))
     annotations: str | None = None
     labels: str | None = None
     fn: float | None = field(default=None, metadata=_FN)
@@ -94,6 +95,9 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    # data/sources.py: embedded (the digits), imagenet (ILSVRC2012 layouts) or folders (your own tree or CSV)
+    source: str = field(default="embedded", metadata=_check(lambda v: v in ("embedded", "imagenet", "folders"),
+                                                            "one of embedded, imagenet, folders (data/sources.py)"))
     classes: str = "data/raw/classes.tsv"
     merges: str = "embedded"
     truth: str | None = "data/raw/truth.parquet"

@@ -97,6 +97,16 @@ class Workspace:
         """The embedded data set's folder (``generate.out``'s default): ``generate`` replaces it as a whole."""
         return self.data / "raw"
 
+    # ------------------------------------------------------------ scans
+    @property
+    def scans(self) -> Path:
+        """Folder of the split listings' fingerprints (``scan@<split>``; round-independent)."""
+        return self.root / "data" / "scan"
+
+    def scan(self, split: str) -> Path:
+        """``scan@<split>``'s JSON: the listing fingerprint (and, for a folder dataset's train split, its classes)."""
+        return self.scans / f"{split}.json"
+
     # ------------------------------------------------------------ manifests
     @property
     def manifests(self) -> Path:

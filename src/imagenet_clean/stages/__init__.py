@@ -9,6 +9,7 @@ from __future__ import annotations
 
 STAGES = {
     "generate": "generate",
+    "scan": "scan",
     "ingest": "ingest",
     "fit": "fit",
     "predict": "predict",
