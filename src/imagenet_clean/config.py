@@ -157,6 +157,10 @@ class TrainConfig:
                                                     "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
     # fit fails when a model's out-of-fold top-1 (against the given labels) is below this; 0 checks nothing
     min_accuracy: float = field(default=0.0, metadata=_PROB)
+    # where fit's evidence comes from: scratch (trained here from random weights), finetune (pretrained weights trained
+    # per fold), probe (k-fold linear heads on frozen pooled features; the features stage)
+    mode: str = field(default="scratch", metadata=_check(lambda v: v in ("scratch", "finetune", "probe"),
+                                                         "one of scratch, finetune, probe"))
 
 
 @dataclass(frozen=True)

