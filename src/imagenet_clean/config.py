@@ -174,6 +174,38 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class FeaturesConfig:
+    """Stage ``features@<model>`` (``train.mode: probe`` only): pooled backbone features per split.
+
+    ``views``: test-time views extracted per image (``center``, ``flip``: mirrored);
+    ``speed``: ``auto`` (picked from the CPU and the workload, models/speed.py) or a
+    numerics name (eager, compile, bf16, bf16-compile).
+    """
+
+    views: tuple[str, ...] = field(default=("center",), metadata=_check(
+        lambda v: len(v) > 0 and len(set(v)) == len(v) and all(x in ("center", "flip") for x in v),
+        "a non-empty list of distinct views from center, flip"))
+    batch_size: int = field(default=50, metadata=_POS)
+    shard_size: int = field(default=4096, metadata=_POS)
+    workers: int = field(default=1, metadata=_NONNEG)
+    speed: str = field(default="auto", metadata=_check(lambda v: v in ("auto", "eager", "compile", "bf16", "bf16-compile"),
+                                                       "one of auto, eager, compile, bf16, bf16-compile"))
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """``fit`` in ``train.mode: probe``: k-fold (``train.folds``, seeded by ``seed``) logistic heads on the features.
+
+    ``views``: how a model's views become the head's input: ``mean`` (averaged) or ``concat``.
+    ``C``: inverse L2 strength of scikit-learn's ``LogisticRegression`` on standardised features.
+    """
+
+    C: float = field(default=1.0, metadata=_POS)
+    views: str = field(default="mean", metadata=_check(lambda v: v in ("mean", "concat"), "one of mean, concat"))
+    max_iter: int = field(default=1000, metadata=_POS)
+
+
+@dataclass(frozen=True)
 class CamConfig:
     enabled: bool = True
     methods: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam")
@@ -231,6 +263,8 @@ class Params:
     models: dict[str, ModelConfig] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     cam: CamConfig = field(default_factory=CamConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
 

@@ -35,3 +35,11 @@ MAX_IMAGE_PIXELS = 89_478_485
 # Key under which every skipped output (stage metrics, table files, parquet metadata, skipped.json markers)
 # records why it was skipped, beside "skipped": true; readers look it up by this name.
 SKIPPED_WHY = "why"
+
+# Feature extraction (models/speed.py): torch.compile costs about 30 s per model before its first batch and
+# then runs 1.4-2.3x faster on CPU float32 (benchmarks/README.md); below this many images it does not pay.
+COMPILE_MIN_IMAGES = 5000
+
+# Linear probes (models/probe.py): scikit-learn's L-BFGS multinomial logistic regression on standardised
+# pooled features. C = 1 is cleanlab's documented recipe; MAX_ITER bounds the solver on large splits.
+PROBE_MAX_ITER = 1000
