@@ -96,6 +96,22 @@ def load_classes(spec: str | Path) -> ClassList:
     return ClassList(tuple(wnids), tuple(names))
 
 
+def unsafe_class_name(name: str) -> str:
+    """Why ``name`` cannot be a folder name that ``apply`` writes ("" when it can): empty, ``.``/``..``, a separator,
+    absolute, a control character or a NUL."""
+    if not name:
+        return "empty"
+    if name in (".", ".."):
+        return f"{name!r} names a folder above or at the output"
+    if "/" in name or "\\" in name:
+        return f"{name!r} holds a path separator (or is absolute)"
+    if name.startswith("."):
+        return f"{name!r} would be a hidden folder"
+    if any(ord(ch) < 32 for ch in name):
+        return f"{name!r} holds a control character"
+    return ""
+
+
 def write_classes(path: str | Path, classes: ClassList) -> None:
     """Write a class list as TSV (atomically)."""
     from .io import write_text

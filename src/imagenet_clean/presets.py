@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from .classes import unsafe_class_name
 from .config import CLEANED_SPLITS, THRESHOLD_KEYS, ConfigError, parse_params
 from .io import write_text
 
@@ -462,20 +463,6 @@ FOLDERS_SPLITS = ("train", "val")
 def folders_params_text() -> str:
     """The folders preset's template (``resources/params_folders.yaml``), as shipped with the package."""
     return resources.files("imagenet_clean").joinpath("resources/params_folders.yaml").read_text()
-
-
-def unsafe_class_name(name: str) -> str:
-    """Why ``name`` cannot be a folder name that ``apply`` writes ("" when it can): empty, ``.``/``..``, a separator,
-    absolute, a control character or a NUL."""
-    if not name:
-        return "empty"
-    if name in (".", ".."):
-        return f"{name!r} names a folder above or at the output"
-    if "/" in name or "\\" in name:
-        return f"{name!r} holds a path separator"
-    if any(ord(ch) < 32 for ch in name):
-        return f"{name!r} holds a control character"
-    return ""
 
 
 def _folder_split(option: str, root: Path, labels: Path | None) -> tuple[dict, list[str], list[str] | None]:

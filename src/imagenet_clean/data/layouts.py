@@ -196,6 +196,9 @@ PATH_OUTSIDE = "path outside the dataset root"
 NOT_OPENED = (*LINK_ERRORS, NON_UTF8_NAME, MISSING_FILE, PATH_OUTSIDE)
 """Reason prefixes of entries that are listed but never opened (no such file of the dataset to read)."""
 
+NESTED_LAYOUTS = frozenset({"imagefolder", "csv"})
+"""Layouts whose cleaned tree (``apply``) keeps each file's path below its class folder: ``<class>/<sub/path>``."""
+
 LABEL_FILE_LAYOUTS = frozenset({"csv"})
 """Layouts whose reader takes the split's ``labels`` file itself (``labels_file=``) instead of parsed annotations."""
 
