@@ -7,7 +7,8 @@ import yaml
 from folder_tree import make_tree, write_image
 from imagenet_clean.cli import main
 from imagenet_clean.config import parse_params
-from imagenet_clean.presets import PresetError, folders_params, imagenet_params
+from imagenet_clean.presets import PresetError, imagenet_params
+from imagenet_clean.presets_folders import folders_params
 
 LITE = "efficientnet_lite0:pypi"
 

@@ -90,7 +90,8 @@ def init_folders(
     params: Path = typer.Option(Path("params.yaml"), help="Where to write."),
 ) -> None:
     """Write params.yaml for your own dataset (checked first; every problem listed; nothing is written on error)."""
-    from ..presets import PresetError, folders_params, write_params
+    from ..presets import PresetError, write_params
+    from ..presets_folders import folders_params
 
     try:
         values = folders_params(train=train, val=val, labels=labels, val_labels=val_labels, models=model, mode=mode,
