@@ -147,6 +147,16 @@ class Workspace:
         return self.metrics / "train" if self.round == 1 else None
 
     @property
+    def features(self) -> Path:
+        """Parent of the features stage's per-model folders (``data/features/<model>/<split>.parquet``; round-independent)."""
+        return self.data / "features"
+
+    @property
+    def features_cache(self) -> Path:
+        """Resumable feature shards (not a DVC output)."""
+        return self.cache / "features"
+
+    @property
     def all_predictions(self) -> Path:
         """Parent of this round's per-split prediction folders."""
         return self.round_data / "predictions"

@@ -134,7 +134,7 @@ def _features_for(params, model_name: str, split: str, manifest_df, features_dir
 
 
 def run_probe_fit(model_name: str, params, *, manifest: str | Path, models_dir: str | Path, predictions_dir: str | Path,
-                  features_dir: str | Path) -> dict:
+                  features_dir: str | Path, live_root: str | Path | None = None) -> dict:
     """``fit@<model>`` in probe mode: out-of-fold probabilities from k-fold logistic heads, and the head on all of train.
 
     Rows unusable in the manifest or in the features keep status ``error`` (with the reason) and take no part.
@@ -179,6 +179,8 @@ def run_probe_fit(model_name: str, params, *, manifest: str | Path, models_dir: 
     with atomic_path(Path(models_dir) / model_name / PROBE_HEAD) as tmp:
         tmp.write_bytes(buf.getvalue())
     write_json(Path(models_dir) / model_name / "summary.json", summary)
+    if live_root is not None:  # fit's training-curve output: a probe has no curves, its summary stands there
+        write_json(Path(live_root) / model_name / "probe.json", summary)
     return summary
 
 

@@ -11,6 +11,7 @@ STAGES = {
     "generate": "generate",
     "scan": "scan",
     "ingest": "ingest",
+    "features": "features",
     "fit": "fit",
     "predict": "predict",
     "clean": "clean",
