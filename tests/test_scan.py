@@ -80,3 +80,30 @@ def test_csv_labels_change_the_scan(tmp_path):
     assert first["classes"] == ["x", "y"]
     csv.write_text("path,label\na.png,y\nb.png,x\n")
     assert scan_split("train", root, layout="csv", labels=csv, class_list=True)["labels_blake2b"] != first["labels_blake2b"]
+
+
+@pytest.mark.slow
+def test_dvc_repro_reruns_ingest_only_when_the_tree_changes(tmp_path):
+    """Real DVC on a folder dataset: scan always runs; ingest reruns after a photo is added, and only then."""
+    import yaml
+
+    from imagenet_clean.presets_folders import folders_params
+    from pipeline_project import run, scaffold_project, stages_run
+
+    photos = tmp_path / "photos"
+    make_tree(photos)
+    project = tmp_path / "project"
+    project.mkdir()
+    params = folders_params(train=photos, models=["digits_vgg"], mode="scratch")
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    scaffold_project(project)
+    ran, _ = stages_run(run(["dvc", "repro", "ingest@train"], project).stdout)
+    assert {"scan@train", "ingest@train"} <= ran
+    manifest = (project / "data/manifests/train.parquet").read_bytes()
+    ran, skipped = stages_run(run(["dvc", "repro", "ingest@train"], project).stdout)
+    assert "scan@train" in ran and "ingest@train" not in ran  # always run, changing nothing downstream
+    assert (project / "data/manifests/train.parquet").read_bytes() == manifest
+    write_image(photos / "cat" / "new.png", 5)
+    ran, _ = stages_run(run(["dvc", "repro", "ingest@train"], project).stdout)
+    assert "ingest@train" in ran
+    assert json.loads((project / "data/scan/train.json").read_text())["n_files"] == len(list(photos.rglob("*.*")))
