@@ -4,8 +4,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from folder_tree import CLASSES, make_tree, write_image
 
+from folder_tree import CLASSES, make_tree, write_image
 from imagenet_clean.classes import ClassList
 from imagenet_clean.config import parse_params
 from imagenet_clean.data.ingest import ingest_split

@@ -40,7 +40,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ..classes import IMAGENET_1K, ClassList, load_classes, unsafe_class_name
+from ..classes import BUILTIN_CLASS_LISTS, ClassList, load_classes, unsafe_class_name
 from ..data.layouts import NESTED_LAYOUTS
 from ..io import read_table
 from ..leftovers import sweep_temporaries
@@ -224,8 +224,8 @@ def _count_images(root: Path) -> int:
 
 def _class_order(clean: pd.DataFrame, meta: dict[str, str], classes: ClassList | None) -> list[str]:
     """Class ids in label order (``""`` for labels no row names)."""
-    if classes is None and meta.get("classes") == IMAGENET_1K:
-        classes = load_classes(IMAGENET_1K)  # a class TSV path is relative to the pipeline's repo: not read here
+    if classes is None and meta.get("classes") in BUILTIN_CLASS_LISTS:
+        classes = load_classes(meta["classes"])  # a class file path is relative to the pipeline's repo: not read here
     if classes is not None:
         bad = [
             f"{w!r} has label {lab}, class list says {classes.index(w) if w in classes else 'unknown'}"
