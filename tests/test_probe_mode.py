@@ -107,3 +107,28 @@ def test_fit_without_features_says_which_stage_writes_them(tmp_path):
     (tmp_path / "data" / "features" / "lite0" / "train.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="features@lite0"):
         _fit(tmp_path, p)
+
+
+def test_folders_preset_removes_consensus_misses():
+    """Without boxes the folders preset keeps the paper's rule: a consensus miss that is not fixed is removed (no CAM stage)."""
+    from importlib import resources
+
+    import yaml
+
+    from imagenet_clean.cleanup.rules import decide
+
+    data = yaml.safe_load(resources.files("imagenet_clean.resources").joinpath("params_folders.yaml").read_text())
+    data["splits"]["train"]["root"] = "photos"  # what init folders fills in
+    p = parse_params(data)
+    assert not p.cam.enabled and p.topk == 1 and p.train.mode == "probe"
+    assert p.features.views == ("center", "flip") and p.probe.views == "mean"
+    th = p.thresholds("train")
+    assert (th.h1, th.h3) == ("all", "all")
+    labels = np.array([0, 0, 0])
+    # sample 0: flagged by 2 of 3 probes (no fix), top-1 missed by all 3; sample 1: flagged by all 3; sample 2: clean
+    flagged = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 0]], bool)
+    candidates = np.where(flagged, 1, -1)
+    miss = np.array([[1, 1, 0], [1, 1, 0], [1, 1, 0]], bool)
+    dec = decide(labels, flagged, candidates, flagged * 0.9, miss, n_models=3, thresholds=th)
+    assert dec["action"].tolist() == ["remove", "fix", "keep"]
+    assert dec["new_label"][1] == 1
