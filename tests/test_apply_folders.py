@@ -107,3 +107,25 @@ def test_counts_are_json(tmp_path):
     root, _ = _project(tmp_path, decide=_decide)
     counts = apply_clean(tmp_path / "clean.parquet", root, tmp_path / "clean", mode="hardlink")
     json.dumps(counts)
+
+
+def test_csv_dataset_tree_is_class_then_csv_path(tmp_path):
+    """A csv-layout dataset (flat files labelled by a CSV) becomes <out>/<class>/<path in the CSV>."""
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "flat"
+    for i in range(4):
+        write_image(root / "shots" / f"p{i}.png", i)
+    rows = [("shots/p0.png", "x", "x", "keep"), ("shots/p1.png", "x", "x", "keep"),
+            ("shots/p2.png", "y", "x", "fix"), ("shots/p3.png", "y", "y", "keep")]
+    labels = {"x": 0, "y": 1}
+    clean = pd.DataFrame({"sample_id": [r[0] for r in rows], "path": [r[0] for r in rows],
+                          "label": [labels[r[1]] for r in rows], "wnid": [r[1] for r in rows],
+                          "orig_label": [labels[r[2]] for r in rows], "orig_wnid": [r[2] for r in rows],
+                          "action": [r[3] for r in rows], "size": [(root / r[0]).stat().st_size for r in rows],
+                          "content_hash": [None] * 4})
+    write_table(tmp_path / "clean.parquet", clean, metadata={"layout": "csv", "split": "train", "num_classes": 2})
+    apply_clean(tmp_path / "clean.parquet", root, tmp_path / "out", mode="copy")
+    ds = ImageFolder(str(tmp_path / "out"))
+    got = {Path(s).relative_to(tmp_path / "out").as_posix(): ds.classes[t] for s, t in ds.samples}
+    assert got == {"x/shots/p0.png": "x", "x/shots/p1.png": "x", "y/shots/p2.png": "y", "y/shots/p3.png": "y"}
