@@ -54,7 +54,8 @@ class ProbeHead:
                    mean=np.asarray(arrays["mean"]), scale=np.asarray(arrays["scale"]), num_classes=int(arrays["num_classes"]))
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, *, num_classes: int, C: float = 1.0, max_iter: int = PROBE_MAX_ITER) -> ProbeHead:
+def fit_probe(features: np.ndarray, labels: np.ndarray, *, num_classes: int, C: float = 1.0, max_iter: int = PROBE_MAX_ITER,
+              overwrite: bool = False) -> ProbeHead:
     """One multinomial logistic head on all the given rows.
 
     Args:
@@ -63,22 +64,27 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, *, num_classes: int, C: 
         num_classes: Width of the probability vectors it predicts.
         C: Inverse L2 strength (scikit-learn's ``C``; cleanlab's recipe uses 1).
         max_iter: L-BFGS iterations at most.
+        overwrite: ``features`` is a float32 array the caller no longer needs: it is
+            standardised in place (saves one copy: 4.9 GB at 1.28M x 1,280 x 3/4).
 
     Raises:
         ValueError: fewer than two classes among ``labels``, or labels out of range.
     """
     from sklearn.linear_model import LogisticRegression
 
-    x = np.asarray(features, np.float32)
+    x = features if overwrite and isinstance(features, np.ndarray) and features.dtype == np.float32 else \
+        np.array(features, np.float32)
     y = np.asarray(labels)
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"labels must be in [0, {num_classes}); got {int(y.min())}..{int(y.max())}")
     classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(f"a probe needs at least two classes among its training rows; got {classes.tolist()}")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    scale = x.std(axis=0, dtype=np.float64).astype(np.float32)
     scale[scale < 1e-6] = 1.0
+    x -= mean
+    x /= scale
     clf = LogisticRegression(C=C, max_iter=max_iter)
     import warnings
 
@@ -86,7 +92,7 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, *, num_classes: int, C: 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit((x - mean) / scale, y)
+        clf.fit(x, y)
     return ProbeHead(classes=clf.classes_.astype(np.int64), coef=clf.coef_.astype(np.float32), intercept=clf.intercept_.astype(np.float32),
                      mean=mean, scale=scale, num_classes=num_classes)
 
@@ -138,6 +144,6 @@ def probe_out_of_fold(features: np.ndarray, labels: np.ndarray, *, num_classes: 
     probs = np.zeros((len(y), num_classes), np.float32)
     for k in range(folds):
         held = fold == k
-        head = fit_probe(features[~held], y[~held], num_classes=num_classes, C=C, max_iter=max_iter)
+        head = fit_probe(features[~held], y[~held], num_classes=num_classes, C=C, max_iter=max_iter, overwrite=True)
         probs[held] = head.predict_proba(features[held])
     return probs, fold

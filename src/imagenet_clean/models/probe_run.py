@@ -164,7 +164,7 @@ def run_probe_fit(model_name: str, params, *, manifest: str | Path, models_dir: 
     pc, tc = params.probe, params.train
     probs[ok], fold[ok] = probe_out_of_fold(x[ok], labels[ok], num_classes=k, folds=tc.folds, seed=params.seed, C=pc.C,
                                             max_iter=pc.max_iter)
-    head = fit_probe(x[ok], labels[ok], num_classes=k, C=pc.C, max_iter=pc.max_iter)
+    head = fit_probe(x[ok], labels[ok], num_classes=k, C=pc.C, max_iter=pc.max_iter, overwrite=True)
     status = np.where(ok, "ok", "error")
     reason = [("" if o else (r or m or "unusable")) for o, r, m in zip(ok, feats.reason, df.get("reason", [""] * len(df)))]
     table = predictions_table(df["sample_id"].astype(str).to_numpy(), probs, status=status, reason=reason, fold=fold)
