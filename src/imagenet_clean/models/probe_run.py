@@ -163,7 +163,7 @@ def run_probe_fit(model_name: str, params, *, manifest: str | Path, models_dir: 
     fold = np.full(len(df), -1, np.int32)
     pc, tc = params.probe, params.train
     probs[ok], fold[ok] = probe_out_of_fold(x[ok], labels[ok], num_classes=k, folds=tc.folds, seed=params.seed, C=pc.C,
-                                            max_iter=pc.max_iter)
+                                            max_iter=pc.max_iter, repeats=pc.repeats)
     head = fit_probe(x[ok], labels[ok], num_classes=k, C=pc.C, max_iter=pc.max_iter, overwrite=True)
     status = np.where(ok, "ok", "error")
     reason = [("" if o else (r or m or "unusable")) for o, r, m in zip(ok, feats.reason, df.get("reason", [""] * len(df)))]
