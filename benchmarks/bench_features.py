@@ -72,12 +72,16 @@ print(t.num_rows, dim, numerics.name, why)
 
 
 def _run(code: str, *args) -> float:
+    """Wall seconds of a fresh process running ``code`` (its CPU seconds, children included, are printed beside)."""
     t0 = time.perf_counter()
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
     secs = time.perf_counter() - t0
-    print(f"  {r.stdout.strip().splitlines()[-1]}  {secs:.1f} s", file=sys.stderr)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    print(f"  {r.stdout.strip().splitlines()[-1]}  {secs:.1f} s wall, {cpu:.1f} CPU-s", file=sys.stderr)
     return secs
 
 
