@@ -59,3 +59,24 @@ def test_a_file_named_like_a_formula_is_escaped_in_the_csv():
         for col in CHANGE_COLUMNS:
             if col not in ("old_label", "new_label"):
                 assert not r[col].startswith(("=", "+", "-", "@", "\t", "\r")), (col, r[col])
+
+
+def test_folder_dataset_change_list_uses_paths_and_class_names_as_written(tmp_path):
+    """A folder dataset's class list is its train scan (names as written); `file` is the path below the split root."""
+    import json
+
+    from imagenet_clean.classes import load_classes
+
+    scan = tmp_path / "train.json"
+    scan.write_text(json.dumps({"classes": ["ant s", "bée"]}))
+    classes = load_classes(scan)
+    dec = pd.DataFrame([
+        dict(sample_id="bée/sub/x.png", path="bée/sub/x.png", label=1, wnid="bée", action="fix", new_label=0,
+             rules=[RULE_FIX], n_flagged=3, flagged_models=["a", "b", "c"], candidates=[0, 0, 0], c_s=0,
+             cam_scores="", exempted_by="", content_hash="h", reason=""),
+    ])
+    clean = pd.DataFrame({"sample_id": ["bée/sub/x.png"], "path": ["bée/sub/x.png"], "label": [0], "wnid": ["ant s"],
+                          "orig_label": [1], "orig_wnid": ["bée"], "action": ["fix"], "size": [1], "content_hash": ["h"]})
+    row = change_list(dec, clean, classes, n_models=3, thresholds={"h1": 2.0, "h2": 2.0, "h3": 3.0}).iloc[0]
+    assert (row["file"], row["old_name"], row["new_name"], row["old_wnid"], row["new_wnid"]) == (
+        "bée/sub/x.png", "bée", "ant s", "bée", "ant s")

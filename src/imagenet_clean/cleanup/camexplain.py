@@ -127,11 +127,11 @@ def render_explanation(ex: Explanation, *, title: str = "") -> "Image.Image":
     """The image with its boxes, then each method's heatmap over it, side by side, captioned with the scores."""
     from PIL import Image, ImageDraw
 
-    from ..review.render import _draw_boxes, _scaled, overlay
+    from ..drawing import draw_boxes, overlay, scaled_for_viewing
 
     panels = []
-    base, s = _scaled(ex.image.copy())
-    _draw_boxes(base, ex.boxes.tolist(), s)
+    base, s = scaled_for_viewing(ex.image.copy())
+    draw_boxes(base, ex.boxes.tolist(), s)
     panels.append((base, title or f"label {ex.label}"))
     for m, h in ex.heatmaps.items():
         hm = heatmap_to_original(h, ex.geometry)

@@ -1,4 +1,4 @@
-"""`imagenet-clean` commands of the data group: generate, ingest, quality, verify."""
+"""`imagenet-clean` commands of the data group: generate, scan, ingest, quality, verify."""
 from __future__ import annotations
 
 import json
@@ -30,7 +30,7 @@ def ingest(
     split: Optional[str] = typer.Option(None, "--split", help="stage form: read splits.SPLIT from params.yaml"),
     params: Path = PARAMS,
     root: Optional[Path] = typer.Option(None, "--root", help="image root (instead of --split)"),
-    layout: str = typer.Option("folders", "--layout", help="train | val | v2 | folders (with --root)"),
+    layout: str = typer.Option("folders", "--layout", help="train | val | v2 | folders | imagefolder | csv (with --root)"),
     annotations: Optional[Path] = typer.Option(None, "--annotations", help="VOC XML folder, LOC_*_solution.csv or labels file"),
     labels: Optional[Path] = typer.Option(None, "--labels", help="labels file '<file> <wnid|index>' for flat val files"),
     classes: str = typer.Option("imagenet-1k", "--classes", help="imagenet-1k or a wnid<TAB>name TSV (with --root)"),
@@ -91,6 +91,25 @@ def quality(
                f"in {stats['seconds']:.1f} s")
 
 
+def scan(
+    split: str = typer.Option(..., "--split", help="the split whose root to list (splits.SPLIT in params.yaml)"),
+    params: Path = PARAMS,
+) -> None:
+    """Write the split root's listing fingerprint (data/scan/SPLIT.json; an always-run stage: unchanged tree, same bytes)."""
+    from ..stages import scan as stage
+
+    p, ws = load(params)
+    result = stage.run(p, ws, split)
+    if result.get("skipped"):
+        typer.echo(f"split {split} not configured: wrote {ws.scan(split)}")
+        return
+    if "n_files" not in result:
+        typer.echo(f"{ws.scan(split)}: no listing (the tree is a DVC output, hashed by DVC)")
+        return
+    classes = f", {len(result['classes'])} classes" if "classes" in result else ""
+    typer.echo(f"{ws.scan(split)}: {result['n_files']} files{classes}")
+
+
 def verify(
     manifest: Path = typer.Argument(..., help="a manifest parquet"),
     root: Optional[Path] = typer.Option(None, "--root", help="image root (default: the one in the manifest)"),
@@ -118,6 +137,7 @@ def verify(
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("generate")(generate)
+    app.command("scan")(scan)
     app.command("ingest")(ingest)
     app.command("quality")(quality)
     app.command("verify")(verify)

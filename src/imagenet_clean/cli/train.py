@@ -37,6 +37,24 @@ def fit(
         typer.echo(json.dumps(summary, sort_keys=True))
 
 
+def features(
+    model: str = typer.Option(..., "--model", help="Model name in params.yaml (models.NAME)."),
+    params: Path = PARAMS,
+) -> None:
+    """Stage features@model: pooled features of the model's pretrained backbone on every split (train.mode probe).
+
+    Writes data/features/NAME/SPLIT.parquet (float16; refused later if it does not
+    match its manifest). In any other train.mode it writes only
+    data/features/NAME/skipped.json. Resumable: finished shards are kept. The last
+    line printed is a JSON summary (seconds and numerics per split).
+    """
+    from ..stages import features as stage
+
+    p, ws = load(params)
+    typer.echo(json.dumps(stage.run(p, ws, model), sort_keys=True))
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
+    app.command("features")(features)
     app.command("fit")(fit)

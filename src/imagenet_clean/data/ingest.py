@@ -19,7 +19,7 @@ from ..classes import ClassList
 from ..constants import MAX_IMAGE_PIXELS
 from .annotations import Annotations, load_annotations
 from .images import inspect_image
-from .layouts import LAYOUTS, LINK_ERRORS
+from .layouts import LABEL_FILE_LAYOUTS, LAYOUTS, LINK_ERRORS, MISSING_FILE, NON_UTF8_NAME, NOT_OPENED, PATH_OUTSIDE
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -81,6 +81,7 @@ def inspect_files(root: str | Path, rels: list[str], *, max_pixels: int, hash: b
 REASON_KINDS = (
     "empty file", "truncated file", "not an image", "unreadable header", "unreadable file", "decompression bomb",
     "unknown class folder", "unknown class", "no label", "not in a class folder", *LINK_ERRORS,
+    NON_UTF8_NAME, MISSING_FILE, PATH_OUTSIDE,
 )
 
 
@@ -106,12 +107,13 @@ def ingest_split(
     Args:
         root: The split root (e.g. ``data/raw/train``).
         layout: A key of :data:`~imagenet_clean.data.layouts.LAYOUTS`
-            (``train``, ``val``, ``v2``, ``folders``).
+            (``train``, ``val``, ``v2``, ``folders``; ``imagefolder``, ``csv`` for your own folders).
         classes: The class list labels index into.
         annotations: Boxes (and, for flat validation files, labels): a VOC XML
             folder, a Kaggle ``LOC_*_solution.csv`` or a labels file.
         labels: A labels file (``<file> <wnid or index>`` per line) for flat
-            validation files; overrides labels from ``annotations``.
+            validation files; overrides labels from ``annotations``. For the
+            ``csv`` layout: the ``path,label`` CSV (:mod:`~imagenet_clean.data.labelcsv`).
         workers: Worker processes reading headers (1: in this process).
         max_pixels: Images with more pixels are errors (decompression bombs).
         hash: Record each file's BLAKE2b-128 content hash (reads whole files).
@@ -137,12 +139,15 @@ def ingest_split(
     ann = load_annotations(annotations, classes=classes) if annotations else Annotations()
     label_src = dict(ann.labels)
     errors = list(ann.errors)
-    if labels:
-        lab = load_annotations(labels, classes=classes, kind="labels")
-        label_src.update(lab.labels)
-        errors += lab.errors
     skip = tuple(Path(p) for p in (annotations, labels) if p)
-    entries = LAYOUTS[layout](root, classes=classes, labels=label_src, skip=skip)
+    if layout in LABEL_FILE_LAYOUTS:  # the layout reads its labels file itself (csv: path,label rows)
+        entries = LAYOUTS[layout](root, classes=classes, labels=label_src, skip=skip, labels_file=labels)
+    else:
+        if labels:
+            lab = load_annotations(labels, classes=classes, kind="labels")
+            label_src.update(lab.labels)
+            errors += lab.errors
+        entries = LAYOUTS[layout](root, classes=classes, labels=label_src, skip=skip)
 
     stems = {Path(e.path).stem for e in entries}
     for stem in sorted(set(ann.boxes) - stems):
@@ -151,10 +156,10 @@ def ingest_split(
         for stem in sorted(set(label_src) - stems - set(ann.boxes)):
             errors.append(f"{label_src[stem].where}: no image named {stem!r} under {root}")
 
-    # links leaving the root or dangling are never opened: no size, time or hash
-    opened = [e for e in entries if not e.error.startswith(LINK_ERRORS)]
+    # links leaving the root or dangling, missing and non-UTF-8 files are never opened: no size, time or hash
+    opened = [e for e in entries if not e.error.startswith(NOT_OPENED)]
     read = iter(inspect_files(root, [e.path for e in opened], max_pixels=max_pixels, hash=hash, workers=workers))
-    infos = [(-1, -1, -1, -1, None, "") if e.error.startswith(LINK_ERRORS) else next(read) for e in entries]
+    infos = [(-1, -1, -1, -1, None, "") if e.error.startswith(NOT_OPENED) else next(read) for e in entries]
     rows = []
     for e, (w, h, size, mtime, digest, reason) in zip(entries, infos):
         reason = e.error or reason

@@ -186,3 +186,132 @@ def read_v2(root: Path, *, classes: ClassList, labels: Mapping[str, LabelRef] | 
     errors: dict[str, str] = {}
     return _with_link_errors([_class_folder_entry(rel, folder_class) for rel in list_files(root, skip=skip, errors=errors)],
                              errors)
+
+
+# ------------------------------------------------------------------ your own folders (data/sources.py "folders")
+
+NON_UTF8_NAME = "non-UTF-8 file name"
+MISSING_FILE = "missing file"
+PATH_OUTSIDE = "path outside the dataset root"
+NOT_OPENED = (*LINK_ERRORS, NON_UTF8_NAME, MISSING_FILE, PATH_OUTSIDE)
+"""Reason prefixes of entries that are listed but never opened (no such file of the dataset to read)."""
+
+NESTED_LAYOUTS = frozenset({"imagefolder", "csv"})
+"""Layouts whose cleaned tree (``apply``) keeps each file's path below its class folder: ``<class>/<sub/path>``."""
+
+LABEL_FILE_LAYOUTS = frozenset({"csv"})
+"""Layouts whose reader takes the split's ``labels`` file itself (``labels_file=``) instead of parsed annotations."""
+
+
+def image_suffixes() -> frozenset[str]:
+    """Every file suffix Pillow reads (``PIL.Image.registered_extensions()``), lower case, with the dot."""
+    from PIL import Image
+
+    return frozenset(ext.lower() for ext in Image.registered_extensions())
+
+
+def printable_name(rel: str) -> str:
+    """``rel`` as valid UTF-8 text: undecodable bytes (a non-UTF-8 file name) become ``\\xNN`` escapes."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_name(rel: str) -> bool:
+    """False for a name the file system gave with bytes that are not UTF-8 (Python's surrogate escapes)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_image_file(rel: str, suffixes: frozenset[str]) -> bool:
+    """An image by its suffix (any case), not hidden (``.DS_Store``, AppleDouble ``._x.jpg``) at any depth."""
+    parts = rel.split("/")
+    return not any(p.startswith(".") for p in parts) and os.path.splitext(parts[-1])[1].lower() in suffixes
+
+
+def list_images(root: Path, *, skip: tuple[Path, ...] = (), errors: dict[str, str] | None = None) -> tuple[list[str], int]:
+    """``(image files, number of other files ignored)`` under ``root``: :func:`list_files` kept to Pillow's suffixes.
+
+    Links that may not be followed are kept when their name is an image's (their reason goes into ``errors``).
+    """
+    suffixes = image_suffixes()
+    files = list_files(root, skip=skip, errors=errors)
+    kept = [rel for rel in files if is_image_file(rel, suffixes)]
+    return kept, len(files) - len(kept)
+
+
+def class_folders(root: Path) -> tuple[list[str], list[str]]:
+    """``(classes, empty)``: first-level folders of ``root`` holding at least one image (at any depth), sorted as
+    ``torchvision.datasets.ImageFolder`` sorts them, and the folders holding none. Hidden and non-UTF-8 folders are
+    neither."""
+    images, _ = list_images(root)
+    have = sorted({rel.partition("/")[0] for rel in images if "/" in rel and is_utf8_name(rel)})
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".") and is_utf8_name(e.name))
+    return have, [f for f in folders if f not in set(have)]
+
+
+def _tree_entry(rel: str, classes: ClassList) -> Entry:
+    if not is_utf8_name(rel):
+        name = printable_name(rel)
+        return Entry(name, error=f"{NON_UTF8_NAME}: {name} (rename it in UTF-8)")
+    head, sep, _ = rel.partition("/")
+    if not sep:
+        return Entry(rel, error="not in a class folder: file at the top of the root")
+    if head not in classes:
+        return Entry(rel, error=f"unknown class folder {head}: not a class of the training split")
+    return Entry(rel, wnid=head, label=classes.index(head))
+
+
+@register_layout("imagefolder")
+def read_imagefolder(root: Path, *, classes: ClassList, labels: Mapping[str, LabelRef] | None = None, skip=()) -> list[Entry]:
+    """Your own tree: the class is the first-level folder (any name), nested sub-folders below it, image suffixes only.
+
+    Files whose suffix Pillow does not read, and hidden files, are not listed
+    (:func:`list_images`). A non-UTF-8 name is listed with its reason and never opened.
+    """
+    errors: dict[str, str] = {}
+    images, _ = list_images(root, skip=skip, errors=errors)
+    return _with_link_errors([_tree_entry(rel, classes) for rel in images], errors)
+
+
+@register_layout("csv")
+def read_csv_layout(root: Path, *, classes: ClassList, labels: Mapping[str, LabelRef] | None = None, skip=(),
+                    labels_file: str | Path | None = None) -> list[Entry]:
+    """Files and labels from a ``path,label`` CSV (``labels_file``), paths relative to ``root``.
+
+    A row whose path leaves the root, whose file is missing, whose label is
+    empty or not a class of the training split is listed with its reason.
+    Files under the root that the CSV does not name are not listed.
+
+    Raises:
+        ValueError: the CSV itself is unusable (see :func:`imagenet_clean.data.labelcsv.read_labels_csv`).
+    """
+    from .labelcsv import read_labels_csv
+
+    if labels_file is None:
+        raise ValueError("layout csv needs splits.<split>.labels: a CSV with the columns path,label")
+    rows = read_labels_csv(labels_file)
+    root_real = os.path.realpath(root)
+    entries = []
+    for row in rows:
+        rel = row.path
+        if row.error:
+            entries.append(Entry(rel, error=row.error))
+            continue
+        full = os.path.join(root, rel)
+        if os.path.islink(full):
+            why = _link_error(full, rel, root_real)
+            if why:
+                entries.append(Entry(rel, error=why))
+                continue
+        if not os.path.isfile(full):
+            entries.append(Entry(rel, wnid=row.label, error=f"{MISSING_FILE}: {rel} ({row.where}) is not a file under the root"))
+        elif not row.label:
+            entries.append(Entry(rel, error=f"no label: empty label ({row.where})"))
+        elif row.label not in classes:
+            why = f"unknown class {row.label!r} ({row.where}): not a class of the training split"
+            entries.append(Entry(rel, wnid=row.label, error=why))
+        else:
+            entries.append(Entry(rel, wnid=row.label, label=classes.index(row.label)))
+    return entries

@@ -148,7 +148,7 @@ def merge_lookup(clean_path: str | Path, *, workdir: str | Path = ".") -> np.nda
     Raises:
         ValueError: the merge table does not fit the class list.
     """
-    from ..classes import load_classes
+    from ..classes import BUILTIN_CLASS_LISTS, load_classes
     from ..cleanup.merges import BUILTIN_MERGES, NO_MERGES, load_merges, merge_index
     from ..io import read_metadata
 
@@ -158,7 +158,7 @@ def merge_lookup(clean_path: str | Path, *, workdir: str | Path = ".") -> np.nda
         return None
 
     def local(p: str) -> str:
-        return p if p in BUILTIN_MERGES or p == "imagenet-1k" or Path(p).is_absolute() or Path(p).exists() else str(Path(workdir) / p)
+        return p if p in BUILTIN_MERGES or p in BUILTIN_CLASS_LISTS or Path(p).is_absolute() or Path(p).exists() else str(Path(workdir) / p)
 
     cl = load_classes(local(classes))
     merges = load_merges(local(spec), cl)

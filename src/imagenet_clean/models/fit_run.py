@@ -49,6 +49,7 @@ def run_fit(
     models_dir: str | Path,
     predictions_dir: str | Path,
     live_root: str | Path | None = None,
+    features_dir: str | Path | None = None,
 ) -> dict | None:
     """Stage fit@model: cross-validate one configured model on the training split.
 
@@ -67,6 +68,7 @@ def run_fit(
         models_dir: Parent folder of the models' folders.
         predictions_dir: Folder of the training split's prediction files.
         live_root: dvclive root (``<live_root>/<model_name>/fold<k>``); None logs nothing.
+        features_dir: Parent of the features stage's folders (``train.mode: probe``; default ``<models_dir>/../features``).
 
     Returns:
         A summary (``n``, ``n_error``, ``top1``, ``top5`` out-of-fold, per-fold
@@ -97,6 +99,11 @@ def run_fit(
                                   predictions_dir=predictions_dir, live_root=live_root,
                                   why="splits.train.root is null" if "train" in params.splits and not params.splits["train"].root
                                   else "an empty manifest without an image root")
+    if cfg.mode == "probe":  # k-fold linear heads on the features stage's output (models/probe_run.py)
+        from .probe_run import run_probe_fit
+
+        return run_probe_fit(model_name, params, manifest=manifest, models_dir=models_dir, predictions_dir=predictions_dir,
+                             features_dir=features_dir or Path(models_dir).parent / "features", live_root=live_root)
     frame = read_table(manifest)
     file_bytes = prediction_file_bytes(len(frame), num_classes)  # out-of-fold file + the folds' held-out files
     check_free_space({Path(predictions_dir): file_bytes, Path(models_dir) / model_name: file_bytes}, what=f"fit@{model_name}")

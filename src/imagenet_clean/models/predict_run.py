@@ -206,6 +206,7 @@ def run_predict_split(
     out_dir: str | Path,
     cache_dir: str | Path,
     models: list[str] | None = None,
+    features_dir: str | Path | None = None,
 ) -> dict:
     """The ``predict@split`` stage: every configured model predicts one split, one model at a time.
 
@@ -247,6 +248,11 @@ def run_predict_split(
     why = _skip_reason(split, params, manifest_path)
     if why is not None:
         return _write_skipped(split, params, names, why=why, manifest_path=manifest_path, out_dir=Path(out_dir))
+    if params.train.mode == "probe":  # the heads fit@<model> fitted on all of train, on this split's features
+        from .probe_run import predict_probe_split
+
+        return predict_probe_split(split, params, names, manifest_path=manifest_path, models_dir=models_dir, out_dir=out_dir,
+                                   features_dir=features_dir or Path(models_dir).parent / "features")
     from .distributed import process_group  # torch and timm: only for a split that is predicted
     from .factory import build_model, check_model, resolve_checkpoint
     from .weights import ModelError

@@ -40,7 +40,8 @@ from typing import Callable
 
 import pandas as pd
 
-from ..classes import IMAGENET_1K, ClassList, load_classes
+from ..classes import BUILTIN_CLASS_LISTS, ClassList, load_classes, unsafe_class_name
+from ..data.layouts import NESTED_LAYOUTS
 from ..io import read_table
 from ..leftovers import sweep_temporaries
 from . import card as _card
@@ -61,6 +62,7 @@ from .plan import (  # noqa: F401  (CLEAN_COLUMNS, SourceMismatchError, format_p
 )
 
 STATE_FILE = ".imagenet-clean-apply.json"
+RENAMED_FILE = "renamed.tsv"  # a folder dataset's name clashes: sample_id<TAB>its path in the tree
 CARD_FILE = "README.md"
 TMP_SUFFIX = ".imagenet-clean-tmp"
 
@@ -156,7 +158,7 @@ def _read_state(out: Path) -> dict:
 
 def _is_entry_path(rel) -> bool:
     p = PurePosixPath(str(rel))
-    return len(p.parts) == 2 and ".." not in p.parts and not p.is_absolute() and not p.parts[0].startswith(".")
+    return len(p.parts) >= 2 and ".." not in p.parts and not p.is_absolute() and not p.parts[0].startswith(".")
 
 
 def _write_state(out: Path, state: dict) -> None:
@@ -173,6 +175,7 @@ def _materialise(entry: Entry, out: Path, mode: LinkMode, placeholder: bytes) ->
         return False
     if dest.is_dir() and not dest.is_symlink():
         raise ValueError(f"{dest}: a folder sits where the image {entry.sample_id!r} goes; remove it")
+    dest.parent.mkdir(parents=True, exist_ok=True)  # nested trees (folder datasets): <class>/<sub/path>
     tmp = dest.with_name(f".{dest.name}{TMP_SUFFIX}")
     tmp.unlink(missing_ok=True)
     if entry.source is None:
@@ -193,20 +196,23 @@ def _remove_stale(out: Path, stale: list[str]) -> int:
             p.unlink()
             removed += 1
         parents.add(p.parent)
-    for d in sorted(parents):
-        try:
-            d.rmdir()  # only when empty
-        except OSError:
-            pass
+    for d in sorted(parents, key=lambda d: -len(d.parts)):
+        while d != out and out in d.parents:
+            try:
+                d.rmdir()  # only when empty
+            except OSError:
+                break
+            d = d.parent
     return removed
 
 
 def _sweep_tmp(out: Path, folders: set[str]) -> None:
     """Remove temporary files an interrupted run left in the class folders."""
     for wnid in sorted(folders):
-        for e in os.scandir(out / wnid):
-            if e.name.startswith(".") and e.name.endswith(TMP_SUFFIX) and not e.is_dir(follow_symlinks=False):
-                os.unlink(e.path)
+        for dirpath, _, files in os.walk(out / wnid):
+            for name in files:
+                if name.startswith(".") and name.endswith(TMP_SUFFIX):
+                    os.unlink(os.path.join(dirpath, name))
 
 
 def _count_images(root: Path) -> int:
@@ -218,8 +224,8 @@ def _count_images(root: Path) -> int:
 
 def _class_order(clean: pd.DataFrame, meta: dict[str, str], classes: ClassList | None) -> list[str]:
     """Class ids in label order (``""`` for labels no row names)."""
-    if classes is None and meta.get("classes") == IMAGENET_1K:
-        classes = load_classes(IMAGENET_1K)  # a class TSV path is relative to the pipeline's repo: not read here
+    if classes is None and meta.get("classes") in BUILTIN_CLASS_LISTS:
+        classes = load_classes(meta["classes"])  # a class file path is relative to the pipeline's repo: not read here
     if classes is not None:
         bad = [
             f"{w!r} has label {lab}, class list says {classes.index(w) if w in classes else 'unknown'}"
@@ -236,6 +242,48 @@ def _class_order(clean: pd.DataFrame, meta: dict[str, str], classes: ClassList |
     return order
 
 
+def _check_class_names(names) -> None:
+    """Refuse (one line) a class name that would be an unsafe folder name (``..``, ``/``, absolute, hidden)."""
+    for name in sorted(set(names)):
+        why = unsafe_class_name(str(name))
+        if why:
+            raise ValueError(f"class {name!r} cannot be a folder of the cleaned tree: {why}; rename the class in your labels")
+
+
+def _check_keep_removed(keep: Path, *, root: Path, out: Path, decisions) -> None:
+    if decisions is None:
+        raise ValueError("--keep-removed needs --decisions (data/decisions/<split>.parquet lists the removed files)")
+    k, o, r = keep.resolve(), out.resolve(), root.resolve()
+    for other, flag in ((o, "--out"), (r, "--root")):
+        if k == other or k.is_relative_to(other) or other.is_relative_to(k):
+            raise ValueError(f"--keep-removed {keep} ({k}) overlaps {flag} ({other}); choose a folder outside both")
+
+
+def _keep_removed(keep: Path, decisions: pd.DataFrame, root_real: Path, *, nested: str, mode: str, workers: int) -> int:
+    """Put the removed rows' files (those that exist under the root) in ``keep`` as ``<class>/<sub/path>``; their count."""
+    from .plan import Entry as PlanEntry
+    from .plan import assign_nested_names, below_class_folder
+
+    gone = decisions[decisions["action"] == "remove"]
+    rows = []
+    for r in gone.itertuples():
+        src = root_real / r.path
+        cls = r.wnid or "_unlabelled"
+        if src.is_file() and src.resolve().is_relative_to(root_real) and not unsafe_class_name(cls):
+            rows.append((r.sample_id, cls, below_class_folder(r.path, nested), int(r.label), src))
+    names, _ = assign_nested_names([(sid, cls, sub) for sid, cls, sub, _, _ in rows])
+    entries = [PlanEntry(names[sid], lab, cls, sid, "remove", src) for sid, cls, _, lab, src in rows]
+    state = _read_state(keep)
+    keep.mkdir(parents=True, exist_ok=True)
+    planned = sorted(e.dest for e in entries)
+    _write_state(keep, {"complete": False, "entries": sorted(set(state["entries"]) | set(planned)), "mode": mode})
+    link, ph = LINK_MODES[mode], placeholder_bytes()
+    parallel_map(lambda e: _materialise(e, keep, link, ph), [(e,) for e in entries], workers=workers, desc="keep removed")
+    _remove_stale(keep, sorted(set(state["entries"]) - set(planned)))
+    _write_state(keep, {"complete": True, "entries": planned, "mode": mode})
+    return len(entries)
+
+
 def apply_clean(
     clean_manifest_path: str | Path,
     root: str | Path,
@@ -248,6 +296,7 @@ def apply_clean(
     decisions: str | Path | None = None,
     workers: int = 4,
     revision: str | None = None,
+    keep_removed: str | Path | None = None,
 ) -> dict:
     """Build the cleaned ImageFolder tree of one split from its clean manifest.
 
@@ -267,6 +316,14 @@ def apply_clean(
         workers: Threads for hashing and linking.
         revision: Where the manifest came from, for the card (default: the git revision
             of the repository holding ``clean_manifest_path``).
+        keep_removed: Also put the removed files (``decisions`` rows with action
+            ``remove`` whose file exists) in this separate tree, under their
+            original class, outside ``out`` and ``root``.
+
+    A folder dataset (manifest layout ``imagefolder`` or ``csv``) keeps each
+    file's path below its class folder: ``<out>/<class>/<sub/path>``; a fix that
+    lands on a path its new class already holds is renamed ``<stem>~<k><suffix>``
+    and listed under ``renamed`` (and in ``<out>/renamed.tsv``).
 
     Returns:
         Counts: ``kept``, ``relabelled`` (fix and fix+merge), ``merged`` (merge
@@ -287,6 +344,10 @@ def apply_clean(
         sweep_temporaries(out, recursive=False)  # a killed run's state / file list / card writes (leftovers.py)
     root_real, _ = _check_paths(root, out)
     clean, meta = load_clean_manifest(clean_manifest_path)
+    _check_class_names(clean["wnid"])
+    nested = meta.get("layout") if meta.get("layout") in NESTED_LAYOUTS else None
+    if keep_removed is not None:
+        _check_keep_removed(Path(keep_removed), root=root, out=out, decisions=decisions)
     order = _class_order(clean, meta, classes)
     split = meta.get("split") or clean_manifest_path.stem
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
@@ -303,7 +364,8 @@ def apply_clean(
     if problems:
         raise SourceMismatchError(root, problems)
 
-    entries = plan_entries(clean, root_real, deepaugment=copies)
+    clashes: dict[str, str] = {}
+    entries = plan_entries(clean, root_real, deepaugment=copies, nested=nested, clashes=clashes)
     planned = [e.dest for e in entries]
     previous = set(state["entries"])
     if not set(planned) <= previous or not state.get("complete", False):
@@ -340,6 +402,12 @@ def apply_clean(
         "unchanged": int(len(made) - sum(made)),
         "stale_removed": stale_removed,
     }
+    if nested:
+        counts["renamed"] = len(clashes)
+        write_if_changed(out / RENAMED_FILE, "".join(f"{sid}\t{dest}\n" for sid, dest in sorted(clashes.items())))
+    if keep_removed is not None:
+        counts["kept_removed"] = _keep_removed(Path(keep_removed), read_table(decisions), root_real,
+                                               nested=nested or "imagefolder", mode=mode, workers=workers)
 
     list_name = f"{split}.txt"
     write_if_changed(out / list_name, format_file_list([(e.dest, e.label) for e in entries]))

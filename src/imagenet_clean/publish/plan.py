@@ -280,11 +280,48 @@ def _assign_names(items: list[tuple[str, str, str]]) -> dict[str, str]:
     return out
 
 
+def below_class_folder(path: str, layout: str) -> str:
+    """The part of a sample's path kept under its class folder in a nested tree: below the first-level class folder
+    (``imagefolder``), or the whole path (``csv``, whose paths need not hold a class folder)."""
+    return path.partition("/")[2] if layout == "imagefolder" and "/" in path else path
+
+
+def assign_nested_names(items: list[tuple[str, str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """``(sample_id, class, path below the class folder)`` -> ``({sample_id: "<class>/<path>"}, {sample_id: dest})``.
+
+    The second mapping lists the name clashes (a fix landing on a path its new
+    class already holds; compared case-insensitively): in sample_id order the
+    first keeps the path, the others get ``<stem>~<k><suffix>`` in the same folder.
+    """
+    taken: set[str] = set()
+    out: dict[str, str] = {}
+    pending = []
+    for sid, cls, sub in sorted(items):
+        dest = f"{cls}/{sub}"
+        if dest.casefold() in taken:
+            pending.append((sid, dest))
+            continue
+        taken.add(dest.casefold())
+        out[sid] = dest
+    clashes = {}
+    for sid, dest in pending:
+        stem, suffix = os.path.splitext(dest)
+        k, name = 1, f"{stem}~1{suffix}"
+        while name.casefold() in taken:
+            k += 1
+            name = f"{stem}~{k}{suffix}"
+        taken.add(name.casefold())
+        out[sid] = clashes[sid] = name
+    return out, clashes
+
+
 def plan_entries(
     clean: pd.DataFrame,
     root: str | Path,
     *,
     deepaugment: list[tuple[str, str]] = (),
+    nested: str | None = None,
+    clashes: dict[str, str] | None = None,
 ) -> list[Entry]:
     """The files of the cleaned tree, sorted by destination.
 
@@ -292,8 +329,19 @@ def plan_entries(
         clean: Validated clean manifest rows.
         root: The user's copy of the original split (absolute after resolving).
         deepaugment: ``(copy path, base sample_id)`` pairs from :func:`find_deepaugment`.
+        nested: A folder dataset's layout (``imagefolder`` or ``csv``): entries go to
+            ``<class>/<path below the class folder>`` (:func:`below_class_folder`)
+            instead of ``<class>/<file name>``.
+        clashes: Filled with ``sample_id -> dest`` of the renamed entries (``nested`` only).
     """
     root = Path(root).absolute()
+    if nested:
+        names, renamed = assign_nested_names([(r.sample_id, r.wnid, below_class_folder(r.path, nested))
+                                              for r in clean.itertuples() if r.action != "placeholder"])
+        if clashes is not None:
+            clashes.update(renamed)
+        return sorted((Entry(names[r.sample_id], int(r.label), r.wnid, r.sample_id, r.action, root / r.path)
+                       for r in clean.itertuples() if r.action != "placeholder"), key=lambda e: e.dest)
     by_sid = {r.sample_id: r for r in clean.itertuples()}
     items = []
     for r in clean.itertuples():

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..classes import ClassList, load_classes
+from ..classes import IMAGENET_1K, ClassList, load_classes, resolve_class_spec
 from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_UNREADABLE
 from ..cleanup.verdicts import RULE_HUMAN, VERDICTS, Verdict, check_verdict, read_verdicts, record_verdict
 from ..io import read_metadata
@@ -92,10 +92,7 @@ class ReviewData:
                 raise FileNotFoundError(f"{p}: not found (run `dvc repro` first)")
         meta = read_metadata(man_path)
         if classes is None:
-            spec = meta.get("classes") or "imagenet-1k"
-            if spec != "imagenet-1k" and not Path(spec).is_absolute():
-                spec = str(self.workdir / spec)
-            classes = load_classes(spec)
+            classes = load_classes(resolve_class_spec(meta.get("classes") or IMAGENET_1K, self.workdir))
         self.classes = classes
         self.wnid_index = {w: i for i, w in enumerate(classes.wnids)}
         root = Path(meta.get("root") or ".")

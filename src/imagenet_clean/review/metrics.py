@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from ..classes import load_classes
+from ..classes import load_classes, resolve_class_spec
 from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX
 from ..cleanup.verdicts import VERDICTS, classify, read_verdicts
 from ..io import read_metadata, write_json
@@ -103,9 +103,7 @@ def _wnids(decisions: Path, workdir: Path) -> set[str] | None:
     spec = read_metadata(decisions).get("classes")
     if not spec:
         return None
-    if spec != "imagenet-1k" and not Path(spec).is_absolute():
-        spec = str(workdir / spec)
-    return set(load_classes(spec).wnids)
+    return set(load_classes(resolve_class_spec(spec, workdir)).wnids)
 
 
 def review_metrics(workdir: str | Path = ".", *, splits: Iterable[str] = SPLITS, out: str | Path | None = None) -> dict:

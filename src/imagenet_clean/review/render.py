@@ -16,33 +16,11 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..constants import MAX_IMAGE_PIXELS
 from ..data.images import load_rgb
-
-MIN_SIDE = 256
-MAX_SIDE = 768
-BOX_COLOUR = (255, 40, 40)
-
-
-def _scaled(img: Image.Image) -> tuple[Image.Image, float]:
-    w, h = img.size
-    s = max(1.0, MIN_SIDE / max(1, min(w, h)))
-    s = min(s, MAX_SIDE / max(w, h)) if max(w, h) * s > MAX_SIDE else s
-    if s == 1.0:
-        return img, 1.0
-    resample = Image.NEAREST if s > 1 else Image.BILINEAR
-    return img.resize((max(1, round(w * s)), max(1, round(h * s))), resample), s
-
-
-def _draw_boxes(img: Image.Image, boxes: Sequence[Sequence[float]], scale: float) -> None:
-    d = ImageDraw.Draw(img)
-    width = max(2, round(min(img.size) / 128))
-    for b in boxes or []:
-        x0, y0, x1, y1 = (float(v) * scale for v in b)
-        d.rectangle([x0, y0, x1, y1], outline=BOX_COLOUR, width=width)
+from ..drawing import MAX_SIDE, MIN_SIDE, draw_boxes, jet, overlay, scaled_for_viewing  # noqa: F401 (MAX_SIDE, MIN_SIDE, jet, overlay: re-exported)
 
 
 def png(img: Image.Image) -> bytes:
@@ -59,24 +37,9 @@ def image_with_boxes(path: str | Path, boxes: Sequence[Sequence[float]] | None, 
         ValueError: the file cannot be decoded or lies outside ``within``.
     """
     img = load_rgb(path, max_pixels=MAX_IMAGE_PIXELS, within=within)
-    out, s = _scaled(img)
-    _draw_boxes(out, boxes or [], s)
+    out, s = scaled_for_viewing(img)
+    draw_boxes(out, boxes or [], s)
     return png(out)
-
-
-def jet(x: np.ndarray) -> np.ndarray:
-    """The classic "jet" colour map: values in [0, 1] -> RGB in [0, 1] (blue, cyan, yellow, red)."""
-    x = np.clip(np.asarray(x, np.float32), 0, 1)[..., None]
-    return np.clip(1.5 - np.abs(4 * x - np.array([3.0, 2.0, 1.0], np.float32)), 0, 1)
-
-
-def overlay(img: Image.Image, heat: np.ndarray, boxes: Sequence[Sequence[float]], *, alpha: float = 0.5) -> Image.Image:
-    """``heat`` (H x W in [0, 1], the image's size) as a jet colour map over ``img``, with the boxes."""
-    rgb = (jet(heat) * 255).astype(np.uint8)
-    mixed = Image.blend(img.convert("RGB"), Image.fromarray(rgb).resize(img.size), alpha)
-    out, s = _scaled(mixed)
-    _draw_boxes(out, boxes, s)
-    return out
 
 
 class CamRenderer:

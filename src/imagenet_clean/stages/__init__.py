@@ -9,8 +9,10 @@ from __future__ import annotations
 
 STAGES = {
     "generate": "generate",
+    "scan": "scan",
     "ingest": "ingest",
     "quality": "quality",
+    "features": "features",
     "fit": "fit",
     "predict": "predict",
     "clean": "clean",

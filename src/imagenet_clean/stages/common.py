@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..classes import ClassList, load_classes
+from ..classes import ClassList, load_classes, resolve_class_spec
 from ..config import Params
 from ..workspace import Workspace
 
@@ -20,10 +20,7 @@ def skip_reason(params: Params, split: str) -> str | None:
 
 def project_classes(meta: dict, params: Params, ws: Workspace) -> ClassList:
     """The class list a manifest names (``meta["classes"]``), else ``dataset.classes``; relative paths are the project's."""
-    spec = meta.get("classes") or params.dataset.classes
-    if spec != "imagenet-1k" and not Path(spec).is_absolute():
-        spec = str(ws.root / spec)
-    return load_classes(spec)
+    return load_classes(resolve_class_spec(meta.get("classes") or params.dataset.classes, ws.root))
 
 
 def merge_spec(params: Params, ws: Workspace) -> str:

@@ -23,4 +23,5 @@ def run(params: Params, ws: Workspace, model: str, *, manifest: Path | None = No
     from ..models.fit_run import run_fit
 
     return run_fit(model, params, manifest=manifest or ws.round_manifest("train"), models_dir=models_dir or ws.models,
-                   predictions_dir=predictions_dir or ws.predictions_dir("train"), live_root=live_root or ws.live_root)
+                   predictions_dir=predictions_dir or ws.predictions_dir("train"), live_root=live_root or ws.live_root,
+                   features_dir=ws.features)

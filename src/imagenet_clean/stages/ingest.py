@@ -20,6 +20,7 @@ def run(params: Params, ws: Workspace, split: str) -> dict:
     """
     from ..classes import load_classes
     from ..data.ingest import ingest_split, manifest_table_empty, write_manifest
+    from ..data.sources import source_of
     from ..io import write_json, write_table
     from ..leftovers import sweep_outputs
     from ..timing import record_timing, split_timing
@@ -34,6 +35,7 @@ def run(params: Params, ws: Workspace, split: str) -> dict:
         stats = {"split": split, "skipped": True, SKIPPED_WHY: why, "n_files": 0, "n_ok": 0, "n_error": 0}
         write_json(metrics, stats)
         return stats
+    source_of(params)  # the split's layout is one its source reads
     classes = load_classes(params.dataset.classes)
     ic = params.ingest
     df, stats = ingest_split(

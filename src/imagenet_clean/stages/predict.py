@@ -19,4 +19,5 @@ def run(params: Params, ws: Workspace, split: str, *, models: Sequence[str] | No
     from ..models.predict_run import run_predict_split
 
     return run_predict_split(split, params, manifests_dir=ws.manifests, models_dir=ws.models, out_dir=ws.all_predictions,
-                             cache_dir=ws.predict_cache, models=list(models) if models else None)
+                             cache_dir=ws.predict_cache, models=list(models) if models else None,
+                             features_dir=ws.features)
