@@ -174,7 +174,11 @@ def test_threshold_experiment_reruns_only_what_a_threshold_changes_and_reuses_ca
     after = cam_rows(project)
     recomputed = [k for k, v in cams.items() if after.get(k) != v]
     assert not recomputed, f"{len(recomputed)} cached CAM scores recomputed or lost, e.g. {recomputed[:2]}"
-    assert len(after) == len(cams), "CAM scores computed for candidates that were already scored"
+    # a stricter pass score may consult a further model of a candidate (lazy: the next model only when the last
+    # one failed), but never scores again an (image, model) the reference already scored
+    scored = {(k[0], k[1], k[4]) for k in cams}
+    again = [k for k in after if k not in cams and (k[0], k[1], k[4]) in scored]
+    assert not again, f"CAM scores computed again for (image, model) pairs already scored, e.g. {again[:2]}"
 
     exps = _experiments(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
     assert {"h3-four", "pass-half"} <= set(exps), sorted(exps)
