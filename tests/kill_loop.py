@@ -19,6 +19,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,3 +111,140 @@ def timed_run(start: Callable[[], subprocess.Popen]) -> float:
     proc = start()
     assert proc.wait() == 0
     return time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------ a fork server: runs in well under a second
+
+_ZYGOTE = r'''
+import json, os, sys, traceback
+exec(sys.argv[1])  # the imports every run shares (torch, the package), done once
+proto_in, proto_out = sys.stdin, sys.stdout
+for line in proto_in:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:  # the run: its own session (killed as a group), its own output, the script as __main__
+        os.setsid()
+        log = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1), os.dup2(log, 2)
+        code = 0
+        try:
+            os.chdir(req["cwd"])
+            os.environ.update(req["env"])
+            sys.argv = req["argv"]
+            exec(compile(req["script"], "<run>", "exec"), {"__name__": "__main__"})
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush(), sys.stderr.flush()
+        os._exit(code)
+    proto_out.write(f"{pid}\n"), proto_out.flush()
+    _, status = os.waitpid(pid, 0)  # reaped at once: a killed run is dead (no zombie) before the test looks
+    proto_out.write(f"{os.waitstatus_to_exitcode(status)}\n"), proto_out.flush()
+'''
+
+
+class ForkedRun:
+    """One run started by :class:`ForkServer`; ``wait``/``pid``/``returncode`` as ``subprocess.Popen``'s."""
+
+    def __init__(self, server: "ForkServer", pid: int):
+        self._server, self.pid, self.returncode = server, pid, None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            line = self._server.line(timeout)
+            if line is None:
+                raise subprocess.TimeoutExpired(f"forked run {self.pid}", timeout)
+            self.returncode = int(line)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        try:
+            return self.wait(0)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class ForkServer:
+    """A Python process that imports ``preload`` once, then forks one run per :meth:`start` (a zygote).
+
+    A run of a tiny stage is then its compute and its writes, not the seconds
+    that importing torch takes, so a loop of 100 kills (each followed by an
+    uninterrupted rerun) takes minutes, not an hour. Each run is a fresh
+    process (own pid, own session, own temporaries' names): a kill of its
+    process group is a kill of that run only. The server does no compute
+    before it forks (torch's thread pools start in the child).
+    """
+
+    def __init__(self, preload: str, *, env: dict | None = None, log: Path):
+        self.log = str(log)
+        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE, preload], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env, bufsize=0)
+        self._buf = b""
+
+    def line(self, timeout: float | None) -> str | None:
+        """The server's next line (unbuffered, so ``select`` sees what is unread), or None after ``timeout`` s."""
+        import select
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.proc.stdout], [], [], left)[0]:
+                return None
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            assert chunk, f"the fork server died (log: {self.log})"
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode()
+
+    def start(self, script: str, argv: list[str], *, cwd: Path | str = ".", env: dict | None = None) -> ForkedRun:
+        """Fork a run of ``script`` (as ``__main__``, with ``sys.argv = argv``) in ``cwd``."""
+        req = {"script": script, "argv": ["run", *map(str, argv)], "cwd": str(cwd), "env": env or {}, "log": self.log}
+        self.proc.stdin.write((json.dumps(req) + "\n").encode())
+        return ForkedRun(self, int(self.line(None)))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+    def __enter__(self) -> "ForkServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def kill_and_rerun_loop(start: Callable[[], object], *, kills: int, seed: int, window: float,
+                        after_kill: Callable[[], None], after_rerun: Callable[[], None], outputs: Path) -> KillLoop:
+    """``kills`` kills at seeded moments in ``[0, window)``, each followed by an uninterrupted rerun on what it left.
+
+    After each kill ``after_kill`` checks what is there (absent or whole); the
+    rerun must succeed, and ``after_rerun`` checks its outputs against the
+    uninterrupted run's, checks that no temporary is left, and resets the
+    outputs for the next kill. A run that finishes before its kill is drawn
+    again with a new delay (it counts in ``finished``).
+    """
+    rng = random.Random(seed)
+    res = KillLoop()
+    while res.kills < kills:
+        delay = rng.uniform(0.0, window)
+        proc = start()
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            res.kills += 1
+            res.delays.append(round(delay, 3))
+            res.temporaries_after_kill += bool(temporaries(outputs))
+            after_kill()
+            rerun = start()
+            assert rerun.wait() == 0, f"the rerun after kill {res.kills} (at {delay:.3f} s) failed"
+            after_rerun()
+            continue
+        assert proc.returncode == 0, f"run failed with {proc.returncode}"
+        res.finished += 1
+        after_rerun()
+        assert res.finished <= 4 * kills, f"only {res.kills} of {kills} kills landed"
+    return res

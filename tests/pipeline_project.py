@@ -29,10 +29,38 @@ TINY_GENERATE = {"n_train": 120, "n_val": 60, "n_v2": 40, "image_size": 32}
 """``generate.*`` of the tiny pipeline: 220 digit images of 32 px."""
 TINY_MODELS = ("vgg", "resnet")
 """The two models kept from the repository's ensemble (digits_vgg, digits_resnet)."""
-TINY_VAL_THRESHOLDS = {"h2": 2, "h3": 1}
-"""``splits.val`` thresholds of the tiny pipeline. h3 = 1: consensus removals that one model still ranks in
-its top 5, i.e. CAM candidates, so that the tiny pipeline runs the CAM exemption (with the default 2/3, none);
-h2 = 2: the paper's 3 distinct candidates would exceed the two models (refused as a no-op rule)."""
+FIXED_MODELS = {"fixed0": 0, "fixed2": 2}
+"""Two cleanup models with committed checkpoints (``checkpoints/<name>.safetensors``, :func:`write_fixed_checkpoint`)
+that predict one class (0, 2) for every image, exactly, on any CPU: every weight is zero and the classifier's bias
+puts 30 logits on that class, so the logits are the bias bit for bit and the stored probabilities are exactly 1 and 0.
+They make the CAM exemption's condition certain by construction (issue 28): see :data:`TINY_VAL_THRESHOLDS`."""
+TINY_VAL_THRESHOLDS = {"h1": "all", "h2": "all", "h3": 1}
+"""``splits.val`` thresholds of the tiny pipeline. With :data:`FIXED_MODELS`, every val image labelled 0 is a CAM
+candidate whatever the trained models do: ``fixed2`` misses it (C_s >= 1 = h3: consensus), ``fixed0`` has the label
+as its top-1 (a model that still ranks the label: a CAM candidate), and no confident-learning rule can take it
+first: ``fixed0`` never flags it (its label is that model's certain class), so ``cl_fix`` (h1: all 4 models) and
+``cl_remove`` (h2: 4 distinct candidates among at most 3 flagging models) cannot fire. Every val image has a box
+(``LOC_val_solution.csv``), and the seeded generator gives val images of class 0 on every machine: the tests assert
+both (``test_pipeline.py``). The trained models' collapse to one class (1 epoch on 120 images) gave 0 candidates on
+another CPU family before (issue 28)."""
+
+
+def write_fixed_checkpoint(path: Path, cls: int, num_classes: int, arch: str = "digits_vgg") -> Path:
+    """A checkpoint of ``arch`` whose logits are exactly 30 on ``cls`` and 0 elsewhere for every input (see FIXED_MODELS)."""
+    import torch
+
+    from imagenet_clean.config import ModelConfig
+    from imagenet_clean.models.factory import build_model, save_checkpoint
+
+    model, _ = build_model(ModelConfig(arch=arch), num_classes=num_classes)
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.zero_()
+        head = model.get_classifier()
+        head.bias[cls] = 30.0
+    save_checkpoint(model, path, metadata={"arch": arch, "fixed_class": cls})
+    return path
 TINY_PARAMS = {
     # min_accuracy 0: one epoch on 120 images does not learn, and the tiny pipeline tests the plumbing, not the models
     "train": {"folds": 2, "epochs": 1, "batch_size": 16, "parallel": 1, "warmup_epochs": 0, "cooldown_epochs": 0,
@@ -73,6 +101,13 @@ def write_pipeline_project(folder: str | Path, *, git: bool = True, **generate) 
     params_file = folder / "params.yaml"
     p = yaml.safe_load(params_file.read_text())
     p["models"] = {k: p["models"][k] for k in TINY_MODELS}
+    from imagenet_clean.data.generate import embedded_classes
+
+    n_classes = len(embedded_classes(synonym=p["generate"].get("synonym", True)).wnids)
+    for name, cls in FIXED_MODELS.items():
+        rel = f"checkpoints/{name}.safetensors"
+        write_fixed_checkpoint(folder / rel, cls, n_classes)
+        p["models"][name] = {"arch": "digits_vgg", "weights": rel}
     for key, value in TINY_PARAMS.items():
         if isinstance(value, dict):
             p[key].update(value)

@@ -153,8 +153,11 @@ def _decisions(root: Path, clean: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def make_release_project(tmp: Path) -> Project:
-    """The project after ``dvc repro`` and a commit (nothing published yet); see the module docstring."""
+def make_release_project(tmp: Path, *, extra_stages: dict | None = None) -> Project:
+    """The project after ``dvc repro`` and a commit (nothing published yet); see the module docstring.
+
+    ``extra_stages`` are added to ``dvc.yaml`` (e.g. a stage with persisted folder outputs, as ``fit`` has).
+    """
     tmp.mkdir(parents=True, exist_ok=True)
     repo = tmp / "repo"
     (repo / "inputs").mkdir(parents=True)
@@ -166,7 +169,8 @@ def make_release_project(tmp: Path) -> Project:
         os.replace(manifest, repo / "inputs" / split / "clean.parquet")
         io.write_table(repo / "inputs" / split / "decisions.parquet", _decisions(root, df))
     (repo / "make_outputs.py").write_text(STAGE_SCRIPT)
-    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({**DVC_YAML, "stages": {**DVC_YAML["stages"], **(extra_stages or {})}},
+                                                  sort_keys=False))
     (repo / "params.yaml").write_text("h3: 2\n")
     (repo / "metrics").mkdir()
     (repo / "metrics" / "summary.json").write_text(json.dumps({"released": True}) + "\n")

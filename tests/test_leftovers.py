@@ -8,7 +8,15 @@ import sys
 import pytest
 
 from imagenet_clean.io import atomic_path, write_text
-from imagenet_clean.leftovers import host_tag, pid_alive, sweep_outputs, sweep_temporaries, temporary_name, temporary_owner
+from imagenet_clean.leftovers import (
+    host_tag,
+    pid_alive,
+    sweep_once,
+    sweep_outputs,
+    sweep_temporaries,
+    temporary_name,
+    temporary_owner,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +73,45 @@ def test_a_write_killed_inside_atomic_path_is_swept_by_the_next_write(tmp_path):
     assert sweep_outputs([out]) and not list(tmp_path.iterdir())
     write_text(out, "{}")
     assert os.listdir(tmp_path) == ["m.json"]
+
+
+KILLED_IN_WRITE_PREDICTIONS = """
+import os, signal, sys
+import numpy as np
+import pyarrow.parquet as pq
+from imagenet_clean.predictions import predictions_table, write_predictions
+
+def die(*a, **k):
+    open(a[1], "wb").write(b"half")  # the temporary exists, half written
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[2] == "kill":
+    pq.write_table = die
+write_predictions(sys.argv[1], predictions_table(["a", "b"], np.eye(2, 3)), model="tiny")
+"""
+
+
+def test_a_library_write_killed_inside_the_last_write_is_swept_by_the_rerun_without_the_cli(tmp_path):
+    """Issue 28: the rerun of a killed ``write_predictions`` (no CLI, no stage sweep) leaves only the output."""
+    out = tmp_path / "out" / "p.parquet"
+    run = lambda how: subprocess.run([sys.executable, "-c", KILLED_IN_WRITE_PREDICTIONS, str(out), how])  # noqa: E731
+    assert run("kill").returncode == -9
+    left = os.listdir(out.parent)
+    assert len(left) == 1 and temporary_owner(left[0]) is not None, left
+    assert run("rerun").returncode == 0
+    assert os.listdir(out.parent) == ["p.parquet"]
+
+
+def test_atomic_writes_sweep_each_folder_once_per_process(tmp_path, dead_pid):
+    first = tmp_path / temporary_name("a.json", pid=dead_pid)
+    first.write_text("x")
+    write_text(tmp_path / "a.json", "{}")
+    assert not first.exists()  # the first write into the folder swept it
+    second = tmp_path / temporary_name("b.json", pid=dead_pid)
+    second.write_text("x")
+    write_text(tmp_path / "b.json", "{}")
+    assert second.exists()  # not swept again by this process: no scandir per file in a write loop
+    assert sweep_once(tmp_path) == []
+    script = f"from imagenet_clean.io import write_text\nwrite_text({str(tmp_path / 'c.json')!r}, '{{}}')\n"
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 0
+    assert sorted(os.listdir(tmp_path)) == ["a.json", "b.json", "c.json"]  # a new process sweeps on its first write

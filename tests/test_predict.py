@@ -236,6 +236,18 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, tiny):
     assert resumed.equals(fresh)
 
 
+def test_a_run_resumed_from_every_shard_writes_the_same_bytes(tmp_path, tiny):
+    """Issue 28: shards read back from parquet are typed as built, so the prediction file's bytes do not change."""
+    from imagenet_clean.predictions import write_predictions
+
+    manifest = make_images(tmp_path / "img", n=5)
+    model, cfg = load_tiny(tiny)
+    kw = dict(batch_size=2, shard_size=2, workers=0, shard_dir=tmp_path / "shards")
+    write_predictions(tmp_path / "a.parquet", predict_samples(model, cfg, tmp_path / "img", manifest, **kw), model="tiny")
+    write_predictions(tmp_path / "b.parquet", predict_samples(model, cfg, tmp_path / "img", manifest, **kw), model="tiny")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
 def test_stale_shards_from_another_model_are_recomputed(tmp_path, tiny):
     manifest = make_images(tmp_path / "img", n=4)
     shards = tmp_path / "shards"

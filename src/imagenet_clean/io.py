@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .leftovers import temporary_name
+from .leftovers import sweep_once, temporary_name
 
 
 def _read_umask() -> int:
@@ -38,9 +38,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
     The temporary is ``.<name>.<host>-<pid>-<random>.tmp``
-    (:func:`imagenet_clean.leftovers.temporary_name`): if this process is
-    killed inside the write, the next run's
-    :func:`~imagenet_clean.leftovers.sweep_temporaries` removes it.
+    (:func:`imagenet_clean.leftovers.temporary_name`). If this process is
+    killed inside the write, the next process that writes into the same folder
+    removes it: the first atomic write of a process into a folder sweeps that
+    folder's temporaries of dead owners
+    (:func:`~imagenet_clean.leftovers.sweep_once`), so library calls clean up
+    after themselves as the CLI stages do.
 
     Raises:
         OutputError: the folder is not writable or the write failed; the old
@@ -49,6 +52,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_once(path.parent)  # what killed writers into this folder left (once per folder and process)
         tmp = path.parent / temporary_name(path.name)  # names its owner: a later run's sweep removes it after a kill
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         os.chmod(tmp, 0o666 & ~_UMASK)  # created 0600; outputs are as readable as any new file

@@ -8,6 +8,13 @@ its output folders before it does anything else: a temporary whose owner was
 on this host and is no longer running is removed; the temporaries of running
 processes, of other hosts (shared storage) and every other file are left alone.
 
+Library calls that write outside a stage (``predict_samples``,
+``write_predictions``, ``save_checkpoint``, ...) are covered too: the first
+atomic write of a process into a folder calls :func:`sweep_once` on that
+folder, so a rerun of whatever was killed removes the dead writer's
+temporaries on the path that writes them. One ``scandir`` per folder and
+process: no cost in a loop that writes many files into one folder.
+
 ``<host>`` is a short hash of the host name, so that a node never judges
 another node's process ids.
 """
@@ -108,3 +115,24 @@ def sweep_temporaries(*folders: str | Path, recursive: bool = True) -> list[Path
 def sweep_outputs(paths: Iterable[str | Path], *, recursive: bool = False) -> list[Path]:
     """:func:`sweep_temporaries` over the folders of a stage's output files and folders."""
     return sweep_temporaries(*paths, recursive=recursive)
+
+
+_SWEPT: set[tuple[int, str]] = set()
+
+
+def sweep_once(folder: str | Path) -> list[Path]:
+    """Sweep ``folder`` (not its sub-folders) unless this process already did.
+
+    Called by every atomic write before it creates its temporary
+    (:func:`imagenet_clean.io.atomic_path`). The memo is keyed by process id,
+    so a forked worker sweeps again on its own first write.
+
+    Returns:
+        The files removed (empty when the folder was already swept).
+    """
+    key = (os.getpid(), os.path.abspath(folder))
+    if key in _SWEPT:
+        return []
+    removed = sweep_temporaries(folder, recursive=False)
+    _SWEPT.add(key)
+    return removed

@@ -330,7 +330,20 @@ def predict_samples(
 def _read_shard(path: Path | None, fingerprint: str) -> pa.Table:
     if path is None or not _shard_done(path, fingerprint):
         raise RuntimeError(f"shard {path} is missing or stale: did every rank finish?")
-    return pq.read_table(path).replace_schema_metadata(None)
+    return _as_built(pq.read_table(path).replace_schema_metadata(None))
+
+
+def _as_built(table: pa.Table) -> pa.Table:
+    """A shard read back from parquet typed as :func:`predictions_table` built it.
+
+    Parquet names a list's child ``element`` where Arrow builds ``item``; the
+    prediction file records the name in its schema, so a run resumed from
+    shards would write other bytes than an uninterrupted one (issue 28's kill
+    loop found it).
+    """
+    fields = [pa.field(f.name, pa.list_(f.type.value_type, f.type.list_size), f.nullable)
+              if pa.types.is_fixed_size_list(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(fields))
 
 
 def _run_shards(model, data_cfg, root, todo, bounds, ids, paths, status, reasons, k, *, batch_size, bf16, channels_last,

@@ -49,6 +49,9 @@ class PublishResult:
         tag: The tag made (None without one).
         pruned: Objects of earlier releases removed from a local remote.
         remote_bytes: Size of a local remote folder after publishing (None for others).
+        exact_url: Read URL of the exact-outputs remote (None without ``exact_remote``).
+        exact_files: Every cached output, pushed there.
+        exact_bytes: Their total size.
     """
 
     remote_name: str
@@ -61,6 +64,9 @@ class PublishResult:
     pruned: int = 0
     remote_bytes: int | None = None
     card: str = field(default=CARD_PATH)
+    exact_url: str | None = None
+    exact_files: list[LockedFile] = field(default_factory=list)
+    exact_bytes: int = 0
 
 
 def stale_stages(repo) -> list[str]:
@@ -164,6 +170,8 @@ def publish(
     prune: bool = False,
     commit: bool = True,
     cwd: str | Path = ".",
+    exact_remote: str | None = None,
+    exact_read_url: str | None = None,
 ) -> PublishResult:
     """Publish the current pipeline outputs as a release.
 
@@ -178,6 +186,9 @@ def publish(
             whose history keeps them).
         commit: Commit the release files (and tag); False leaves git alone.
         cwd: Folder that relative local URLs are relative to.
+        exact_remote: Also push every cached output (the full set ``imagenet-clean pull --exact`` restores) to
+            this URL, recorded as the second remote ``exact`` (publish/exact.py).
+        exact_read_url: URL consumers read the full set from (committed); default: ``exact_remote``.
 
     Returns:
         What was done.
@@ -225,6 +236,14 @@ def publish(
         read_odb = push_odb if read_url == remote else url_odb(repo.config, read_url, cwd=cwd)
         if read_url != remote:
             check_reachable(read_odb, read_url, push=False)
+        exact_files, exact_odb = [], None
+        if exact_remote is not None:
+            exact_read_url = exact_read_url or exact_remote
+            exact_files = published_outs(repo, everything=True)
+            check_reachable(url_odb(repo.config, exact_remote, cwd=cwd), exact_remote, push=True, inside=top)
+            exact_odb = url_odb(repo.config, exact_read_url, cwd=cwd)
+            if exact_read_url != exact_remote:
+                check_reachable(exact_odb, exact_read_url, push=False)
         shown_url = read_url
         if is_local_url(read_url) and top.resolve() in local_path(read_url, cwd).parents:
             shown_url = f"{local_path(read_url, cwd).relative_to(top.resolve()).as_posix()}/ (a folder committed in this repository)"
@@ -247,12 +266,17 @@ def publish(
             paths = [f.path for f in files if f.md5 in lost]
             raise ValueError(f"after pushing, the read URL {describe(read_url)} does not serve {', '.join(paths)}; "
                              "check that it exposes the push URL's folder (release not recorded)")
+        if exact_remote is not None:
+            _push_exact(top, exact_files, exact_remote, exact_read_url, exact_odb, cwd=cwd)
         pruned = prune_local(local_path(remote, cwd), {f.md5 for f in files}) if prune else 0
         (top / CARD_PATH).parent.mkdir(parents=True, exist_ok=True)
         (top / CARD_PATH).write_text(card_text)
         result = PublishResult(name, read_url, remote, files, sum(f.size or 0 for f in files), pruned=pruned)
         if is_local_url(remote):
             result.remote_bytes = folder_bytes(local_path(remote, cwd))
+        if exact_remote is not None:
+            result.exact_url, result.exact_files = exact_read_url, exact_files
+            result.exact_bytes = sum(f.size or 0 for f in exact_files)
         if commit:
             message = f"Release {tag}: " if tag else "Release: "
             result.commit = gitops.commit_paths(top, _release_paths(top, tracked_outs, remote, cwd),
@@ -264,6 +288,35 @@ def publish(
             raise ValueError(f"the release is committed ({result.commit[:10]}) but not tagged: {e}") from None
         result.tag = tag
     return result
+
+
+def _push_exact(top: Path, files: list[LockedFile], push_url: str, read_url: str, read_odb, *, cwd) -> None:
+    """Record the remote ``exact`` (not the default) and push every cached output there; check the read URL serves them."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from .exact import EXACT_REMOTE
+
+    with Repo(str(top)) as repo:
+        write_remote_config(repo, EXACT_REMOTE, read_url=read_url, push_url=push_url, cwd=cwd, default=False)
+        with repo.config.edit("repo") as conf:  # a folder outside the repository: absolute, so a clone anywhere finds it
+            conf["remote"][EXACT_REMOTE]["url"] = _exact_url(top, read_url, cwd, conf["remote"][EXACT_REMOTE]["url"])
+    with Repo(str(top)) as repo:
+        try:
+            repo.push(targets=[str(top / f.path) for f in files], remote=EXACT_REMOTE)
+        except DvcException as e:
+            raise ValueError(f"dvc push of the exact outputs to {describe(push_url)} failed: {' '.join(str(e).split())}") from None
+    lost = missing_objects(read_odb, [f.md5 for f in files])
+    if lost:
+        raise ValueError(f"after pushing, the exact read URL {describe(read_url)} does not serve "
+                         f"{', '.join(f.path for f in files if f.md5 in lost)} (release not recorded)")
+
+
+def _exact_url(top: Path, url: str, cwd, recorded: str) -> str:
+    """A local folder outside the repository as an absolute path (a clone elsewhere finds the same folder)."""
+    if is_local_url(url) and top.resolve() not in local_path(url, cwd).parents:
+        return str(local_path(url, cwd))
+    return recorded
 
 
 def _release_paths(top: Path, tracked_outs: list[str], remote: str, cwd: str | Path) -> list[str]:

@@ -60,8 +60,8 @@ def describe(url: str) -> str:
     return re.sub(r"//[^/@]*@", "//", url).split("?", 1)[0]
 
 
-def write_remote_config(repo, name: str, *, read_url: str, push_url: str, cwd: str | Path) -> None:
-    """Record remote ``name`` as the default: read URL in ``.dvc/config``, push URL in ``.dvc/config.local``.
+def write_remote_config(repo, name: str, *, read_url: str, push_url: str, cwd: str | Path, default: bool = True) -> None:
+    """Record remote ``name`` (as the default): read URL in ``.dvc/config``, push URL in ``.dvc/config.local``.
 
     Args:
         repo: An open ``dvc.repo.Repo``.
@@ -69,13 +69,15 @@ def write_remote_config(repo, name: str, *, read_url: str, push_url: str, cwd: s
         read_url: What consumers read (committed).
         push_url: What this machine pushes to (only written when it differs).
         cwd: Folder that relative local URLs are relative to.
+        default: Make it the default remote (``core.remote``); False for a second remote (the exact outputs').
     """
     if not NAME_RE.fullmatch(name):
         raise ValueError(f"remote name {name!r} is not a plain name (letters, digits, '_', '.', '-')")
     read, push = config_url(read_url, cwd=cwd), config_url(push_url, cwd=cwd)
     with repo.config.edit("repo") as conf:
         conf["remote"][name] = {"url": read}
-        conf["core"]["remote"] = name
+        if default:
+            conf["core"]["remote"] = name
     with repo.config.edit("local") as conf:
         if push != read:
             conf["remote"][name] = {"url": push}
