@@ -98,3 +98,14 @@ class FakeCam:
         ex = [m[0] if sid.endswith(f"img_{CONS_EXEMPT:04d}.JPEG") else "" for sid, m in zip(candidates["sample_id"], candidates["models"])]
         scores = [json.dumps({m[0]: {"gradcam": 0.5 if e else 0.0}}) for e, m in zip(ex, candidates["models"])]
         return pd.DataFrame({"sample_id": candidates["sample_id"], "exempted_by": ex, "cam_scores": scores})
+
+
+CLEAN_OUTPUTS = ("data/decisions/val.parquet", "data/clean/val.parquet", "data/changes/val.csv", "metrics/cleanup/val.json")
+"""What ``imagenet-clean clean --split val`` writes in a :func:`clean_project`."""
+
+
+def clean_project(folder):
+    """:func:`make_project`'s synthetic split (160 samples, three models' predictions), CAMs off: a seconds-long clean."""
+    folder.mkdir(parents=True, exist_ok=True)
+    make_project(folder, cam={"enabled": False})
+    return folder

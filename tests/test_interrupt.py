@@ -23,6 +23,7 @@ import pytest
 from cli_run import CLI, ENV, SLOW_CLI, run
 from hostile_corpus import manifest_without_mtime, metrics_without_timing, run_main, tree_bytes, write_tiny_project
 from kill_loop import KillLoop, kill_loop, temporaries, timed_run
+from stage_project import CLEAN_OUTPUTS, clean_project
 
 
 def kill_when(args: list[str], cwd: Path, *, pattern: str | None = None, delay: float = 0.0) -> bool:
@@ -297,7 +298,6 @@ def test_disk_full_during_generate_is_one_line_and_keeps_the_old_raw(ingested, m
 
 # ------------------------------------------------------------------ clean (decisions, clean manifest, change list, metrics)
 
-CLEAN_OUTPUTS = ("data/decisions/val.parquet", "data/clean/val.parquet", "data/changes/val.csv", "metrics/cleanup/val.json")
 CLEAN_KILLS = [
     "data/decisions/.val.parquet.*.tmp",  # inside the decisions write
     "data/clean/.val.parquet.*.tmp",  # decisions written, the clean manifest being written
@@ -306,22 +306,13 @@ CLEAN_KILLS = [
 ]
 
 
-def _clean_project(folder: Path) -> Path:
-    """stage_project's synthetic split (160 samples, three models' predictions), CAMs off: a seconds-long clean."""
-    from stage_project import make_project
-
-    folder.mkdir(parents=True, exist_ok=True)
-    make_project(folder, cam={"enabled": False})
-    return folder
-
-
 def _clean_output(project: Path, rel: str):
     return metrics_without_timing(project / rel) if rel.endswith(".json") else (project / rel).read_bytes()
 
 
 @pytest.fixture(scope="module")
 def clean_reference(tmp_path_factory):
-    ref = _clean_project(tmp_path_factory.mktemp("clean-ref"))
+    ref = clean_project(tmp_path_factory.mktemp("clean-ref"))
     run(CLI + ["clean", "--split", "val"], ref)
     return ref
 
@@ -330,7 +321,7 @@ def clean_reference(tmp_path_factory):
 @pytest.mark.parametrize("previous", [False, True], ids=["fresh", "over-previous-outputs"])
 def test_killed_clean_leaves_old_or_complete_outputs_and_rerun_is_byte_identical(tmp_path, clean_reference, pattern,
                                                                                 previous):
-    project = _clean_project(tmp_path / "p")
+    project = clean_project(tmp_path / "p")
     if previous:  # an earlier good run's outputs are there; each must stay whole (old or new, never partial)
         for rel in CLEAN_OUTPUTS:
             (project / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +379,7 @@ def test_twenty_kills_of_ingest_at_random_moments_each_leave_whole_outputs_and_r
 
 @pytest.mark.slow
 def test_twenty_kills_of_clean_at_random_moments_each_leave_whole_outputs_and_rerun_identical(tmp_path, clean_reference):
-    project = _clean_project(tmp_path / "p")
+    project = clean_project(tmp_path / "p")
     want = {rel: _clean_output(clean_reference, rel) for rel in CLEAN_OUTPUTS}
     loop = _loop_stage(project, ["clean", "--split", "val"], want, _clean_output, seed=18)
     print(f"clean kill loop: {loop}")

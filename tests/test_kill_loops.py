@@ -99,7 +99,7 @@ def test_kills_of_predict_each_rerun_to_the_uninterrupted_predictions_and_leave_
     import torch
 
     from imagenet_clean.models.factory import build_model, save_checkpoint
-    from test_predict import TINY, make_images
+    from predict_images import TINY, make_images
 
     torch.manual_seed(0)
     save_checkpoint(build_model(TINY, num_classes=3)[0], tmp_path / "tiny.safetensors")
@@ -169,9 +169,9 @@ CLEAN = "from imagenet_clean.cli import main\nmain(['clean', '--split', 'val'])\
 @pytest.mark.parametrize("kills", KILLS)
 def test_kills_of_clean_each_rerun_to_the_uninterrupted_outputs_and_leave_no_temporary(tmp_path, kills):
     from hostile_corpus import metrics_without_timing
-    from test_interrupt import CLEAN_OUTPUTS, _clean_project
+    from stage_project import CLEAN_OUTPUTS, clean_project
 
-    project = _clean_project(tmp_path / "p")
+    project = clean_project(tmp_path / "p")
     read = lambda rel: metrics_without_timing(project / rel) if rel.endswith(".json") else (project / rel).read_bytes()  # noqa: E731
     _plain_run(CLEAN, [], project)
     want = {rel: read(rel) for rel in CLEAN_OUTPUTS}
