@@ -6,7 +6,7 @@ figures; ``dvc exp show`` would make each one a column. The headline file is
 the only entry of ``dvc.yaml``'s top-level ``metrics:`` and holds one flat,
 ordered object whose keys read well as table columns, the split first::
 
-    train.h1 ... v2.h3                    the thresholds each split used (numbers of models, after resolution)
+    train.h1 ... v2.h3                    the thresholds each split used: the least count that passes (models; for h2 candidates)
     train.removals val.removals ...       counts per cleaned split
     train.fixes ... train.merges ...
     train.changed ...                     share of the split fixed or removed
@@ -132,7 +132,7 @@ def headline_metrics(cleanup: Mapping[str, Mapping | None], *, detection: Mappin
         for s in done:
             v = (cleanup[s].get("thresholds_resolved") or {}).get(t)
             if v is not None:
-                out[f"{s}.{t}"] = int(v)
+                out[f"{s}.{t}"] = math.ceil(round(float(v), 6))  # a sample passes when its count >= v
     for key, src in COUNTS:
         for s in done:
             out[f"{s}.{key}"] = int(cleanup[s].get(src) or 0)
