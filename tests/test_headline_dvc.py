@@ -117,3 +117,13 @@ def test_detail_files_are_read_by_dvc_metrics_show_and_diff(project):
     diff = json.loads(run(["dvc", "metrics", "diff", "main", "--targets", "metrics/detection.json", "--json"], project).stdout)
     assert diff["metrics/detection.json"]["splits.val.detected.recall"]["old"] == 0.65
     assert diff["metrics/detection.json"]["splits.val.detected.recall"]["new"] == 0.8
+
+
+def test_sweep_plots_draw_each_experiment_at_its_h3(project):
+    plots = json.loads(run(["dvc", "plots", "diff", "main", "h3-two", "--json"], project).stdout)["data"]
+    for plot_id, fields in (("sweep_changes", {"fixes", "removals"}), ("sweep_precision", {"precision", "recall"})):
+        points = [p for entry in plots[plot_id] for p in entry["content"]["data"]["values"]]
+        assert {p["field"] for p in points} == fields
+        # one point per cleaned split, field and experiment, at the split's h3
+        assert sorted((p["rev"], p["split"], p["h3"]) for p in points if p["field"] == min(fields)) == sorted(
+            (rev, s, h3) for rev, h3 in (("main", "5"), ("h3-two", "2")) for s in ("train", "val", "v2"))
