@@ -8,10 +8,11 @@ ordered object whose keys read well as table columns, the split first::
 
     train.h1 ... v2.h3                    the thresholds each split used: the least count that passes (models; for h2 candidates)
     train.removals val.removals ...       counts per cleaned split
-    train.fixes ... train.merges ...
-    train.changed ...                     share of the split fixed or removed
+    train.fixes ...
     train.precision train.recall ...      what was fixed or removed against the injected truth (where it exists)
     val.review_precision ...              the share of reviewed changes the reviewers accepted (where reviews exist)
+    train.merges ...                      samples whose class a merge changed
+    train.changed ...                     share of the split fixed or removed
     table1.val_c                          mean top-1 of the cleanup models on the cleaned validation split
     table2.T table2.T_c table2.gain       table 2's headline: T and T_c top-1 on the headline set, T_c - T
 
@@ -133,13 +134,9 @@ def headline_metrics(cleanup: Mapping[str, Mapping | None], *, detection: Mappin
             v = (cleanup[s].get("thresholds_resolved") or {}).get(t)
             if v is not None:
                 out[f"{s}.{t}"] = math.ceil(round(float(v), 6))  # a sample passes when its count >= v
-    for key, src in COUNTS:
+    for key, src in COUNTS[:2]:
         for s in done:
             out[f"{s}.{key}"] = int(cleanup[s].get(src) or 0)
-    for s in done:
-        n = cleanup[s].get("samples") or 0
-        if n:
-            out[f"{s}.changed"] = round((int(cleanup[s].get("fix") or 0) + int(cleanup[s].get("remove") or 0)) / n, 4)
     for s in done:
         found = (det.get(s) or {}).get("detected") or {}
         for k in ("precision", "recall"):
@@ -150,6 +147,13 @@ def headline_metrics(cleanup: Mapping[str, Mapping | None], *, detection: Mappin
         v = _review_precision(review, s)
         if v is not None:
             out[f"{s}.review_precision"] = v
+    for key, src in COUNTS[2:]:
+        for s in done:
+            out[f"{s}.{key}"] = int(cleanup[s].get(src) or 0)
+    for s in done:
+        n = cleanup[s].get("samples") or 0
+        if n:
+            out[f"{s}.changed"] = round((int(cleanup[s].get("fix") or 0) + int(cleanup[s].get("remove") or 0)) / n, 4)
     v = table1_clean_accuracy(table1)
     if v is not None:
         out["table1.val_c"] = v
