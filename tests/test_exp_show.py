@@ -1,7 +1,7 @@
 """`dvc exp show` is readable after a threshold experiment (issue 29), checked with DVC's own commands.
 
 A tiny project of the repository's pipeline (tests/pipeline_project.py) with
-``h3 = 1`` on every cleaned split runs ``dvc repro`` and ``dvc exp run -S h3=2``
+``h3 = 1`` on every cleaned split and no CAM exemption runs ``dvc repro`` and ``dvc exp run -S h3=2``
 (which changes every split's consensus rule), as a user would. Then:
 
 * ``COLUMNS=120 dvc exp show --only-changed``: DVC renders the table at its own
@@ -39,6 +39,8 @@ def project(tmp_path_factory):
     params = yaml.safe_load((project / "params.yaml").read_text())
     for s in SPLITS:  # h3 = 1 everywhere, so that -S h3=2 changes every split's consensus rule
         params["splits"][s]["h3"] = 1
+    # no CAM exemption: the tiny models' CAMs exempt the samples that h3 = 1 adds, and h3 = 2 would change no removal
+    params["cam"]["enabled"] = False
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     commit(project, "h3 = 1")
     run(["dvc", "repro"], project)
