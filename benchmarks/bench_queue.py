@@ -71,6 +71,10 @@ def make_project(folder: Path, kind: str) -> Path:
     from pipeline_project import commit, write_embedded_project, write_pipeline_project
 
     if (folder / "dvc.lock").is_file():
+        if sh(["git", "status", "--porcelain", "--untracked-files=no"], folder, _env()).strip():
+            # a workspace left at an experiment's results: back to the committed reference
+            sh(["git", "checkout", "--", "."], folder, _env())
+            sh(["dvc", "checkout", "--force"], folder, _env())
         return folder
     if folder.exists():
         shutil.rmtree(folder)
