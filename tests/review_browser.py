@@ -65,13 +65,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def review_server(project: Path, split: str = "val") -> Iterator[str]:
-    """``imagenet-clean review --split S --port N`` in ``project``; yields its URL."""
+def review_server(project: Path, split: str = "val", args: tuple[str, ...] = ()) -> Iterator[str]:
+    """``imagenet-clean review --split S --port N [args]`` in ``project``; yields its URL."""
     port = free_port()
     env = {**os.environ, "IMAGENET_CLEAN_PROGRESS": "0", "IMAGENET_CLEAN_REVIEWER": "browser-test",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     log = open(project / "review-server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "imagenet_clean", "review", "--split", split, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_clean", "review", "--split", split, "--port", str(port), *args],
                             cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -41,3 +41,29 @@ def test_keyboard_verdicts_undo_and_a_missing_image_in_chromium(tmp_path):
         logs = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]
                 and "/cam?" not in e["message"] and "/image?" not in e["message"]]
         assert not logs, logs
+
+
+def test_the_audit_filter_lists_kept_images_and_records_their_verdicts(tmp_path):
+    """``review --audit 5``: the action filter 'audit' lists 5 kept images; a key writes the verdict."""
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from review_browser import current_id
+
+    project = make_review_project(tmp_path)
+    tmp = project["tmp"]
+    reviews = tmp / "reviews/val.csv"
+    with browser() as driver, review_server(tmp, args=("--audit", "5", "--audit-seed", "3")) as url:
+        audit = {r["sample_id"] for r in api(url, "api/changes?action=audit&limit=500")["rows"]}
+        assert len(audit) == 5
+        driver.get(url)
+        wait(lambda: driver.find_elements(By.CSS_SELECTOR, "body[data-ready='1']"), what="the page")
+        Select(driver.find_element(By.ID, "f-action")).select_by_value("audit")
+        wait(lambda: current_id(driver) in audit, what="an audit image")
+        wait(lambda: "audit sample" in driver.find_element(By.ID, "change").text, what="the audit wording")
+        sid = current_id(driver)
+        press(driver, "a")
+        wait(lambda: sid in read_verdicts(reviews), what="the verdict on the audit image")
+        assert read_verdicts(reviews)[sid].verdict == "accept"
+        wait(lambda: "audit 1 / 5" in driver.find_element(By.ID, "progress").text, what="the audit progress")

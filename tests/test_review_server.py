@@ -8,13 +8,14 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import numpy as np
 import pytest
 
 from imagenet_clean.cleanup.verdicts import read_verdicts
-from imagenet_clean.review.data import ReviewData
+from imagenet_clean.review.data import Filter, ReviewData
 from imagenet_clean.review.render import CamRenderer
 from imagenet_clean.review.server import create_app
 from review_browser import free_port
@@ -261,6 +262,39 @@ def test_two_tabs_lose_no_verdict_and_the_last_one_wins(app, project, tmp_path):
     page = get(c, "/api/changes?reviewed=no").get_json()
     assert sorted(r["sample_id"] for r in page["rows"]) == sorted([ids[0], *unreadable])
     assert get(c, "/api/changes?reviewed=yes").get_json()["total"] == len(ids) - 1
+
+
+def test_an_audit_sample_of_kept_images_is_reviewed_into_the_same_file(project, tmp_path):
+    """--audit N: N kept images drawn by a seed, listed under the action filter 'audit' only; their verdicts
+    go to the reviews file like any other (a relabelled one is an error the machine missed)."""
+    dec = project["dec"]
+    plain = dec.loc[(dec["action"] == "keep") & dec["rules"].map(lambda r: len(r) == 0), "sample_id"]
+    n_changes = len(changes_of(dec))
+
+    def audit_ids(seed):
+        data = ReviewData(project["tmp"], "val", audit=12, audit_seed=seed)
+        return data, {r["sample_id"] for r in data.page(Filter(action="audit"), 0, 500)["rows"]}
+
+    data, ids = audit_ids(0)
+    assert len(ids) == 12 and ids <= set(plain)
+    assert audit_ids(0)[1] == ids  # the same seed, the same images (also from the page cache)
+    assert audit_ids(1)[1] != ids
+    page = data.page(Filter(), 0, 500)
+    assert page["total"] == n_changes and not ids & {r["sample_id"] for r in page["rows"]}  # changes only by default
+    assert page["progress"] == {"reviewed": 0, "changes": n_changes, "audit": 12, "audit_reviewed": 0}
+    data.reviews = tmp_path / "reviews/val.csv"
+    app = create_app(data, csrf_token=CSRF, reviewer="tester", now=lambda: "2026-11-30T12:00:00+00:00")
+    c = app.test_client()
+    sid = sorted(ids)[0]
+    d = get(c, "/api/change?" + urllib.parse.urlencode({"id": sid})).get_json()
+    assert d["audit"] and d["action"] == "keep" and d["rules"] == [] and len(d["top5"]) == 3
+    r = post(c, {"sample_id": sid, "verdict": "relabel", "wnid": WNIDS[5]})
+    assert r.status_code == 200 and r.get_json()["progress"]["audit_reviewed"] == 1
+    assert read_verdicts(tmp_path / "reviews/val.csv")[sid].wnid == WNIDS[5]
+    rows = get(c, "/api/changes?action=audit&reviewed=yes").get_json()["rows"]
+    assert [r["sample_id"] for r in rows] == [sid]
+    outside = sorted(set(plain) - ids)[0]
+    assert post(c, {"sample_id": outside, "verdict": "accept"}).status_code == 400  # a kept image not drawn
 
 
 # ------------------------------------------------------------------ CAMs on demand

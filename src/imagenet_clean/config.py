@@ -15,7 +15,7 @@ from typing import Any, Union
 
 import yaml
 
-from .constants import FN_SCOPES, MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE
+from .constants import FN_SCOPES, MAX_IMAGE_PIXELS, PAPER_ENSEMBLE_SIZE, QUALITY_RANGES
 
 DEFAULT_PARAMS = "params.yaml"
 
@@ -223,6 +223,35 @@ class TablesConfig:
 
 
 @dataclass(frozen=True)
+class SuggestMergesConfig:
+    """Candidate synonym classes (``suggest_merges`` stage; cleanup/suggest.py): reported, never applied."""
+
+    # a pair is suggested when every model's confident joint puts at least this share of each class in the other
+    min_rate: float = field(default=0.1, metadata=_check(lambda v: 0 < v <= 1, "a number in (0, 1]"))
+    max_pairs: int = field(default=20, metadata=_POS)
+
+
+@dataclass(frozen=True)
+class QualityBound:
+    """One quality measure's bounds: an image is beyond them when its value is below ``min`` or above ``max``."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """The optional quality rule (clean stage; cleanup/quality.py): an image beyond any bound is removed.
+
+    ``thresholds`` maps a measure of :data:`~imagenet_clean.constants.QUALITY_RANGES` to its bounds;
+    the measures themselves (stage ``quality``) are always computed.
+    """
+
+    enabled: bool = False
+    thresholds: dict[str, QualityBound] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     # Thresholds for every cleaned split at once: null (the default) leaves each split its own value.
@@ -250,6 +279,8 @@ class Params:
     predict: PredictConfig = field(default_factory=PredictConfig)
     cam: CamConfig = field(default_factory=CamConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
+    suggest_merges: SuggestMergesConfig = field(default_factory=SuggestMergesConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
 
     def thresholds(self, split: str) -> Thresholds:
         """The split's thresholds, by :data:`THRESHOLD_RULE`.
@@ -390,7 +421,25 @@ def parse_params(data: dict) -> Params:
         if name in params.models:
             raise ConfigError(f"tables.extra_models.{name}: also a cleanup model (models.{name}); give it another name")
     _check_threshold_keys(params)
+    _check_quality(params.quality)
     return params
+
+
+def _check_quality(q: QualityConfig) -> None:
+    """Refuse a quality bound on an unknown measure, outside the measure's range, or with min above max."""
+    for name, b in q.thresholds.items():
+        key = f"quality.thresholds.{name}"
+        if name not in QUALITY_RANGES:
+            raise ConfigError(f"{key}: unknown quality measure; known: {', '.join(QUALITY_RANGES)}")
+        lo, hi = QUALITY_RANGES[name]
+        for side in ("min", "max"):
+            v = getattr(b, side)
+            if v is not None and not lo <= v <= hi:
+                raise ConfigError(f"{key}.{side}: {v!r} is out of range; allowed: a number in [{lo:g}, {hi:g}] (or null)")
+        if b.min is not None and b.max is not None and b.min > b.max:
+            raise ConfigError(f"{key}: min {b.min!r} is above max {b.max!r}: every image would be beyond them")
+    if q.enabled and not any(b.min is not None or b.max is not None for b in q.thresholds.values()):
+        raise ConfigError("quality.enabled is true but quality.thresholds sets no bound; give at least one min or max")
 
 
 def _check_threshold_keys(params: Params) -> None:

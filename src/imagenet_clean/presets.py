@@ -261,6 +261,7 @@ def imagenet_params(
     params["fn_scope"] = "cell"  # V2's fn = 0.9 as cleanlab (and so the paper's run) computed it
     params["dataset"] = {"classes": "imagenet-1k", "merges": "imagenet", "truth": None, "real_labels": val is not None}
     params["generate"] = {**params["generate"], "enabled": False}
+    params["quality"] = {**params["quality"], "enabled": False}  # the paper's method: the quality rule's bounds fit the digits
     params["splits"] = {
         "train": {"root": _s(train), "layout": "train", "annotations": _s(train_boxes)},
         "val": {"root": _s(val), "layout": "val", **_val_sources(val_labels, val_boxes)},

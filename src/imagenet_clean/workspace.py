@@ -157,6 +157,10 @@ class Workspace:
         """The original (round-independent) manifest of ``split``."""
         return self.manifests / f"{split}.parquet"
 
+    def quality(self, split: str) -> Path:
+        """The image-quality measures of ``split`` (stage ``quality``; round-independent, like the manifest)."""
+        return self.data / "quality" / f"{split}.parquet"
+
     def round_manifest(self, split: str) -> Path:
         """The manifest this round cleans: its own training manifest in rounds >= 2, the original one otherwise."""
         if self.round > 1 and split == "train":

@@ -206,6 +206,14 @@ def thresholds_dict(t: Thresholds) -> dict:
     return out
 
 
+def cam_candidate_mask(manifest: pd.DataFrame, decisions: pd.DataFrame, ens: Ensemble, valid_rows: np.ndarray) -> np.ndarray:
+    """Which decisions rows (aligned with ``valid_rows``) the CAMs may exempt: consensus-only removals with a
+    box and at least one model that has the label in its top-k."""
+    sel = consensus_only(decisions)
+    has_box = np.array([b is not None and len(b) > 0 for b in manifest["boxes"].to_numpy()[valid_rows]], bool)
+    return sel & has_box & (~ens.top5_miss).any(axis=0)
+
+
 def cam_candidates(manifest: pd.DataFrame, decisions: pd.DataFrame, ens: Ensemble, valid_rows: np.ndarray) -> pd.DataFrame:
     """Consensus-only removals with a box and at least one model that has the label in its top-5.
 
@@ -213,9 +221,7 @@ def cam_candidates(manifest: pd.DataFrame, decisions: pd.DataFrame, ens: Ensembl
     the fold model that held each sample out (-1: the full model).
     """
     cols = ["sample_id", "path", "label", "boxes", "width", "height", "content_hash", "models", "folds"]
-    sel = consensus_only(decisions)
-    has_box = np.array([b is not None and len(b) > 0 for b in manifest["boxes"].to_numpy()[valid_rows]], bool)
-    sel &= has_box & (~ens.top5_miss).any(axis=0)
+    sel = cam_candidate_mask(manifest, decisions, ens, valid_rows)
     rows = []
     names = np.asarray(ens.names, dtype=object)
     for i in np.flatnonzero(sel):

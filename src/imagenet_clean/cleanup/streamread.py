@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -79,3 +80,24 @@ def read_model_rows(path: str | Path, rows: np.ndarray, *, batch_rows: int = BAT
             fold[d[sel]] = batch.column("fold").to_numpy(zero_copy_only=False)[sel]
         start += m
     return ModelRows(probs=probs, top5=top5, fold=fold)
+
+
+def prediction_index(path: Path, manifest_ids: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of the manifest's samples in a prediction file, and that file's status/reason per manifest row."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no prediction file (has `imagenet-clean predict-split` run for this model?)")
+    t = pq.read_table(path, columns=["sample_id", "status", "reason"])
+    ids = pd.Index(t["sample_id"].to_numpy(zero_copy_only=False))
+    if ids.has_duplicates:
+        raise ValueError(f"file {path}: duplicate sample_id {ids[ids.duplicated()][0]!r}")
+    pos = ids.get_indexer(manifest_ids)
+    if (pos < 0).any():
+        miss = manifest_ids[pos < 0]
+        raise ValueError(f"file {path}: {len(miss)} manifest samples have no prediction, e.g. {miss[0]!r} "
+                         "(re-run the predict stage for this split)")
+    if len(ids) != len(manifest_ids):
+        extra = ids[~ids.isin(manifest_ids)]
+        raise ValueError(f"file {path}: {len(extra)} predictions for samples not in the manifest, e.g. {extra[0]!r}")
+    status = t["status"].to_numpy(zero_copy_only=False)[pos]
+    reason = t["reason"].to_numpy(zero_copy_only=False)[pos]
+    return pos, status, reason

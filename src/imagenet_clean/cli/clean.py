@@ -1,4 +1,4 @@
-"""`imagenet-clean` commands of the clean group: clean, clean-arrays, diff, score."""
+"""`imagenet-clean` commands of the clean group: clean, clean-arrays, diff, score, suggest-merges."""
 from __future__ import annotations
 
 import json
@@ -143,9 +143,25 @@ def score(params: Path = PARAMS) -> None:
                    f"{r['removals']} removals confirmed")
 
 
+def suggest_merges(params: Path = PARAMS) -> None:
+    """Class pairs that every model confuses both ways, for a person to confirm: metrics/merge_suggestions.json."""
+    from ..stages import suggest_merges as stage
+
+    res = stage.run(*load(params))
+    if res.get("skipped"):
+        typer.echo(f"merge suggestions skipped ({res['why']})")
+        return
+    typer.echo(f"{len(res['pairs'])} class pairs confused both ways by every model (score >= {res['min_rate']}):")
+    for p in res["pairs"]:
+        mark = " (already merged)" if p["already_merged"] else ""
+        typer.echo(f"  {p['a']} {p['a_name']!r} ~ {p['b']} {p['b_name']!r}: score {p['score']:.3f}, "
+                   f"fixes {p['fixes']['a_to_b']}/{p['fixes']['b_to_a']}{mark}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("clean")(clean)
     app.command("clean-arrays", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})(clean_arrays)
     app.command("diff")(diff)
     app.command("score")(score)
+    app.command("suggest-merges")(suggest_merges)

@@ -1,4 +1,4 @@
-"""`imagenet-clean` commands of the data group: generate, ingest, verify."""
+"""`imagenet-clean` commands of the data group: generate, ingest, quality, verify."""
 from __future__ import annotations
 
 import json
@@ -75,6 +75,22 @@ def _echo_stats(stats: dict, out: str) -> None:
         typer.echo(f"  annotation error: {e}", err=True)
 
 
+def quality(
+    split: str = typer.Option(..., "--split", help="the split whose manifest to measure (splits.SPLIT in params.yaml)"),
+    params: Path = PARAMS,
+) -> None:
+    """Measure every image of a split (brightness, contrast, blur, entropy, noise, object size, ...) into data/quality/SPLIT.parquet."""
+    from ..stages import quality as stage
+
+    p, ws = load(params)
+    stats = stage.run(p, ws, split)
+    if stats["skipped"]:
+        typer.echo(f"split {split} skipped: wrote an empty {ws.quality(split)}")
+        return
+    typer.echo(f"{ws.quality(split)}: {stats['n']} images, {stats['ok']} measured, {stats['error']} unreadable "
+               f"in {stats['seconds']:.1f} s")
+
+
 def verify(
     manifest: Path = typer.Argument(..., help="a manifest parquet"),
     root: Optional[Path] = typer.Option(None, "--root", help="image root (default: the one in the manifest)"),
@@ -103,4 +119,5 @@ def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("generate")(generate)
     app.command("ingest")(ingest)
+    app.command("quality")(quality)
     app.command("verify")(verify)

@@ -1,12 +1,13 @@
-"""`imagenet-clean` commands of the review group: ``review`` (the web app) and ``review-metrics`` (metrics/review.json)."""
+"""`imagenet-clean` commands of the review group: ``review`` (the web app), ``review-metrics`` (metrics/review.json)
+and ``tune`` (thresholds from the reviews)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from .options import WORKDIR
+from .options import PARAMS, WORKDIR
 
 
 def review(
@@ -16,6 +17,9 @@ def review(
     workdir: Path = WORKDIR,
     export: Optional[Path] = typer.Option(None, "--export",
                                           help="Write a read-only HTML report of the changes to this folder instead of serving."),
+    audit: int = typer.Option(0, "--audit", min=0, help="Also list a random sample of this many kept images (action "
+                              "filter 'audit'): a relabelled one is an error the machine missed, which `tune` counts."),
+    audit_seed: int = typer.Option(0, "--audit-seed", help="The seed of the audit sample (the same seed, the same images)."),
 ) -> None:
     """Review a split's changes in the browser; verdicts go to reviews/<split>.csv, which `dvc repro` applies."""
     if export is not None:
@@ -27,7 +31,7 @@ def review(
         return
     from ..review.server import serve
 
-    serve(workdir, split, host=host, port=port, echo=typer.echo)
+    serve(workdir, split, host=host, port=port, echo=typer.echo, audit=audit, audit_seed=audit_seed)
 
 
 def review_metrics(
@@ -43,7 +47,29 @@ def review_metrics(
     typer.echo(f"metrics/review.json: {per or 'no decisions'}")
 
 
+def tune(
+    split: str = typer.Option("val", "--split", help="The split whose reviews to tune on (train, val or v2)."),
+    param: str = typer.Option("h1,h2,h3", "--param", help="The thresholds to vary, comma-separated (each over every "
+                              "count of models 1..|M| unless --grid names it)."),
+    grid: List[str] = typer.Option([], "--grid", help="NAME=V1,V2,... values to try for a threshold (counts, fractions "
+                                   "of |M| or all), e.g. --grid h3=2,3,4; repeatable."),
+    cams: bool = typer.Option(False, "--cams/--no-cams", help="Compute the CAMs that settings need and the decisions "
+                              "lack (through the CAM score cache); without it those samples are reported undecided."),
+    top: int = typer.Option(15, "--top", min=1, help="Settings shown, best first (the current and the proposed always)."),
+    params: Path = PARAMS,
+) -> None:
+    """Agreement with the reviewers (reviews/<split>.csv) of each threshold setting, replayed from the clean stage's
+    evidence, and the `dvc exp run -S ...` line of the best one."""
+    from ..config import load_params
+    from ..review.tune import tune_split
+    from ..workspace import Workspace
+
+    r = tune_split(load_params(params), Workspace(Path(".")), split, param=param, grid=grid, cams=cams, top=top)
+    typer.echo(r.text)
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("review")(review)
     app.command("review-metrics")(review_metrics)
+    app.command("tune")(tune)

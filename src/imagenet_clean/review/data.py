@@ -14,7 +14,6 @@ milliseconds (benchmarks/bench_review.py).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RUL
 from ..cleanup.verdicts import RULE_HUMAN, VERDICTS, Verdict, check_verdict, read_verdicts, record_verdict
 from ..io import read_metadata
 from ..workspace import Workspace
+from .audit import audit_batches
 from .evidence import read_cache, read_change_top5, write_cache
 
 RULE_BITS = {r: 1 << i for i, r in enumerate((RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT,
@@ -57,7 +57,7 @@ class ReviewError(ValueError):
 class Filter:
     """Which changes a page lists."""
 
-    action: str = ""  # fix | remove | keep (CAM-exempted) | "" (all)
+    action: str = ""  # fix | remove | keep (CAM-exempted) | audit (the audit sample of kept images) | "" (all changes)
     rule: str = ""
     cls: int = -1  # given or proposed class index; -1: any
     reviewed: str = ""  # yes | no | ""
@@ -74,9 +74,14 @@ class ReviewData:
         classes: The class list (default: the manifest's ``classes`` metadata).
         background: Return as soon as the changes can be paged, and load their
             evidence and manifest rows in a background thread (the server does).
+        audit: Add a random sample of this many kept images (not CAM-exempted), so that reviewers
+            judge what the machine kept too: a relabelled one is an error it missed
+            (``imagenet-clean tune`` counts it). Listed under the action filter ``audit`` only.
+        audit_seed: The seed of that sample (:func:`audit_rank`).
     """
 
-    def __init__(self, workdir: str | Path, split: str, classes: ClassList | None = None, *, background: bool = False):
+    def __init__(self, workdir: str | Path, split: str, classes: ClassList | None = None, *, background: bool = False,
+                 audit: int = 0, audit_seed: int = 0):
         self.workdir = Path(workdir)
         self.split = split
         self.workspace = Workspace(self.workdir)
@@ -101,6 +106,9 @@ class ReviewData:
         self._top5: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._top5_locks: dict[str, threading.Lock] = {}
         self._verdicts: tuple[tuple, dict[str, Verdict], np.ndarray] | None = None  # file key, verdicts, mask
+        if audit < 0:
+            raise ReviewError(f"audit sample size {audit} is negative")
+        self.audit_size, self.audit_seed = int(audit), int(audit_seed)
 
         # pass 1 over the decisions, in batches: the changes (rows the machine changed, and CAM exemptions)
         # with what paging needs, and every row's label and whether it was kept (for the examples)
@@ -108,7 +116,7 @@ class ReviewData:
         cached = self._page_cache(dec_path)
         page = read_cache(cached)
         if page is None:
-            page = self._scan_changes(dec_path)
+            page = self._scan_changes(dec_path, audit=self.audit_size, seed=self.audit_seed)
             write_cache(cached, page)
         else:
             self._label_all = self._keep_all = None  # read again in the background, for the examples
@@ -120,6 +128,7 @@ class ReviewData:
         self.action = np.asarray(page["action"].to_numpy(zero_copy_only=False), dtype=object)
         self.n_flagged = page["n_flagged"].to_numpy()
         self.c_s = page["c_s"].to_numpy()
+        self.audit = page["audit"].to_numpy() if "audit" in page.column_names else np.zeros(len(self.ids), bool)
         bits = np.zeros(len(self.ids), np.int64)
         if len(self.ids):
             flat = pc.list_flatten(page["rules"].chunk(0))
@@ -147,15 +156,18 @@ class ReviewData:
     def _page_cache(self, dec_path: Path) -> Path:
         """The cached paging index of this decisions file (keyed by its size and modification time)."""
         st = dec_path.stat()
-        return self.workspace.review_cache(self.split) / f"pages-{st.st_size}-{st.st_mtime_ns}.parquet"
+        audit = f"-audit{self.audit_size}-{self.audit_seed}" if self.audit_size else ""
+        return self.workspace.review_cache(self.split) / f"pages-{st.st_size}-{st.st_mtime_ns}{audit}.parquet"
 
-    def _scan_changes(self, dec_path: Path) -> pa.Table:
+    def _scan_changes(self, dec_path: Path, *, audit: int = 0, seed: int = 0) -> pa.Table:
         """Pass 1 over the decisions, in batches: the changes' paging columns and global ``row``.
 
-        Also keeps every row's label and whether it was kept (for the examples).
+        With ``audit``, also that many kept images (not CAM-exempted) drawn by :func:`audit_rank`,
+        marked in an ``audit`` column. Keeps every row's label and whether it was kept (for the examples).
         """
         pf = pq.ParquetFile(dec_path)
         labels, kept, parts, rows, offset = [], [], [], [], 0
+        plain_ids, plain_rows = [], []  # kept, not exempted: the audit's population
         for b in pf.iter_batches(batch_size=BATCH, columns=list(PAGE_COLUMNS)):
             keep = np.asarray(pc.equal(b.column("action"), "keep").fill_null(False))
             exempt = np.zeros(b.num_rows, bool)
@@ -165,14 +177,28 @@ class ReviewData:
             if len(hit):
                 parts.append(b.take(pa.array(hit, pa.int64())))
                 rows.append(hit + offset)
+            if audit:
+                plain = np.flatnonzero(keep & ~exempt)
+                plain_ids.extend(b.column("sample_id").take(pa.array(plain, pa.int64())).to_pylist())
+                plain_rows.append(plain + offset)
             labels.append(np.asarray(b.column("label")))
             kept.append(keep)
             offset += b.num_rows
+        is_audit = [np.zeros(len(x), bool) for x in rows]
+        if audit and plain_ids:
+            more, where = audit_batches(pf, plain_ids, np.concatenate(plain_rows), offset, audit=audit, seed=seed,
+                                        columns=list(PAGE_COLUMNS), batch_size=BATCH)
+            parts += more
+            rows += where
+            is_audit += [np.ones(len(w), bool) for w in where]
         schema = pa.schema([pf.schema_arrow.field(c) for c in PAGE_COLUMNS])
         page = pa.Table.from_batches(parts, schema=schema).combine_chunks()
         self._label_all = np.concatenate(labels) if labels else np.array([], np.int64)
         self._keep_all = np.concatenate(kept) if kept else np.array([], bool)
-        return page.append_column("row", pa.array(np.concatenate(rows) if rows else np.array([], np.int64), pa.int64()))
+        row = np.concatenate(rows) if rows else np.array([], np.int64)
+        page = page.append_column("row", pa.array(row, pa.int64()))
+        page = page.append_column("audit", pa.array(np.concatenate(is_audit) if is_audit else np.array([], bool), pa.bool_()))
+        return page.take(pa.array(np.argsort(row, kind="stable"), pa.int64()))  # file order, as the evidence is read
 
     def _pick_examples(self) -> None:
         """Rows of a few examples of every class for the reviewer to compare with: kept images first."""
@@ -310,11 +336,14 @@ class ReviewData:
         Raises:
             ReviewError: an unknown action, rule, reviewed value or sort key.
         """
-        keep = np.ones(len(self.ids), bool)
-        if f.action:
-            if f.action not in ("fix", "remove", "keep"):
-                raise ReviewError(f"unknown action {f.action!r}")
-            keep &= self.action == f.action
+        if f.action == "audit":
+            keep = self.audit.copy()
+        else:
+            keep = ~self.audit
+            if f.action:
+                if f.action not in ("fix", "remove", "keep"):
+                    raise ReviewError(f"unknown action {f.action!r}")
+                keep &= self.action == f.action
         if f.rule:
             if f.rule not in RULE_BITS:
                 raise ReviewError(f"unknown rule {f.rule!r}")
@@ -350,15 +379,18 @@ class ReviewData:
         limit = max(1, min(int(limit), 500))
         verdicts = self.verdicts()
         rows = [self.summary(int(i), verdicts) for i in sel[offset:offset + limit]]
-        return {"total": int(len(sel)), "offset": offset, "rows": rows,
-                "progress": {"reviewed": int(self.reviewed_mask().sum()), "changes": int(len(self.ids))}}
+        done = self.reviewed_mask()
+        progress = {"reviewed": int((done & ~self.audit).sum()), "changes": int((~self.audit).sum())}
+        if self.audit.any():
+            progress.update(audit=int(self.audit.sum()), audit_reviewed=int((done & self.audit).sum()))
+        return {"total": int(len(sel)), "offset": offset, "rows": rows, "progress": progress}
 
     def summary(self, i: int, verdicts: dict | None = None) -> dict:
         """The page row of change ``i``."""
         verdicts = self.verdicts() if verdicts is None else verdicts
         v = verdicts.get(self.ids[i])
         return {
-            "sample_id": self.ids[i], "action": self.action[i],
+            "sample_id": self.ids[i], "action": self.action[i], "audit": bool(self.audit[i]),
             "label": self._cls(int(self.label[i])), "new": self._cls(int(self.new_label[i])),
             "rules": [r for r, b in RULE_BITS.items() if self.rule_bits[i] & b],
             "n_flagged": int(self.n_flagged[i]), "c_s": int(self.c_s[i]),
@@ -453,32 +485,3 @@ class ReviewData:
     def _read_top5(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(top5, probs, fold, margin)`` of every change, aligned with :attr:`ids` (:func:`.evidence.read_change_top5`)."""
         return read_change_top5(self.workspace.predictions(self.split, model), self.ids, self.label)
-
-
-def parse_class(data: ReviewData, text: str) -> int:
-    """A class index from a wnid, an index or an exact name (-1 for empty).
-
-    Raises:
-        ReviewError: no such class.
-    """
-    text = (text or "").strip()
-    if not text:
-        return -1
-    if text in data.wnid_index:
-        return data.wnid_index[text]
-    if text.isdigit() and int(text) < len(data.classes):
-        return int(text)
-    for i, n in enumerate(data.classes.names):
-        if n == text:
-            return i
-    raise ReviewError(f"unknown class {text!r}")
-
-
-def default_reviewer() -> str:
-    """The reviewer name written with each verdict (``$IMAGENET_CLEAN_REVIEWER``, else the login name)."""
-    import getpass
-
-    try:
-        return os.environ.get("IMAGENET_CLEAN_REVIEWER") or getpass.getuser()
-    except (KeyError, OSError):
-        return ""

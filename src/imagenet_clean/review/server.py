@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import os
 import secrets
 from datetime import datetime, timezone
 from importlib import resources
@@ -26,7 +27,7 @@ from flask import Flask, Response, abort, jsonify, render_template_string, reque
 
 from ..cleanup.verdicts import VerdictError
 from ..workspace import Workspace
-from .data import Filter, ReviewData, ReviewError, default_reviewer, parse_class
+from .data import Filter, ReviewData, ReviewError
 from .render import CamRenderer, image_with_boxes
 
 ACCESS_COOKIE = "imagenet_clean_review"
@@ -45,6 +46,35 @@ def is_loopback(host: str) -> bool:
 
 def _static(name: str) -> str:
     return resources.files("imagenet_clean.review").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def parse_class(data: ReviewData, text: str) -> int:
+    """A class index from a wnid, an index or an exact name (-1 for empty).
+
+    Raises:
+        ReviewError: no such class.
+    """
+    text = (text or "").strip()
+    if not text:
+        return -1
+    if text in data.wnid_index:
+        return data.wnid_index[text]
+    if text.isdigit() and int(text) < len(data.classes):
+        return int(text)
+    for i, n in enumerate(data.classes.names):
+        if n == text:
+            return i
+    raise ReviewError(f"unknown class {text!r}")
+
+
+def default_reviewer() -> str:
+    """The reviewer name written with each verdict (``$IMAGENET_CLEAN_REVIEWER``, else the login name)."""
+    import getpass
+
+    try:
+        return os.environ.get("IMAGENET_CLEAN_REVIEWER") or getpass.getuser()
+    except (KeyError, OSError):
+        return ""
 
 
 def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token: str | None = None,
@@ -187,7 +217,8 @@ def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token:
     return app
 
 
-def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int = 8765, echo=print) -> None:
+def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int = 8765, echo=print, audit: int = 0,
+          audit_seed: int = 0) -> None:
     """Run the review app until interrupted; prints the URL (with the access token off loopback).
 
     Raises:
@@ -196,7 +227,7 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     from ..config import load_params
 
     workdir = Path(workdir)
-    data = ReviewData(workdir, split, background=True)
+    data = ReviewData(workdir, split, background=True, audit=audit, audit_seed=audit_seed)
     cams, methods = None, ()
     params_file = workdir / "params.yaml"
     if params_file.is_file():
@@ -216,7 +247,29 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     app = create_app(data, access_token=access, hosts=hosts, cams=cams, cam_methods=methods)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={access}" if access else "")
-    echo(f"reviewing {len(data.ids)} changes of {split}; verdicts go to {data.reviews}")
+    n_audit = int(data.audit.sum())
+    echo(f"reviewing {len(data.ids) - n_audit} changes of {split}" + (f" and an audit sample of {n_audit} kept images "
+         f"(seed {audit_seed}; action filter 'audit')" if n_audit else "") + f"; verdicts go to {data.reviews}")
     echo(f"open {url}  (Ctrl-C to stop)")
-    app.run(host=host, port=port, threaded=True, use_reloader=False)  # a taken port: werkzeug says so, exit code 1
+    serve_app(app, host=host, port=port)
+
+
+def serve_app(app, *, host: str, port: int, threads: int = 8) -> None:
+    """Serve ``app`` with waitress (a production WSGI server, pure Python) until interrupted.
+
+    Raises:
+        ValueError: the address cannot be bound (a taken port, an unknown host), in one line.
+    """
+    from waitress.server import create_server
+
+    try:
+        server = create_server(app, host=host, port=port, threads=threads)
+    except OSError as e:
+        raise ValueError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
 

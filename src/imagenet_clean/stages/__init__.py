@@ -10,11 +10,13 @@ from __future__ import annotations
 STAGES = {
     "generate": "generate",
     "ingest": "ingest",
+    "quality": "quality",
     "fit": "fit",
     "predict": "predict",
     "clean": "clean",
     "review": "review",
     "score": "score",
+    "suggest_merges": "suggest_merges",
     "tables": "tables",
     "retrain": "retrain",
     "table3": "table3",

@@ -9,13 +9,14 @@ one model's float32 matrix plus cleanlab's own temporaries.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from ..classes import ClassList
 from ..cleanup.changes import change_list
 from ..cleanup.confident import model_evidence
 from ..cleanup.ensemble import (
@@ -34,9 +35,9 @@ from ..cleanup.ensemble import (
 from ..cleanup.inputs import check_prediction_shape, check_unique_ids
 from ..cleanup.merges import load_merges, merge_index
 from ..cleanup.rules import apply_exemptions, resolved
-from ..cleanup.streamread import read_model_rows
+from ..cleanup.streamread import prediction_index, read_model_rows
 from ..cleanup.verdicts import review_split
-from ..config import Params
+from ..config import Params, Thresholds
 from ..constants import SKIPPED_WHY
 from ..diskspace import check_free_space, clean_outputs_bytes
 from ..io import read_metadata, read_table, write_json, write_table, write_text
@@ -44,27 +45,6 @@ from ..leftovers import sweep_outputs
 from ..models.distributed import dist_info
 from ..workspace import Workspace
 from .common import merge_spec, project_classes, skip_reason, split_root
-
-
-def prediction_index(path: Path, manifest_ids: pd.Index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Positions of the manifest's samples in a prediction file, and that file's status/reason per manifest row."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no prediction file (has `imagenet-clean predict-split` run for this model?)")
-    t = pq.read_table(path, columns=["sample_id", "status", "reason"])
-    ids = pd.Index(t["sample_id"].to_numpy(zero_copy_only=False))
-    if ids.has_duplicates:
-        raise ValueError(f"file {path}: duplicate sample_id {ids[ids.duplicated()][0]!r}")
-    pos = ids.get_indexer(manifest_ids)
-    if (pos < 0).any():
-        miss = manifest_ids[pos < 0]
-        raise ValueError(f"file {path}: {len(miss)} manifest samples have no prediction, e.g. {miss[0]!r} "
-                         "(re-run the predict stage for this split)")
-    if len(ids) != len(manifest_ids):
-        extra = ids[~ids.isin(manifest_ids)]
-        raise ValueError(f"file {path}: {len(extra)} predictions for samples not in the manifest, e.g. {extra[0]!r}")
-    status = t["status"].to_numpy(zero_copy_only=False)[pos]
-    reason = t["reason"].to_numpy(zero_copy_only=False)[pos]
-    return pos, status, reason
 
 
 def trained_loader(params: Params, num_classes: int, models_dir: str | Path) -> LoadModelFn:
@@ -113,6 +93,103 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     why = skip_reason(params, split)
     if why:
         return write_skipped(ws, split, why)
+    ev = split_evidence(params, ws, split, n_jobs=n_jobs)
+    manifest, meta, classes, k, n = ev.manifest, ev.meta, ev.classes, len(ev.classes), len(ev.manifest)
+    thresholds, names, valid_rows, labels, reason, merges, ens = (ev.thresholds, ev.names, ev.valid_rows, ev.labels,
+                                                                  ev.reason, ev.merges, ev.ens)
+    merge_lut, candidate_lut = ev.merge_lut, ev.candidate_lut
+    dec = ens.decide(labels, thresholds)
+    dec.insert(0, "sample_id", manifest["sample_id"].to_numpy()[valid_rows])
+    dec = apply_exemptions(dec, None)
+
+    use_cam = cam if cam is not None else bool(getattr(params.cam, "enabled", True))
+    cands = cam_candidates(manifest, dec, ens, valid_rows)
+    if use_cam and len(cands):
+        extra = {}
+        if find_exemptions is None:
+            from ..cleanup.cam import find_exemptions
+
+            extra["max_pixels"] = params.ingest.max_pixels
+        loader = load_model or trained_loader(params, k, ws.models)
+        root = split_root(meta, params, split, ws)
+        ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=ws.cam_cache(split), **extra)
+        dec = apply_exemptions(dec, ex)
+    rank, _ = dist_info()
+    if rank != 0:  # under torchrun the ranks shared the CAM work; rank 0 writes the outputs
+        return {"split": split, "rank": rank, "cam_candidates": int(len(cands))}
+
+    decisions = full_decisions(manifest, dec, valid_rows, reason, classes)
+    qc = params.quality
+    if qc.enabled:  # the optional quality rule (cleanup/quality.py); off, the quality file is not read
+        from ..cleanup.quality import apply_quality_rule, read_quality
+
+        decisions = apply_quality_rule(decisions, read_quality(ws.quality(split)), qc.thresholds, source=str(ws.quality(split)))
+    decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
+    clean = clean_manifest(manifest, decisions, merges, classes)
+    res = resolved(thresholds, len(names))
+    changes = change_list(decisions, clean, classes, n_models=len(names), thresholds=res)
+
+    table_meta = {**meta, "thresholds": json.dumps(thresholds_dict(thresholds)), "models": json.dumps(names),
+                  "merges": str(params.dataset.merges), "cam": json.dumps(use_cam)}
+    if qc.enabled:
+        table_meta["quality"] = json.dumps({m: {"min": b.min, "max": b.max} for m, b in qc.thresholds.items()})
+    schema = DECISIONS_SCHEMA.append(pa.field("verdict", pa.string())) if "verdict" in decisions else DECISIONS_SCHEMA
+    write_table(ws.decisions(split), pa.Table.from_pandas(decisions, schema=schema, preserve_index=False),
+                metadata=table_meta)
+    write_table(ws.clean(split), pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
+    write_text(ws.changes(split), changes.to_csv(index=False, lineterminator="\n"))
+    metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk,
+               "topk_merged": bool(merge_lut is not None), "flags_merged": bool(candidate_lut is not None)}
+    metrics["threshold_sources"] = params.threshold_sources(split)
+    if qc.enabled:  # only then, so that the metrics with the rule off are those of before
+        metrics["remove_quality"] = int(sum("quality" in r for r in decisions["rules"]))
+        metrics["remove_quality_only"] = int(sum(list(r) == ["quality"] for r in decisions["rules"]))
+    if "verdict" in decisions:
+        metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
+    write_json(ws.cleanup_metrics(split), metrics)
+    return metrics
+
+
+
+@dataclass
+class SplitEvidence:
+    """What the clean stage reads of a split before it decides: the manifest, the stacked per-model evidence
+    (:class:`~imagenet_clean.cleanup.ensemble.Ensemble`, over the rows every model predicted) and the merges.
+
+    ``imagenet-clean tune`` reads the same (:mod:`imagenet_clean.review.tune`), so that its decisions are the
+    clean stage's.
+    """
+
+    manifest: pd.DataFrame
+    meta: dict
+    classes: ClassList
+    thresholds: Thresholds
+    names: list[str]
+    valid_rows: np.ndarray
+    labels: np.ndarray
+    reason: np.ndarray
+    merges: dict
+    merge_lut: np.ndarray | None
+    candidate_lut: np.ndarray | None
+    ens: Ensemble
+
+
+def split_evidence(params: Params, ws: Workspace, split: str, *, n_jobs: int | None = 1,
+                   check_space: bool = True) -> SplitEvidence:
+    """Read a split's manifest and every model's predictions, one model at a time, into the ensemble's evidence.
+
+    Args:
+        params: The validated params.
+        ws: The project and round.
+        split: A cleaned split.
+        n_jobs: cleanlab's worker processes (None: all cores).
+        check_space: Refuse when the decisions' folder lacks room for the clean stage's outputs
+            (off for readers that write nothing, such as ``imagenet-clean tune``).
+
+    Raises:
+        ValueError: no models, predictions that do not match the manifest or
+            are not probabilities (naming file, model and row).
+    """
     if not params.models:
         raise ValueError("params.yaml lists no models; the cleanup needs at least one")
     thresholds = params.thresholds(split)
@@ -123,7 +200,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     classes = project_classes(meta, params, ws)
     k = len(classes)
     n = len(manifest)
-    check_free_space({ws.decisions(split).parent: clean_outputs_bytes(manifest_path, n)}, what=f"clean@{split}")
+    if check_space:
+        check_free_space({ws.decisions(split).parent: clean_outputs_bytes(manifest_path, n)}, what=f"clean@{split}")
     ids = pd.Index(manifest["sample_id"])
     check_unique_ids(ids, source=str(manifest_path))
     labels_all = manifest["label"].to_numpy(np.int64)
@@ -172,46 +250,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
             yield m, ev, fold
 
     ens = Ensemble.stack(items(), len(valid_rows))
-    dec = ens.decide(labels, thresholds)
-    dec.insert(0, "sample_id", manifest["sample_id"].to_numpy()[valid_rows])
-    dec = apply_exemptions(dec, None)
-
-    use_cam = cam if cam is not None else bool(getattr(params.cam, "enabled", True))
-    cands = cam_candidates(manifest, dec, ens, valid_rows)
-    if use_cam and len(cands):
-        extra = {}
-        if find_exemptions is None:
-            from ..cleanup.cam import find_exemptions
-
-            extra["max_pixels"] = params.ingest.max_pixels
-        loader = load_model or trained_loader(params, k, ws.models)
-        root = split_root(meta, params, split, ws)
-        ex = find_exemptions(cands, root=root, load_model=loader, cfg=params.cam, cache_dir=ws.cam_cache(split), **extra)
-        dec = apply_exemptions(dec, ex)
-    rank, _ = dist_info()
-    if rank != 0:  # under torchrun the ranks shared the CAM work; rank 0 writes the outputs
-        return {"split": split, "rank": rank, "cam_candidates": int(len(cands))}
-
-    decisions = full_decisions(manifest, dec, valid_rows, reason, classes)
-    decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
-    clean = clean_manifest(manifest, decisions, merges, classes)
-    res = resolved(thresholds, len(names))
-    changes = change_list(decisions, clean, classes, n_models=len(names), thresholds=res)
-
-    table_meta = {**meta, "thresholds": json.dumps(thresholds_dict(thresholds)), "models": json.dumps(names),
-                  "merges": str(params.dataset.merges), "cam": json.dumps(use_cam)}
-    schema = DECISIONS_SCHEMA.append(pa.field("verdict", pa.string())) if "verdict" in decisions else DECISIONS_SCHEMA
-    write_table(ws.decisions(split), pa.Table.from_pandas(decisions, schema=schema, preserve_index=False),
-                metadata=table_meta)
-    write_table(ws.clean(split), pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
-    write_text(ws.changes(split), changes.to_csv(index=False, lineterminator="\n"))
-    metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk,
-               "topk_merged": bool(merge_lut is not None), "flags_merged": bool(candidate_lut is not None)}
-    metrics["threshold_sources"] = params.threshold_sources(split)
-    if "verdict" in decisions:
-        metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
-    write_json(ws.cleanup_metrics(split), metrics)
-    return metrics
+    return SplitEvidence(manifest=manifest, meta=meta, classes=classes, thresholds=thresholds, names=names,
+                         valid_rows=valid_rows, labels=labels, reason=reason, merges=merges, merge_lut=merge_lut,
+                         candidate_lut=candidate_lut, ens=ens)
 
 
 def write_skipped(ws: Workspace, split: str, why: str) -> dict:

@@ -40,7 +40,9 @@
     else { state.cur = -1; $("change").replaceChildren(el("p", { class: "hint" }, "No change matches the filters.")); }
   }
 
-  function showProgress(p) { $("progress").textContent = `reviewed ${p.reviewed} / ${p.changes}`; }
+  function showProgress(p) {
+    $("progress").textContent = `reviewed ${p.reviewed} / ${p.changes}` + (p.audit ? `, audit ${p.audit_reviewed} / ${p.audit}` : "");
+  }
 
   function renderList() {
     $("rows").replaceChildren(...state.rows.map((r, i) => el("li", {
@@ -79,7 +81,8 @@
     const verdictNow = el("p", { class: "verdict-now", id: "verdict-now" }, v
       ? el("span", { class: "v-" + v.verdict }, `verdict: ${v.verdict}${v.wnid ? " -> " + v.wnid : ""} (${v.reviewer || "?"})`)
       : "not reviewed");
-    const proposed = d.action === "fix" ? clsText(d.new) : d.action === "remove" ? "remove the image" : "keep (exempted by the CAMs)";
+    const proposed = d.action === "fix" ? clsText(d.new) : d.action === "remove" ? "remove the image"
+      : d.audit ? "keep (audit sample of kept images: accept if the label is right, else relabel)" : "keep (exempted by the CAMs)";
     const classes = el("div", { class: "classes" },
       el("h3", {}, "given: ", clsText(d.label)), examples(d.examples.label),
       el("h3", {}, "proposed: ", proposed), d.action === "fix" ? examples(d.examples.new) : "");
