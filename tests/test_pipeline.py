@@ -184,10 +184,13 @@ def test_threshold_experiment_reruns_only_what_a_threshold_changes_and_reuses_ca
     assert {"h3-four", "pass-half"} <= set(exps), sorted(exps)
     assert exps["h3-four"]["params"]["h3"] == 4 and exps["pass-half"]["params"]["cam"]["pass_score"] == 0.5
     for name in ("h3-four", "pass-half"):
-        det = exps[name]["metrics"]["metrics/detection.json"]
-        assert det and det.get("splits"), f"detection metrics of {name} missing from dvc exp show"
-    # dvc exp show puts each experiment's thresholds beside its metrics
-    assert exps["h3-four"]["metrics"]["metrics/cleanup/val.json"]["remove"] <= ref_val["remove"]
+        head = exps[name]["metrics"]["metrics/headline.json"]
+        assert head and "val.precision" in head, f"headline metrics of {name} missing from dvc exp show"
+        # the detail files are outputs for people, not experiment columns (issue 29)
+        assert set(exps[name]["metrics"]) == {"metrics/headline.json"}, sorted(exps[name]["metrics"])
+    # dvc exp show puts each experiment's thresholds beside its headline figures
+    assert exps["h3-four"]["metrics"]["metrics/headline.json"]["val.h3"] == 4
+    assert exps["h3-four"]["metrics"]["metrics/headline.json"]["val.removals"] <= ref_val["remove"]
 
 
 def _experiments(shown) -> dict[str, dict]:
@@ -233,8 +236,8 @@ def test_queued_threshold_sweep_runs_every_experiment(reference, tmp_path):
     by_h3 = {e["params"].get("h3"): e for name, e in exps.items() if name not in ("workspace", "main")}
     assert {0.5, 2} <= set(by_h3), {name: e["params"].get("h3") for name, e in exps.items()}
     for h3 in (0.5, 2):
-        det = by_h3[h3]["metrics"].get("metrics/detection.json")
-        assert det, f"experiment h3={h3} has no detection metrics"
+        head = by_h3[h3]["metrics"].get("metrics/headline.json")
+        assert head and "train.removals" in head, f"experiment h3={h3} has no headline metrics"
 
 
 # ------------------------------------------------------------------ 4. determinism

@@ -24,12 +24,62 @@ likewise for ``metrics/``)::
     metrics/detection.json             score
     metrics/review.json                review-metrics   reviews/<split>.csv (round 1)
     metrics/report.md                  report           metrics/plots/
+    metrics/headline.json              headline         metrics/plots/headline.csv
     data/cache/...                     caches (not DVC outputs): cams, predict, retrain, review
+
+The content-keyed caches (CAM scores, retraining runs: :attr:`Workspace.shared_cache`)
+live under :func:`shared_cache_root`: ``data/cache/`` of the project, except inside
+a copy DVC made to run a queued or ``--temp`` experiment
+(``<repo>/.dvc/tmp/exps/<tmp>/``), where they are the parent project's, so that a
+queued threshold variant reuses what the workspace computed; ``IMAGENET_CLEAN_CACHE``
+names another folder. The path-keyed caches (prediction shards, the review app's
+pages) stay in the project's own ``data/cache/``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+CACHE_ENV = "IMAGENET_CLEAN_CACHE"
+"""Environment variable naming the folder of the shared (content-keyed) caches; relative to the project folder."""
+EXP_TMP_PARTS = (".dvc", "tmp", "exps")
+"""Where DVC puts the copies it runs queued and ``--temp`` experiments in: ``<repo>/.dvc/tmp/exps/<tmp>/``."""
+
+
+def dvc_experiment_parent(root: str | Path) -> Path | None:
+    """The project a DVC temporary experiment copy was made from, or None when ``root`` is not inside one.
+
+    ``root`` (made absolute) is ``<repo>/.dvc/tmp/exps/<tmp>/<rel>``; the parent is
+    ``<repo>/<rel>`` when that folder exists (the same project in the user's
+    workspace). A project in a subfolder of a DVC repository that is itself in a
+    subfolder of its git repository is matched by dropping leading parts of ``<rel>``.
+    """
+    parts = Path(os.path.abspath(root)).parts
+    n = len(EXP_TMP_PARTS)
+    for i in range(len(parts) - n - 1, 0, -1):
+        if parts[i:i + n] == EXP_TMP_PARTS:
+            repo, rel = Path(*parts[:i]), parts[i + n + 1:]
+            for k in range(len(rel) + 1):
+                cand = repo.joinpath(*rel[k:])
+                if (cand / "dvc.yaml").is_file() or (cand / "params.yaml").is_file():
+                    return cand
+            return None
+    return None
+
+
+def shared_cache_root(root: str | Path) -> Path:
+    """Folder of the content-keyed caches of the project at ``root`` (see the module docstring).
+
+    ``IMAGENET_CLEAN_CACHE``, when set, wins (relative to ``root``); else the parent
+    project's ``data/cache`` inside a DVC experiment copy; else ``root/data/cache``.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        p = Path(env)
+        return p if p.is_absolute() else Path(root) / p
+    parent = dvc_experiment_parent(root)
+    return (parent if parent is not None else Path(root)) / "data" / "cache"
 
 ROUNDS_DIR = "rounds"
 """Folder of rounds >= 2 under the data and metrics folders."""
@@ -226,18 +276,38 @@ class Workspace:
 
     @property
     def plots(self) -> Path:
-        """Plot data (``report``)."""
+        """Plot data (``report``, ``headline``)."""
         return self.metrics / "plots"
+
+    @property
+    def headline(self) -> Path:
+        """The few figures ``dvc exp show`` compares between variants (``headline``)."""
+        return self.metrics / "headline.json"
+
+    @property
+    def headline_plot(self) -> Path:
+        """The headline figures per cleaned split, the sweep plot's data (``headline``)."""
+        return self.plots / "headline.csv"
 
     # ------------------------------------------------------------ caches (not DVC outputs)
     @property
     def cache(self) -> Path:
-        """Parent of the caches."""
+        """Parent of the caches of this project folder (prediction shards, review pages)."""
         return self.data / "cache"
 
+    @property
+    def shared_cache(self) -> Path:
+        """Parent of the content-keyed caches (CAM scores, retraining runs): :func:`shared_cache_root`.
+
+        Safe to share between projects and concurrent runs: every entry is keyed by
+        what it was computed from, CAM scores are SQLite rows (writers serialised by
+        its lock) and a retraining run's files are written atomically, ``done.json`` last.
+        """
+        return shared_cache_root(self.root)
+
     def cam_cache(self, split: str) -> Path:
-        """CAM scores of ``split``, keyed by model fingerprint: shared by all rounds."""
-        return self.cache / "cams" / split
+        """CAM scores of ``split``, keyed by model fingerprint: shared by all rounds (and by DVC's experiment copies)."""
+        return self.shared_cache / "cams" / split
 
     @property
     def predict_cache(self) -> Path:
@@ -252,8 +322,8 @@ class Workspace:
 
     @property
     def retrain_cache(self) -> Path:
-        """Finished retraining runs, shared by all rounds (keys are content hashes)."""
-        return self.cache / "retrain"
+        """Finished retraining runs, shared by all rounds and DVC's experiment copies (keys are content hashes)."""
+        return self.shared_cache / "retrain"
 
     def review_cache(self, split: str) -> Path:
         """The review app's page and CAM caches of ``split``."""

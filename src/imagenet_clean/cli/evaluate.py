@@ -1,4 +1,4 @@
-"""`imagenet-clean` commands of the evaluate group: tables, retrain, table3, ablations, report."""
+"""`imagenet-clean` commands of the evaluate group: tables, retrain, table3, ablations, report, headline."""
 from __future__ import annotations
 
 import json
@@ -92,6 +92,16 @@ def report(params: Path = PARAMS) -> None:
     typer.echo(f"wrote {stage.run(*load(params))}")
 
 
+def headline() -> None:
+    """Write metrics/headline.json (the figures `dvc exp show` compares) and metrics/plots/headline.csv from the metrics files."""
+    from ..stages import headline as stage
+    from ..workspace import Workspace
+
+    out = stage.run(None, Workspace(Path(".")))
+    head = json.loads(out.read_text())
+    typer.echo(f"wrote {out}: {len(head)} figures")
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("tables")(tables)
@@ -99,3 +109,4 @@ def register(app: typer.Typer) -> None:
     app.command("table3")(table3)
     app.command("ablations")(ablations)
     app.command("report")(report)
+    app.command("headline")(headline)

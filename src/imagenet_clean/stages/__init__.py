@@ -26,5 +26,6 @@ STAGES = {
     "ablations": "ablations",
     "rounds": "rounds",
     "report": "report",
+    "headline": "headline",
 }
 """dvc.yaml stage name -> module of this package that implements it."""
