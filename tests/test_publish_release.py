@@ -277,3 +277,29 @@ def test_split_repo_rev():
     assert split_repo_rev("git@github.com:org/imagenet-clean.git") == ("git@github.com:org/imagenet-clean.git", None)
     assert split_repo_rev("git@github.com:org/imagenet-clean.git@v2") == ("git@github.com:org/imagenet-clean.git", "v2")
     assert split_repo_rev("/srv/imagenet-clean") == ("/srv/imagenet-clean", None)
+
+
+def test_an_always_run_stage_is_not_stale_but_its_changed_dependents_are(tmp_path):
+    """The scan@<split> stages run on every `dvc repro` by design: publish refuses only what is really out of date."""
+    import subprocess
+
+    from dvc.repo import Repo
+
+    from imagenet_clean.publish.release import stale_stages
+
+    def sh(*cmd):
+        subprocess.run(cmd, cwd=tmp_path, check=True, capture_output=True)
+
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  scan:\n    cmd: echo listing > listing.txt\n    always_changed: true\n    outs:\n      - listing.txt:\n          cache: false\n"
+        "  use:\n    cmd: cat listing.txt src.txt > used.txt\n    deps: [listing.txt, src.txt]\n    outs: [used.txt]\n")
+    (tmp_path / "src.txt").write_text("a\n")
+    sh("dvc", "repro", "-q")
+    with Repo(str(tmp_path)) as repo:
+        assert stale_stages(repo) == []
+    (tmp_path / "src.txt").write_text("b\n")
+    with Repo(str(tmp_path)) as repo:
+        assert stale_stages(repo) == ["use"]

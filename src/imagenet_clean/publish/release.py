@@ -70,11 +70,16 @@ class PublishResult:
 
 
 def stale_stages(repo) -> list[str]:
-    """Stages ``dvc status`` reports as changed (sorted)."""
+    """Stages ``dvc status`` reports as changed (sorted).
+
+    A stage whose only status is DVC's ``always changed`` (``always_changed: true``, the ``scan@<split>``
+    listing checks) is not stale: it runs on every ``dvc repro`` by design, and what depends on it is
+    reported on its own when the listing it wrote differs.
+    """
     from dvc.exceptions import DvcException
 
     try:
-        return sorted(str(k).rsplit("dvc.yaml:", 1)[-1] for k in repo.status())
+        return sorted(str(k).rsplit("dvc.yaml:", 1)[-1] for k, v in repo.status().items() if v != ["always changed"])
     except DvcException as e:
         raise ValueError(f"dvc status failed: {' '.join(str(e).split())}") from None
 
