@@ -29,7 +29,7 @@ from ..features import features_table
 from ..io import read_metadata, write_table
 from ..leftovers import sweep_temporaries
 from ..progress import progress
-from .predict import ManifestImages, model_fingerprint, shard_paths
+from .predict import ManifestImages, model_fingerprint, shard_paths, shard_rows
 from .speed import Numerics
 
 _log = logging.getLogger(__name__)
@@ -171,19 +171,7 @@ def extract_features(model, data_cfg: dict, root: str | Path, manifest: pd.DataF
 
         def finish(s):
             a, b = bounds[s]
-            v = np.zeros((b - a, width), np.float32)
-            st, rs = [], []
-            for j, i in enumerate(range(a, b)):
-                if status[i] != "ok":
-                    st.append("error")
-                    rs.append(reasons[i] or status[i])
-                elif i in why_now:
-                    st.append("error")
-                    rs.append(why_now.pop(i))
-                else:
-                    v[j] = feats.pop(i)
-                    st.append("ok")
-                    rs.append("")
+            v, st, rs = shard_rows(a, b, status=status, reasons=reasons, read_reason=why_now, values=feats, width=width)
             t = features_table(ids[a:b], v, status=st, reason=rs)
             if files[s] is not None:
                 write_table(files[s], t, metadata={"fingerprint": fps[s]})

@@ -399,9 +399,13 @@ def _run_shards(model, data_cfg, root, todo, bounds, ids, paths, status, reasons
     return tables
 
 
-def _finish_shard(s, bounds, ids, status, reasons, probs, read_reason, k, fold, files, fps) -> pa.Table:
-    a, b = bounds[s]
-    p = np.zeros((b - a, k), np.float32)
+def shard_rows(a: int, b: int, *, status, reasons, read_reason: dict, values: dict, width: int):
+    """Rows ``a..b`` of a shard: their vectors (float32 (b - a, width), zeros where not ok), status and reason.
+
+    A row is an error when the manifest says so (its reason) or when it could not be read now
+    (``read_reason``, popped); otherwise its vector is popped from ``values``.
+    """
+    v = np.zeros((b - a, width), np.float32)
     st, rs = [], []
     for j, i in enumerate(range(a, b)):
         if status[i] != "ok":
@@ -411,9 +415,15 @@ def _finish_shard(s, bounds, ids, status, reasons, probs, read_reason, k, fold, 
             st.append("error")
             rs.append(read_reason.pop(i))
         else:
-            p[j] = probs.pop(i)
+            v[j] = values.pop(i)
             st.append("ok")
             rs.append("")
+    return v, st, rs
+
+
+def _finish_shard(s, bounds, ids, status, reasons, probs, read_reason, k, fold, files, fps) -> pa.Table:
+    a, b = bounds[s]
+    p, st, rs = shard_rows(a, b, status=status, reasons=reasons, read_reason=read_reason, values=probs, width=k)
     table = predictions_table(ids[a:b], p, status=st, reason=rs, fold=np.full(b - a, fold, np.int32))
     if files[s] is not None:
         _write_shard(files[s], table, fps[s])
