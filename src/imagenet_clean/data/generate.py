@@ -11,6 +11,8 @@ Problems are injected at the ``generate.noise`` rates and recorded in
 confusable partner), ``minuscule`` (digit 5-9 px tall), ``bad_quality`` (blur,
 noise or low contrast), ``multi_object`` (2-4 digits, one labelled) and
 ``synonym`` (about half of the digit-one images labelled ``n90000010``).
+The truth's ``true_labels`` lists every digit an image shows (the labelled one
+first, then the others of a ``multi_object`` scene in increasing order).
 With ``generate.noise.exact_copies`` / ``near_copies`` above 0 (both 0 by
 default), exact and near copies of originals are added within and across
 splits and recorded in the truth (:mod:`imagenet_clean.data.copies`).
@@ -160,9 +162,11 @@ def _generate_split(split: str, cfg, *, seed: int, out: Path, images: np.ndarray
         r = np.random.default_rng([seed, spec.index, i])
         t = int(true[i])
         digits = [images[by_class[t][r.integers(len(by_class[t]))]]]
+        shown = [t]
         if problem[i] == "multi_object":
             others = r.choice([c for c in range(10) if c != t], size=int(r.integers(1, 4)), replace=False)
             digits += [images[by_class[c][r.integers(len(by_class[c]))]] for c in others]
+            shown += sorted(int(c) for c in others)
         pixels, box = render(digits, size=size, style=style, rng=r, problem=problem[i])
         sid = _file_name(split, i, int(given[i]), seed)
         path = split_dir / sid
@@ -175,7 +179,7 @@ def _generate_split(split: str, cfg, *, seed: int, out: Path, images: np.ndarray
             xml.parent.mkdir(parents=True, exist_ok=True)
             xml.write_text(_voc_xml(stem, wnid, size, box))
         rows.append({"split": split, "sample_id": sid, "true_label": t, "given_label": int(given[i]), "problem": problem[i],
-                     "_box": box})
+                     "true_labels": shown, "_box": box})
     return rows
 
 
@@ -340,7 +344,7 @@ def generate(cfg, *, seed: int) -> dict:
                 if split == "val":
                     _write_val_solution(tmp, per_split[split] + made)
                 rows += per_split[split] + made
-            columns = ["split", "sample_id", "true_label", "given_label", "problem"]
+            columns = ["split", "sample_id", "true_label", "given_label", "problem", "true_labels"]
             if copies.enabled(cfg):
                 columns += list(copies.TRUTH_COLUMNS)
             truth = pd.DataFrame(rows, columns=columns)
