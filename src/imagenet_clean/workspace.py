@@ -171,6 +171,10 @@ class Workspace:
         """The image-quality measures of ``split`` (stage ``quality``; round-independent, like the manifest)."""
         return self.data / "quality" / f"{split}.parquet"
 
+    def windows(self, split: str) -> Path:
+        """What each of this round's models reads in a grid of windows of ``split``'s images (stage ``windows``; label sets)."""
+        return self.round_data / "windows" / f"{split}.parquet"
+
     def round_manifest(self, split: str) -> Path:
         """The manifest this round cleans: its own training manifest in rounds >= 2, the original one otherwise."""
         if self.round > 1 and split == "train":
