@@ -305,7 +305,7 @@ class LabelSetsConfig:
     # a model votes for a window's class when its probability (merged classes summed) reaches this
     min_prob: float = field(default=0.6, metadata=_check(lambda v: 0 < v < 1, "a probability in (0, 1)"))
     # models that must vote for a class in one window (a count, a fraction of |M| or "all")
-    min_models: Threshold = field(default=4, metadata=THRESHOLD_CHECK)
+    min_models: Threshold = field(default=0.8, metadata=THRESHOLD_CHECK)
     batch_size: int = field(default=64, metadata=_POS)
 
 
