@@ -202,7 +202,7 @@ def render_table2(t2: Mapping) -> str:
         "interval. The verdict is \"helps\" or \"hurts\" when the interval excludes 0 (beyond seed noise), "
         "else \"not resolved\". The paper's two V2 columns (its models trained on T_c) correspond to T_c, V2 "
         "and T_c, V2_c here."
-        + (" A third figure in a cell is the set accuracy (Set). " + SET_NOTE
+        + (" A third figure in a cell is the set accuracy. " + SET_NOTE
            if _has_set(cell for row in t2.values() for t in ("T", "T_c") for cell in row.get(t, {}).values()) else "")
         + "\n"
         + (f"\nVerdict not computed: {why}.\n" if why else "")
