@@ -211,3 +211,30 @@ def test_merge_map_follows_a_label_set_whose_first_class_was_merged():
                           "action": ["relabel_set", "relabel_set", "placeholder"]})
     dec = pd.DataFrame({"sample_id": ["a", "b"], "new_label": [3, 1]})
     assert merge_map(clean, dec) == {3: 0}
+
+
+def test_training_samples_and_next_round_manifest_take_the_first_label(tmp_path):
+    """What training reads (models.datasets.ImageSamples) and round r+1's manifest: ``label``, the first of the set."""
+    from PIL import Image
+
+    from imagenet_clean.evaluate.rounds import round_training_manifest
+    from imagenet_clean.models.datasets import ImageSamples
+
+    ids = [f"c{i % K}/t_{i}.png" for i in range(6)]
+    for i, sid in enumerate(ids):
+        (tmp_path / sid).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / sid)
+    manifest = pd.DataFrame({"sample_id": ids, "path": ids, "label": [0, 1, 2, 3, 0, 1], "wnid": [f"n{x}" for x in (0, 1, 2, 3, 0, 1)],
+                             "status": ["ok"] * 6})
+    clean = pd.DataFrame({"sample_id": ids[:5] + ["__placeholder__/n3.JPEG"], "path": ids[:5] + ["__placeholder__/n3.JPEG"],
+                          "label": [0, 2, 2, 3, 0, 3], "wnid": ["n0", "n2", "n2", "n3", "n0", "n3"], "orig_label": [0, 1, 2, 3, 0, 3],
+                          "action": ["keep", "relabel_set", "keep", "keep", "relabel_set", "placeholder"],
+                          "labels": [[0], [2, 1], [2], [3], [0, 3, 1], [3]]})
+    nxt = round_training_manifest(manifest, clean)
+    assert list(nxt["label"]) == [0, 2, 2, 3, 0] and list(nxt["wnid"]) == ["n0", "n2", "n2", "n3", "n0"]
+    assert "labels" not in nxt.columns and list(nxt.columns) == list(manifest.columns)
+    samples = cleaned_train(clean)
+    ds = ImageSamples.from_frame(samples, tmp_path, transform=np.asarray)
+    assert [ds[i][1] for i in range(len(ds))] == [0, 2, 2, 3, 0]
+    direct = ImageSamples.from_frame(clean[clean["action"] != "placeholder"], tmp_path, transform=np.asarray)
+    assert direct.labels.tolist() == [0, 2, 2, 3, 0]
