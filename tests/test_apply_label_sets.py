@@ -179,3 +179,26 @@ def test_cli_label_sets_drop(tmp_path, capsys):
     assert e.value.code in (0, None)
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert counts["images"] == 10 and counts["label_sets_dropped"] == 2
+
+
+def _release_root(tmp_path: Path, *, sets: bool) -> Path:
+    from imagenet_clean.publish.lock import clean_manifest_path, decisions_path
+
+    root = tmp_path / ("with_sets" if sets else "plain")
+    acts = ["keep", "fix", "remove", "relabel_set" if sets else "keep"]
+    write_table(root / decisions_path("val"), pd.DataFrame({"action": acts}))
+    write_table(root / clean_manifest_path("val"), pd.DataFrame({"action": [a for a in acts if a != "remove"]}))
+    return root
+
+
+def test_release_card_counts_label_sets_only_where_there_are_some(tmp_path):
+    from imagenet_clean.publish.release_card import Release, render_release_card, split_counts
+
+    plain, with_sets = _release_root(tmp_path, sets=False), _release_root(tmp_path, sets=True)
+    assert not any("relabel_set" in k for k in split_counts(plain, "val"))
+    assert split_counts(with_sets, "val")["decision_relabel_set"] == 1 and split_counts(with_sets, "val")["clean_relabel_set"] == 1
+    card = lambda root: render_release_card(Release(root, "v1", "published", "/remote", {}, ""), ["val"])  # noqa: E731
+    a, b = card(plain), card(with_sets)
+    assert "label set" not in a and "| split | images | keep | fix | remove | clean rows |" in a
+    assert "| split | images | keep | fix | remove | label set | clean rows |" in b and "| val | 4 | 1 | 1 | 1 | 1 | 3 |" in b
+    assert b.count("kept with a label set") == 1
