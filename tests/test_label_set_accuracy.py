@@ -238,3 +238,15 @@ def test_training_samples_and_next_round_manifest_take_the_first_label(tmp_path)
     assert [ds[i][1] for i in range(len(ds))] == [0, 2, 2, 3, 0]
     direct = ImageSamples.from_frame(clean[clean["action"] != "placeholder"], tmp_path, transform=np.asarray)
     assert direct.labels.tolist() == [0, 2, 2, 3, 0]
+
+
+def test_report_cleanup_table_shows_label_sets_only_when_counted():
+    from imagenet_clean.evaluate.report import render_cleanup
+
+    plain = {"samples": 200, "fix": 10, "remove": 5, "merged": 4, "thresholds_resolved": {"h1": 2.0}, "n_models": 3}
+    without = render_cleanup({"val": plain})
+    assert "label sets" not in without and "| V | 200 | 10 (5.00 %) | 5 (2.50 %) | 4 (2.00 %) | h1 2" in without
+    with_sets = render_cleanup({"val": plain | {"relabel_set": 8}, "v2": plain})
+    assert "| merged | label sets | thresholds (models) |" in with_sets
+    assert "| V | 200 | 10 (5.00 %) | 5 (2.50 %) | 4 (2.00 %) | 8 (4.00 %) | h1 2" in with_sets
+    assert "| V2 | 200 | 10 (5.00 %) | 5 (2.50 %) | 4 (2.00 %) | - | h1 2" in with_sets  # not counted there

@@ -24,6 +24,7 @@ from ..constants import SKIPPED_WHY
 from ..io import read_metadata, read_table, write_text
 from ..workspace import Workspace
 from . import paper
+from .accuracy import ACTION_SET as SET_ACTION
 from .accuracy import CLEAN_SUFFIX, SET_METRIC, SYMBOLS, symbol
 from .splits import SKIPPED_SPLITS, primary_set, skip_reason_of, table_rows
 
@@ -321,6 +322,7 @@ def render_cleanup(cleanup: Mapping[str, Mapping | None]) -> str:
         cleanup: ``{split: metrics/cleanup/<split>.json content or None}``; a skipped or missing split is named.
     """
     rows, notes = [], []
+    with_sets = any(isinstance(m, Mapping) and SET_ACTION in m for m in cleanup.values())  # label sets (issue 30): only then
     for split in sorted(cleanup, key=_split_order):
         m = cleanup[split]
         if not m:
@@ -336,13 +338,15 @@ def render_cleanup(cleanup: Mapping[str, Mapping | None]) -> str:
         rows.append([
             symbol(split), str(n), _count(m.get("fix"), rate("fix")), _count(m.get("remove"), rate("remove")),
             _count(m.get("merged"), rate("merged")),
+            *([_count(m.get(SET_ACTION), rate(SET_ACTION))] if with_sets else []),
             ", ".join(f"{k} {v:g}" for k, v in thr.items()) + (f" (\\|M\\| = {m['n_models']})" if "n_models" in m else ""),
             "-" if ref is None else f"{ref['fixes']} ({ref['fixes_pct']} %)",
             "-" if ref is None else f"{ref['removals']} ({ref['removals_pct']} %)",
         ])
     out = "## Cleanup: what changed per split\n\n"
     if rows:
-        out += _md(["split", "images", "fixes", "removals", "merged", "thresholds (models)", "paper fixes", "paper removals"], rows)
+        out += _md(["split", "images", "fixes", "removals", "merged", *(["label sets"] if with_sets else []), "thresholds (models)",
+                    "paper fixes", "paper removals"], rows)
         out += ("\nPaper: ILSVRC12 validation (50 000 images, 10 models), training (1.28 M, 8 models, 4-fold), "
                 "ImageNetV2 (10 000, 10 models); it gives no per-split merge counts.\n")
     if notes:
