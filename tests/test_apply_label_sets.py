@@ -202,3 +202,26 @@ def test_release_card_counts_label_sets_only_where_there_are_some(tmp_path):
     assert "label set" not in a and "| split | images | keep | fix | remove | clean rows |" in a
     assert "| split | images | keep | fix | remove | label set | clean rows |" in b and "| val | 4 | 1 | 1 | 1 | 1 | 3 |" in b
     assert b.count("kept with a label set") == 1
+
+
+def test_a_sets_file_of_a_killed_run_is_still_apply_s_own(tmp_path, monkeypatch):
+    """Killed after writing label_sets.csv, before its final state: a later `first` run still removes the file."""
+    from imagenet_clean.publish import apply as apply_mod
+
+    root, manifest, _, _ = _with_sets(tmp_path, "train")
+    out = tmp_path / "out"
+    apply_clean(manifest, root, out, label_sets="first")
+    real = apply_mod._write_state
+
+    def killed_at_the_end(where, state):
+        if state.get("complete"):
+            raise KeyboardInterrupt("killed")
+        real(where, state)
+
+    monkeypatch.setattr(apply_mod, "_write_state", killed_at_the_end)
+    with pytest.raises(KeyboardInterrupt):
+        apply_clean(manifest, root, out, label_sets="csv")
+    assert (out / LABEL_SETS_FILE).is_file()
+    monkeypatch.setattr(apply_mod, "_write_state", real)
+    apply_clean(manifest, root, out, label_sets="first")
+    assert not (out / LABEL_SETS_FILE).exists()

@@ -440,7 +440,8 @@ def apply_clean(
     previous = set(state["entries"])
     if not set(planned) <= previous or not state.get("complete", False):
         out.mkdir(parents=True, exist_ok=True)
-        _write_state(out, {"complete": False, "entries": sorted(previous | set(planned)), "mode": mode})
+        _write_state(out, {"complete": False, "entries": sorted(previous | set(planned)), "mode": mode,
+                           **({"label_sets_file": True} if state.get("label_sets_file") else {})})
     out_real = out.resolve()
     for wnid in sorted({e.wnid for e in entries}):
         d = out / wnid
@@ -500,6 +501,8 @@ def apply_clean(
     write_if_changed(out / CARD_FILE, text)
     sets_file = out / LABEL_SETS_FILE
     if has_sets and label_sets == "csv":
+        if not state.get("label_sets_file"):  # recorded before the file exists, so a killed run's file is still ours
+            _write_state(out, {"complete": False, "entries": sorted(previous | set(planned)), "mode": mode, "label_sets_file": True})
         base_of = {copy: base for copy, base in copies}
         entry_sets = {e.sample_id: set_of[base_of.get(e.sample_id, e.sample_id)] for e in entries
                       if base_of.get(e.sample_id, e.sample_id) in set_of}
