@@ -56,6 +56,8 @@ RULE_HUMAN = "human"
 """The rule a reviewer's reject, relabel or relabel_set adds to a decision."""
 ACTION_SET = "relabel_set"
 """The decisions' label-set action (the value of ``cleanup.rules.ACTION_SET``, LABELSETS.md)."""
+RULE_LABEL_SET = "label_set"
+"""The label-set rule (the value of ``cleanup.rules.RULE_LABEL_SET``, LABELSETS.md)."""
 LABELS_COLUMN = "labels"
 """The decisions' label-set column (list<int64>; present only with ``label_sets.enabled``)."""
 

@@ -28,15 +28,13 @@ import pyarrow.parquet as pq
 
 from ..classes import load_classes, resolve_class_spec
 from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX
-from ..cleanup.verdicts import ACTION_SET, VERDICTS, classify, read_verdicts
+from ..cleanup.verdicts import ACTION_SET, RULE_LABEL_SET, VERDICTS, classify, read_verdicts
 from ..io import read_metadata, write_json
 from ..workspace import Workspace
 
 SPLITS = ("train", "val", "v2")
 """The splits the clean stage writes decisions for."""
 RULES = (RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT)
-RULE_LABEL_SET = "label_set"
-"""The label-set rule (``cleanup.rules.RULE_LABEL_SET``, LABELSETS.md)."""
 BASE_VERDICTS = ("accept", "reject", "relabel")
 """Verdicts every split's counts list; ``relabel_set`` is listed only where a split has one (or a set decision),
 so that a project without label sets writes the same ``metrics/review.json`` as before."""
