@@ -346,7 +346,7 @@ class ReviewData:
         h = (self.file(sample_id) or {}).get("content_hash") or ""
         v = Verdict(sample_id=sample_id, content_hash=h, verdict=verdict, wnid=wnid if verdict == "relabel" else "",
                     reviewer=reviewer, time=time, note=note.replace("\n", " ")[:500],
-                    wnids=tuple(wnids) if verdict == ACTION_SET else ())
+                    wnids=tuple(wnids))
         try:
             v = check_verdict(v, wnids=set(self.classes.wnids))
         except (ValueError, VerdictError) as e:

@@ -24,6 +24,8 @@ from ..workspace import Workspace
 NOT_PAIRS = ("no_features", "removals")
 """Files of ``data/duplicates/`` that are not pairs."""
 FILE_COLUMNS = ("sample_id", "path", "boxes", "status")
+PAIR_SCHEMA = pa.schema([(c, pa.float64() if c == "distance" else pa.string()) for c in PAIR_COLUMNS])
+"""The pairs as read (an empty file's columns may be typed null, a pandas one's large_string)."""
 BATCH = 65_536
 
 
@@ -61,7 +63,7 @@ class DuplicateIndex:
             if path.stem in NOT_PAIRS or split not in path.stem.split("-"):
                 continue
             try:
-                t = pq.read_table(path, columns=list(PAIR_COLUMNS))
+                t = pq.read_table(path, columns=list(PAIR_COLUMNS)).cast(PAIR_SCHEMA)
                 md = read_metadata(path).get("max_distance")
             except (OSError, pa.ArrowException, KeyError):
                 continue  # not a pairs file (or one being rewritten): no section rather than a broken app
