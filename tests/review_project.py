@@ -73,7 +73,7 @@ def add_issue30_evidence(project: dict, *, seed: int = 1) -> dict:
     man = read_table(tmp / "data/manifests/val.parquet")
     q = pd.DataFrame({"sample_id": man["sample_id"]})
     for m in QUALITY_MEASURES:
-        q[m] = rng.uniform(0.1, 0.9, len(man))
+        q[m] = rng.uniform(4.0, 7.0, len(man)) if m == "entropy" else rng.uniform(0.1, 0.9, len(man))  # entropy: bits
     q.loc[q["sample_id"] == dec.at[quality, "sample_id"], ["contrast", "entropy"]] = [0.0312, 2.1]
     bad = man["status"] != "ok"
     q.loc[bad, list(QUALITY_MEASURES)] = np.nan
