@@ -326,3 +326,15 @@ def test_tune_replays_the_quality_rule(tmp_path):
     act = loose["action"].to_numpy()
     assert (act[fired] != "keep").all() and set(act[fired]) <= {"fix", "remove"}
     assert ((act == "fix") & fired).any()  # fixed at h1=1: the rule leaves it
+
+
+def test_the_truth_reviewer_accepts_a_set_of_classes_the_scene_shows():
+    dec = pd.DataFrame({"sample_id": ["s0", "s1", "s2"], "label": [1, 1, 2], "new_label": [1, 3, 2],
+                        "action": ["relabel_set"] * 3, "rules": [["label_set"]] * 3, "content_hash": ["h0", "h1", "h2"],
+                        "labels": [[1, 4], [3, 1], [2, 5]]})
+    truth = pd.DataFrame({"sample_id": ["s0", "s1", "s2"], "true_label": [1, 3, 2], "problem": ["multi_object", "", ""],
+                          "true_labels": [[1, 4, 6], [3], [2, 5]]})
+    v = S.standin_verdicts(dec, truth, WNIDS, np.arange(8))
+    # s0: both classes shown; s1: a one-digit image whose label is wrong (relabel); s2: both shown
+    assert {s: (x.verdict, x.wnid) for s, x in v.items()} == {"s0": ("accept", ""), "s1": ("relabel", WNIDS[3]),
+                                                               "s2": ("accept", "")}
