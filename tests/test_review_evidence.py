@@ -215,3 +215,16 @@ def test_without_the_new_evidence_the_sections_are_absent(tmp_path):
     (p["tmp"] / "data/duplicates").mkdir(parents=True)
     (p["tmp"] / "data/duplicates/val-val.parquet").write_text("not parquet")
     assert ReviewData(p["tmp"], "val").duplicates.summary() == []
+
+
+def test_the_export_lists_sets_reasons_and_copies(project, tmp_path):
+    import imagenet_clean.review.export as export
+
+    ev = project["ev"]
+    data = ReviewData(project["tmp"], "val")
+    export.export_html(data, tmp_path / "report")
+    text = "".join(p.read_text() for p in sorted((tmp_path / "report").glob("page-*.html")))
+    labels = ev["set_labels"][1]
+    assert "proposed: label set: " + ", ".join(f"class {c} ({WNIDS[c]})" for c in labels) in text
+    assert "reason: image quality: contrast 0.0312 &lt; min 0.06" in text
+    assert f"near copy: train {ev['leak'][0]} (near copy: cosine distance 0.0071" in text
