@@ -273,6 +273,9 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     n_audit = int(data.audit.sum())
     echo(f"reviewing {len(data.ids) - n_audit} changes of {split}" + (f" and an audit sample of {n_audit} kept images "
          f"(seed {audit_seed}; action filter 'audit')" if n_audit else "") + f"; verdicts go to {data.reviews}")
+    if len(data.duplicates):
+        leak = sum(p["total"] for p in data.duplicates.summary() if p["leakage"])
+        echo(f"{len(data.duplicates)} duplicate pairs with {split} images ({leak} leakage across splits): filter 'duplicates'")
     echo(f"open {url}  (Ctrl-C to stop)")
     serve_app(app, host=host, port=port)
 
