@@ -211,6 +211,10 @@ def test_without_the_new_evidence_the_sections_are_absent(tmp_path):
     d = get(c, "/api/change", query_string={"id": sid}).get_json()
     assert not {"labels", "set_cams", "quality", "duplicates"} & set(d)
     assert get(c, "/api/changes?action=relabel_set").get_json()["total"] == 0
+    assert get(c, "/api/meta").get_json()["label_sets"] is False
+    r = post(c, {"sample_id": sid, "verdict": "relabel_set", "wnids": [WNIDS[1], WNIDS[2]]})
+    assert r.status_code == 400 and "label sets are off" in r.get_json()["error"]
+    assert not data.reviews.exists()
     # a broken pairs file is skipped, not a broken app
     (p["tmp"] / "data/duplicates").mkdir(parents=True)
     (p["tmp"] / "data/duplicates/val-val.parquet").write_text("not parquet")

@@ -117,6 +117,7 @@ class ReviewData:
         root = Path(meta.get("root") or ".")
         self.root = root if root.is_absolute() else self.workdir / root
         self.models = json.loads(read_metadata(dec_path).get("models") or "[]")
+        self.label_sets = LABELS_COLUMN in pq.read_schema(dec_path).names  # label_sets.enabled when the clean stage ran
         self.reviews = self.workspace.reviews(split)
         self.duplicates = DuplicateIndex(self.workdir, split)
         self.quality_bounds: dict[str, tuple[float | None, float | None]] = {}  # params quality.thresholds, set by serve()
@@ -342,6 +343,9 @@ class ReviewData:
             raise ReviewError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         if verdict == "relabel" and wnid not in self.wnid_index:
             raise ReviewError(f"unknown class {wnid!r}")
+        if verdict == ACTION_SET and not self.label_sets:
+            raise ReviewError("label sets are off for this split (label_sets.enabled: false when its decisions were "
+                              "made): the clean stage could not apply a relabel_set verdict")
         self.ready()
         h = (self.file(sample_id) or {}).get("content_hash") or ""
         v = Verdict(sample_id=sample_id, content_hash=h, verdict=verdict, wnid=wnid if verdict == "relabel" else "",

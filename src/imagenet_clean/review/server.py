@@ -152,7 +152,7 @@ def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token:
         return jsonify(split=data.split, models=data.models, cam_methods=list(cam_methods) if cams else [],
                        classes=[{"index": i, "wnid": w, "name": n}
                                 for i, (w, n) in enumerate(zip(data.classes.wnids, data.classes.names))],
-                       reviewer=reviewer, duplicates=data.duplicates.summary())
+                       reviewer=reviewer, duplicates=data.duplicates.summary(), label_sets=data.label_sets)
 
     @app.get("/api/duplicates")
     def duplicates():

@@ -290,6 +290,7 @@
   function openSetPicker() {
     const d = state.detail;
     if (!d || (state.mode === "changes" && state.cur < 0)) return;
+    if (!state.meta.label_sets) { status("label sets are off for this split (label_sets.enabled)"); return; }
     const byWnid = Object.fromEntries(state.meta.classes.map((c) => [c.wnid, c]));
     const given = d.verdict && d.verdict.wnids ? JSON.parse(d.verdict.wnids).map((w) => byWnid[w]).filter(Boolean)
       : d.labels && d.labels.length ? d.labels : [d.label, ...(d.action === "fix" ? [d.new] : [])];
