@@ -8,7 +8,6 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from stage_project import BAD_ROW, FakeCam, make_project
 
 from imagenet_clean.cleanup.labelsets import apply_label_sets, found_classes
 from imagenet_clean.config import ConfigError, parse_params
@@ -17,7 +16,7 @@ from imagenet_clean.io import read_metadata, read_table, write_table
 from imagenet_clean.models.windows import window_boxes, windows_per_side
 from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.workspace import Workspace
-
+from stage_project import BAD_ROW, FakeCam, make_project
 
 # ------------------------------------------------------------------ geometry
 
@@ -113,8 +112,9 @@ def _windows_file(ws, manifest, models, sets: dict[int, list[int]]):
             cls[row, :, k, 0], prob[row, :, k, 0] = c, 0.9
     df = pd.DataFrame({"sample_id": manifest["sample_id"], "status": "ok", "reason": "",
                        "classes": list(cls.reshape(n, -1)), "probs": list(prob.reshape(n, -1))})
-    from imagenet_clean.stages.windows import WINDOWS_SCHEMA
     import pyarrow as pa
+
+    from imagenet_clean.stages.windows import WINDOWS_SCHEMA
 
     write_table(ws.windows("val"), pa.Table.from_pandas(df, schema=WINDOWS_SCHEMA, preserve_index=False),
                 metadata={"shape": f"{m},{w},{t}", "models": json.dumps(list(models))})
@@ -170,10 +170,9 @@ def test_rule_on_refuses_a_missing_or_stale_windows_file_and_too_many_models(tmp
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from test_stage_duplicates import embedded_params, full_checkpoint
-
     from imagenet_clean.stages import generate as generate_stage
     from imagenet_clean.stages import ingest as ingest_stage
+    from test_stage_duplicates import embedded_params, full_checkpoint
 
     root = tmp_path_factory.mktemp("windows")
     raw = embedded_params()

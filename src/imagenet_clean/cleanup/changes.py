@@ -24,15 +24,13 @@ import numpy as np
 import pandas as pd
 
 from ..classes import ClassList
-from .rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_QUALITY, RULE_UNREADABLE
+from .rules import ACTION_SET, RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_QUALITY, RULE_UNREADABLE
 
 CHANGE_COLUMNS = ("file", "old_label", "old_wnid", "old_name", "new_label", "new_wnid", "new_name", "action", "reason")
 SET_COLUMN = "wnids"
 """Column added after :data:`CHANGE_COLUMNS` when the decisions carry label sets: a ``relabel_set`` row's set (JSON list of class ids)."""
 LABELS = "labels"
 """The decisions' and clean manifest's label-set column (docs/label-sets.md)."""
-ACTION_SET = "relabel_set"
-"""The label-set action (the same string as ``cleanup.rules.ACTION_SET``)."""
 TEXT_COLUMNS = ("file", "old_wnid", "old_name", "new_wnid", "new_name", "action", "reason")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 """First characters that make a spreadsheet cell a formula (CSV injection, OWASP)."""

@@ -45,7 +45,7 @@ import pandas as pd
 
 from ..classes import ClassList
 from ..io import write_text
-from .rules import RULE_UNREADABLE
+from .rules import ACTION_SET, RULE_LABEL_SET, RULE_UNREADABLE  # noqa: F401 (re-exported for the review app)
 
 VERDICT_COLUMNS = ("sample_id", "content_hash", "verdict", "wnid", "reviewer", "time", "note")
 """Columns of ``reviews/<split>.csv``, in order (then the optional :data:`SET_COLUMN`)."""
@@ -54,10 +54,6 @@ SET_COLUMN = "wnids"
 VERDICTS = ("accept", "reject", "relabel", "relabel_set")
 RULE_HUMAN = "human"
 """The rule a reviewer's reject, relabel or relabel_set adds to a decision."""
-ACTION_SET = "relabel_set"
-"""The decisions' label-set action (the value of ``cleanup.rules.ACTION_SET``, LABELSETS.md)."""
-RULE_LABEL_SET = "label_set"
-"""The label-set rule (the value of ``cleanup.rules.RULE_LABEL_SET``, LABELSETS.md)."""
 LABELS_COLUMN = "labels"
 """The decisions' label-set column (list<int64>; present only with ``label_sets.enabled``)."""
 

@@ -36,9 +36,6 @@ TRAIN_SPLIT = "train"
 PLACEHOLDER = "placeholder"
 """``action`` of a clean-manifest row that stands for an emptied (merged-away) class."""
 
-ACTION_SET = "relabel_set"
-"""``action`` of a row kept with a label set (issue 30; the same string as ``cleanup.rules.ACTION_SET``):
-``label`` is the first class of its set, which training uses."""
 
 CLEAN_SUFFIX = "_clean"
 """Key suffix of a cleaned evaluation set: ``val`` -> ``val_clean``."""

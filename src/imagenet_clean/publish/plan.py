@@ -17,13 +17,12 @@ from typing import Callable
 
 import pandas as pd
 
+from ..cleanup.rules import ACTION_SET
 from ..io import file_digest, read_metadata, read_table
 from ..progress import progress
 
 CLEAN_COLUMNS = ("sample_id", "path", "label", "wnid", "orig_label", "orig_wnid", "action", "size", "content_hash")
 ACTIONS = ("keep", "fix", "merge", "fix+merge", "placeholder", "relabel_set")
-ACTION_SET = "relabel_set"
-"""A row kept with a label set (issue 30): ``label`` is the first class of its set, ``labels`` the whole set."""
 LABELS = "labels"
 """The optional label-set column of a clean manifest (list of class indices after merges; ``[label]`` on other rows)."""
 PLACEHOLDER_DIR = "__placeholder__"
