@@ -94,6 +94,7 @@ def test_two_or_more_classes_make_a_set_that_overrides_keep_fix_and_removal_but_
     ({"min_prob": 1.5}, "label_sets.min_prob"), ({"min_prob": 0}, "label_sets.min_prob"),
     ({"window": 0}, "label_sets.window"), ({"stride": 2}, "label_sets.stride"),
     ({"min_models": 0}, "label_sets.min_models"), ({"min_models": "most"}, "label_sets.min_models"),
+    ({"max_confidence": 0}, "label_sets.max_confidence"), ({"max_confidence": 1.2}, "label_sets.max_confidence"),
 ])
 def test_a_label_set_setting_outside_its_range_is_a_one_line_config_error(over, msg):
     with pytest.raises(ConfigError, match=msg) as e:
@@ -134,7 +135,7 @@ def test_rule_off_gives_byte_identical_outputs_even_with_a_windows_file(tmp_path
 
 
 def test_rule_on_writes_sets_into_the_decisions_and_the_clean_manifest_after_merges(tmp_path):
-    params, manifest, _ = make_project(tmp_path, label_sets={"enabled": True, "min_models": 3})
+    params, manifest, _ = make_project(tmp_path, label_sets={"enabled": True, "min_models": 3, "max_confidence": 1.0})
     ws = Workspace(tmp_path)
     _windows_file(ws, manifest, list(params.models), {10: [7, 2], 11: [3, 4, 5], 12: [6], BAD_ROW: [1, 2]})
     metrics = clean_stage.run(params, ws, "val", find_exemptions=FakeCam(), load_model=lambda n, f: None)
@@ -151,6 +152,38 @@ def test_rule_on_writes_sets_into_the_decisions_and_the_clean_manifest_after_mer
     assert clean.loc[sid[10], "action"] == "relabel_set"
     assert all(len(v) == 1 for v in clean.loc[clean["action"] != "relabel_set", "labels"])
     assert json.loads(read_metadata(ws.decisions("val"))["label_sets"])["min_models"] == 3
+
+
+def test_the_gate_keeps_sets_off_images_whose_whole_image_the_models_read_with_confidence(tmp_path):
+    from imagenet_clean.cleanup.confident import top_probability
+    from imagenet_clean.io import read_table as rt
+
+    params, manifest, _ = make_project(tmp_path)
+    ws = Workspace(tmp_path)
+    def probs(m):
+        p = rt(ws.predictions("val", m)).set_index("sample_id").loc[manifest["sample_id"], "probs"]
+        return np.stack([np.asarray(v, np.float32) if v is not None and len(v) else np.zeros(8, np.float32) for v in p])
+
+    conf = np.mean([top_probability(probs(m)) for m in params.models], axis=0)
+    gate = float(np.median(conf[5:]))  # rows 0-4 carry hand-made evidence
+    sure, unsure = np.flatnonzero(conf >= gate), np.flatnonzero(conf < gate)
+    sure, unsure = [int(i) for i in sure if i > 4][:2], [int(i) for i in unsure if i > 4][:2]
+    params, _, _ = make_project(tmp_path, label_sets={"enabled": True, "min_models": 3, "max_confidence": gate})
+    _windows_file(ws, manifest, list(params.models), {i: [1, 2] for i in sure + unsure})
+    clean_stage.run(params, ws, "val", cam=False)
+    dec = read_table(ws.decisions("val"))
+    assert (dec.loc[unsure, "action"] == "relabel_set").all() and not (dec.loc[sure, "action"] == "relabel_set").any()
+
+
+def test_the_top_probability_sums_merged_classes():
+    from imagenet_clean.cleanup.confident import top_probability
+    from imagenet_clean.cleanup.labelsets import ambiguous
+
+    probs = np.array([[0.4, 0.35, 0.25], [0.9, 0.05, 0.05]], np.float32)
+    assert np.allclose(top_probability(probs), [0.4, 0.9])
+    assert np.allclose(top_probability(probs, merge_lut=np.array([0, 1, 1])), [0.6, 0.9])
+    assert ambiguous(np.array([[0.4, 0.9], [0.5, 0.8]]), max_confidence=0.5).tolist() == [True, False]
+    assert ambiguous(np.array([[0.4, 0.9]]), max_confidence=1.0).tolist() == [True, True]
 
 
 def test_rule_on_refuses_a_missing_or_stale_windows_file_and_too_many_models(tmp_path):

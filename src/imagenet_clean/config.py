@@ -293,8 +293,9 @@ class LabelSetsConfig:
     """Label sets (ReaL-style) for images that show several classes (stage ``windows``; cleanup/labelsets.py).
 
     Every cleanup model reads a grid of windows of each image; a class is found when ``min_models``
-    models give it ``min_prob`` in one window, and an image with two or more classes found gets the
-    action ``relabel_set`` and that set (docs/label-sets.md).
+    models give it ``min_prob`` in one window, and an image with two or more classes found, on which
+    the models' whole-image predictions are unsure (mean top probability below ``max_confidence``),
+    gets the action ``relabel_set`` and that set (docs/label-sets.md).
     """
 
     enabled: bool = False
@@ -306,6 +307,8 @@ class LabelSetsConfig:
     min_prob: float = field(default=0.6, metadata=_check(lambda v: 0 < v < 1, "a probability in (0, 1)"))
     # models that must vote for a class in one window (a count, a fraction of |M| or "all")
     min_models: Threshold = field(default=0.8, metadata=THRESHOLD_CHECK)
+    # a set only where the whole image is ambiguous: the models' mean top-class probability (predictions) below this
+    max_confidence: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "a probability in (0, 1] (1: no gate)"))
     batch_size: int = field(default=64, metadata=_POS)
 
 

@@ -80,6 +80,7 @@ class Ensemble:
     folds: np.ndarray
     issues: dict[str, int]
     absent_classes: list[int]
+    top_probs: np.ndarray | None = None
 
     @classmethod
     def stack(cls, items: Iterable[tuple[str, ModelEvidence, np.ndarray | None]], n: int) -> "Ensemble":
@@ -100,6 +101,7 @@ class Ensemble:
             folds=np.stack(folds),
             issues={nm: e.n_issues for nm, e in zip(names, ev)},
             absent_classes=ev[0].absent_classes,
+            top_probs=None if any(e.top_probs is None for e in ev) else np.stack([e.top_probs for e in ev]),
         )
 
     def decide(self, labels: np.ndarray, thresholds: Thresholds) -> pd.DataFrame:

@@ -5,7 +5,10 @@ every model's top classes in each window of a grid over the image. A model
 *votes* for class ``c`` in a window when its probability of ``c`` (summed over
 the classes merged with it) is at least ``min_prob``; ``c`` is *found* in the
 image when ``min_models`` models vote for it in one window. An image with two
-or more classes found (merged classes counting once) gets the action
+or more classes found (merged classes counting once), whose whole image the
+models are unsure of (their mean top-class probability in the prediction files
+is below ``max_confidence``: a single object read window by window can look
+like two, but its whole image is read with confidence), gets the action
 ``relabel_set``, its ``labels`` the classes found, strongest first (most votes
 in a window, then the larger summed probability, then the smaller index), and
 ``new_label`` the first of them. The rule overrides keep, fix and every removal
@@ -71,13 +74,15 @@ def found_classes(classes: np.ndarray, probs: np.ndarray, *, min_prob: float, mi
 
 
 def apply_label_sets(decisions: pd.DataFrame, evidence: pd.DataFrame, sets: list[list[int]], *,
-                     source: str = "<windows>") -> pd.DataFrame:
+                     eligible: np.ndarray | None = None, source: str = "<windows>") -> pd.DataFrame:
     """Give the rows whose evidence finds two or more classes the action ``relabel_set``.
 
     Args:
         decisions: The full decisions table (before the reviewers' verdicts).
         evidence: The windows file's ``sample_id`` column (one row per ``sets`` entry).
         sets: :func:`found_classes` per evidence row.
+        eligible: Per decisions row, whether it may get a set (the whole-image gate:
+            :func:`ambiguous`); None: every row.
         source: The windows file's name, for the messages.
 
     Returns:
@@ -102,7 +107,7 @@ def apply_label_sets(decisions: pd.DataFrame, evidence: pd.DataFrame, sets: list
     labels: list[list[int]] = [[] for _ in range(len(out))]
     for i, p in enumerate(pos.tolist()):
         found = sets[p]
-        if len(found) < 2 or RULE_UNREADABLE in rules[i]:
+        if len(found) < 2 or RULE_UNREADABLE in rules[i] or (eligible is not None and not eligible[i]):
             continue
         action[i], new_label[i], labels[i] = ACTION_SET, found[0], list(found)
         rules[i].append(RULE_LABEL_SET)
@@ -111,6 +116,18 @@ def apply_label_sets(decisions: pd.DataFrame, evidence: pd.DataFrame, sets: list
     out["rules"] = pd.Series(rules, dtype=object, index=out.index)
     out["labels"] = pd.Series(labels, dtype=object, index=out.index)
     return out
+
+
+def ambiguous(top_probs: np.ndarray, *, max_confidence: float) -> np.ndarray:
+    """Rows whose whole image no model ensemble reads as one class: mean over models of the top probability < ``max_confidence``.
+
+    Args:
+        top_probs: (M, N) each model's top-class probability (merged classes summed).
+        max_confidence: The gate; 1 lets every row through.
+    """
+    if max_confidence >= 1:
+        return np.ones(np.asarray(top_probs).shape[-1], bool)
+    return np.asarray(top_probs, np.float64).mean(axis=0) < max_confidence
 
 
 def read_windows(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

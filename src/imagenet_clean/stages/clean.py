@@ -126,7 +126,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
 
         decisions = apply_quality_rule(decisions, read_quality(ws.quality(split)), qc.thresholds, source=str(ws.quality(split)))
     if params.label_sets.enabled:  # the optional label-set rule (cleanup/labelsets.py); off, the windows file is not read
-        decisions = label_set_decisions(params, ws, split, decisions, merges=merges, classes=classes, models=names)
+        decisions = label_set_decisions(params, ws, split, decisions, merges=merges, classes=classes, models=names,
+                                        ens=ens, valid_rows=valid_rows)
     decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
     clean = clean_manifest(manifest, decisions, merges, classes)
     res = resolved(thresholds, len(names))
@@ -139,7 +140,7 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     if params.label_sets.enabled:
         ls = params.label_sets
         table_meta["label_sets"] = json.dumps({"window": ls.window, "stride": ls.stride, "min_prob": ls.min_prob,
-                                               "min_models": ls.min_models})
+                                               "min_models": ls.min_models, "max_confidence": ls.max_confidence})
     schema, clean_schema = DECISIONS_SCHEMA, CLEAN_SCHEMA
     if "labels" in decisions:
         schema, clean_schema = schema.append(LABELS_FIELD), clean_schema.append(LABELS_FIELD)
@@ -165,14 +166,14 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
 
 
 def label_set_decisions(params: Params, ws: Workspace, split: str, decisions: pd.DataFrame, *, merges: dict,
-                        classes: ClassList, models: list[str]) -> pd.DataFrame:
+                        classes: ClassList, models: list[str], ens: Ensemble, valid_rows: np.ndarray) -> pd.DataFrame:
     """The decisions with the label-set rule applied from ``ws.windows(split)`` (cleanup/labelsets.py).
 
     Raises:
         ValueError: the windows file was written by other models (stale), or
             ``label_sets.min_models`` asks more models than the ensemble has.
     """
-    from ..cleanup.labelsets import apply_label_sets, found_classes, read_windows
+    from ..cleanup.labelsets import ambiguous, apply_label_sets, found_classes, read_windows
     from ..errors import ConfigError
     from ..thresholds import resolve_threshold
 
@@ -188,7 +189,9 @@ def label_set_decisions(params: Params, ws: Workspace, split: str, decisions: pd
                          f"rerun `imagenet-clean windows --split {split}`")
     lut = merge_index(merges, classes) if merges else None
     sets = found_classes(cls, prob, min_prob=cfg.min_prob, min_models=need, merge_lut=lut)
-    return apply_label_sets(decisions, rows, sets, source=str(path))
+    eligible = np.zeros(len(decisions), bool)
+    eligible[valid_rows] = ambiguous(ens.top_probs, max_confidence=cfg.max_confidence)
+    return apply_label_sets(decisions, rows, sets, eligible=eligible, source=str(path))
 
 
 @dataclass
