@@ -108,6 +108,24 @@ def test_the_removal_list_keeps_one_representative_per_group(project):
         assert set(g["sample_id"]) < members
 
 
+def test_the_clean_stage_reads_the_stage_removal_list_and_drops_exactly_it(project):
+    from imagenet_clean.cleanup.duplicates import apply_duplicate_rule, read_removals
+
+    root, _, _, _ = project
+    ws = Workspace(root)
+    drop = read_removals(ws.duplicate_removals, remove_max_distance=0.01)
+    with pytest.raises(ValueError, match="stale"):
+        read_removals(ws.duplicate_removals, remove_max_distance=0.02)
+    for split, g in drop.groupby("split"):
+        man = read_table(ws.manifest(split))
+        dec = pd.DataFrame({"sample_id": man["sample_id"], "action": "keep", "reason": "",
+                            "rules": pd.Series([[] for _ in range(len(man))], dtype=object)})
+        out = apply_duplicate_rule(dec, drop, split=split)
+        assert set(out.loc[out["action"] == "remove", "sample_id"]) == set(g["sample_id"])
+        reps = dict(zip(g["sample_id"], g["representative"]))
+        assert all(r == f"duplicate of {reps[s]}" for s, r in zip(out["sample_id"], out["reason"]) if s in reps)
+
+
 def test_a_rerun_is_byte_identical(project, tmp_path):
     root, params, _, _ = project
     before = {p.name: p.read_bytes() for p in (root / "data/duplicates").glob("*.parquet")}

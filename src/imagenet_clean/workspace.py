@@ -171,6 +171,11 @@ class Workspace:
         """The image-quality measures of ``split`` (stage ``quality``; round-independent, like the manifest)."""
         return self.data / "quality" / f"{split}.parquet"
 
+    @property
+    def duplicate_removals(self) -> Path:
+        """The duplicates stage's removal list (``data/duplicates/removals.parquet``; round-independent), read by clean."""
+        return self.data / "duplicates" / "removals.parquet"
+
     def round_manifest(self, split: str) -> Path:
         """The manifest this round cleans: its own training manifest in rounds >= 2, the original one otherwise."""
         if self.round > 1 and split == "train":

@@ -31,6 +31,7 @@ RULE_CONSENSUS = "consensus"
 RULE_CAM_EXEMPT = "cam_exempt"
 RULE_UNREADABLE = "unreadable"
 RULE_QUALITY = "quality"  # the optional image-quality rule (cleanup/quality.py), applied by the clean stage
+RULE_DUPLICATE = "duplicate"  # the optional duplicate rule (cleanup/duplicates.py), applied by the clean stage
 
 ACTIONS = ("keep", "fix", "remove")
 

@@ -124,6 +124,12 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         from ..cleanup.quality import apply_quality_rule, read_quality
 
         decisions = apply_quality_rule(decisions, read_quality(ws.quality(split)), qc.thresholds, source=str(ws.quality(split)))
+    dc = params.duplicates
+    if dc.remove:  # the optional duplicate rule (cleanup/duplicates.py); off, the removal list is not read
+        from ..cleanup.duplicates import apply_duplicate_rule, read_removals
+
+        decisions = apply_duplicate_rule(decisions, read_removals(ws.duplicate_removals, remove_max_distance=dc.remove_max_distance),
+                                         split=split)
     decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
     clean = clean_manifest(manifest, decisions, merges, classes)
     res = resolved(thresholds, len(names))
@@ -133,6 +139,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
                   "merges": str(params.dataset.merges), "cam": json.dumps(use_cam)}
     if qc.enabled:
         table_meta["quality"] = json.dumps({m: {"min": b.min, "max": b.max} for m, b in qc.thresholds.items()})
+    if dc.remove:
+        table_meta["duplicates"] = json.dumps({"remove_max_distance": dc.remove_max_distance})
     schema = DECISIONS_SCHEMA.append(pa.field("verdict", pa.string())) if "verdict" in decisions else DECISIONS_SCHEMA
     write_table(ws.decisions(split), pa.Table.from_pandas(decisions, schema=schema, preserve_index=False),
                 metadata=table_meta)
@@ -144,6 +152,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     if qc.enabled:  # only then, so that the metrics with the rule off are those of before
         metrics["remove_quality"] = int(sum("quality" in r for r in decisions["rules"]))
         metrics["remove_quality_only"] = int(sum(list(r) == ["quality"] for r in decisions["rules"]))
+    if dc.remove:  # likewise: only then
+        metrics["remove_duplicate"] = int(sum("duplicate" in r for r in decisions["rules"]))
     if "verdict" in decisions:
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
     write_json(ws.cleanup_metrics(split), metrics)

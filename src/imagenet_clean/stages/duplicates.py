@@ -12,7 +12,9 @@ Images without features (unreadable) are recorded per split. Cross-split pairs
 (``train-val``, ``train-v2``, ``val-v2``) are leakage and reported on their own.
 Where ``dataset.truth`` records injected copies, the found pairs are scored
 against them. ``duplicates.remove`` lists the within-split copies a removal
-would drop (one representative per group always stays); nothing else reads it yet.
+drops (one representative per group always stays) in ``removals.parquet``, which
+the clean stage applies as the rule ``duplicate``; the file is always written
+(empty with the rule off), because it is a static dependency of ``clean@``.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pandas as pd
 
 from ..cleanup.duplicates import (
     LEAKAGE_PAIRS,
+    REMOVALS_COLUMNS,
     count_pairs,
     exact_duplicates,
     merge_pairs,
@@ -34,6 +37,7 @@ from ..cleanup.duplicates import (
     score_pairs,
     split_pairs,
     truth_pairs,
+    write_removals,
 )
 from ..config import Params
 from ..io import read_metadata, read_table, write_json, write_table
@@ -145,13 +149,12 @@ def run(params: Params, ws: Workspace) -> dict:
     write_table(out_dir / "no_features.parquet",
                 pd.DataFrame([(s, i, r) for s in sorted(missing) for i, r in sorted(missing[s].items())],
                              columns=["split", "sample_id", "reason"], dtype=object))
-    removals = pd.DataFrame(columns=["split", "sample_id", "representative"], dtype=object)
+    removals = pd.DataFrame(columns=list(REMOVALS_COLUMNS), dtype=object)
     if cfg.remove:
         drops = [removable(pairs, s, max_distance=cfg.remove_max_distance).assign(split=s) for s in splits]
         removals = pd.concat([removals, *drops], ignore_index=True)[list(removals.columns)]
         report["removals"] = {s: int((removals["split"] == s).sum()) for s in splits}
-    write_table(out_dir / "removals.parquet", removals, metadata={"remove": str(cfg.remove).lower(),
-                                                                  "remove_max_distance": cfg.remove_max_distance})
+    write_removals(ws.duplicate_removals, removals, remove=cfg.remove, remove_max_distance=cfg.remove_max_distance)
     truth = _truth(params, ws)
     if truth is not None and "duplicate_of" in truth.columns:
         report["scores"] = score_pairs(pairs, truth_pairs(truth[truth["split"].isin(splits)]))
