@@ -45,16 +45,10 @@ GROUPS = ("exact", "near", "within", "across")
 
 
 def scores_at(found: pd.DataFrame, truth: pd.DataFrame, d: float) -> dict:
-    """score_pairs of the pairs kept at ``d`` (exact pairs always), plus near pairs within and across splits."""
-    from imagenet_clean.cleanup.duplicates import score_pairs
+    """score_pairs_detail of the pairs kept at ``d`` (exact pairs always): per kind, per scope, near pairs per scope."""
+    from imagenet_clean.cleanup.duplicates import score_pairs_detail
 
-    kept = found[(found["kind"] == "exact") | (found["distance"] <= d)]
-    s = score_pairs(kept, truth)
-    for scope, same in (("within", True), ("across", False)):
-        t = truth[(truth["kind"] == "near") & ((truth["split_a"] == truth["split_b"]) == same)]
-        f = kept[(kept["kind"] == "near") & ((kept["split_a"] == kept["split_b"]) == same)]
-        s[f"near_{scope}"] = score_pairs(f, t)["all"]
-    return s
+    return score_pairs_detail(found[(found["kind"] == "exact") | (found["distance"] <= d)], truth)
 
 
 def goal_score(s: dict) -> float:

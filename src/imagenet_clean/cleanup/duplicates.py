@@ -490,3 +490,13 @@ def apply_duplicate_rule(decisions: pd.DataFrame, removals: pd.DataFrame, *, spl
     out["reason"] = reason
     out["rules"] = pd.Series(rules, dtype=object, index=out.index)
     return out
+
+
+def score_pairs_detail(found: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """:func:`score_pairs` plus the near pairs within one split (``near_within``) and across splits (``near_across``)."""
+    out = score_pairs(found, truth)
+    for scope, same in (("within", True), ("across", False)):
+        t = truth[(truth["kind"] == "near") & ((truth["split_a"] == truth["split_b"]) == same)]
+        f = found[(found["kind"] == "near") & ((found["split_a"] == found["split_b"]) == same)]
+        out[f"near_{scope}"] = score_pairs(f, t)["all"]
+    return out
