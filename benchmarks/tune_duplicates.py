@@ -23,9 +23,11 @@ The rule (written before the figures were read, docs/duplicates.md):
    met when it is >= ``--goal``;
 2. per feature choice, ``max_distance`` is the middle (geometric, snapped to
    the grid) of the run of grid distances with the highest goal score;
-3. the shipped choice is every model (``duplicates.models: []``) with the
-   default feature kind (``map``) unless another kind or subset reaches a goal
-   score at least ``--margin`` (0.03) higher *and* the default misses the goal.
+3. with every model (``duplicates.models: []``), the feature kind and
+   thumbnail side (``duplicates.pixels``: 0 = off, 8, 16) of the highest goal
+   score are shipped (a tie goes to the first in the order map, pooled and
+   0, 8, 16); a subset of the models replaces all of them only if its goal
+   score is at least ``--margin`` (0.03) higher *and* all of them miss the goal.
 """
 from __future__ import annotations
 
@@ -68,6 +70,22 @@ def pick_distance(curve: list[dict]) -> dict:
     return {**curve[k], "plateau": [curve[i]["max_distance"], curve[j]["max_distance"]]}
 
 
+def thumbnails(params, ws, manifests: dict, side: int, cache: Path | None) -> dict:
+    """``split -> (ids, thumbnails, bad)`` at ``side`` (the stage's pixel features), from ``cache`` when it holds them."""
+    from imagenet_clean.stages.duplicates import _pixel_features
+
+    f = cache / f"pixels{side}.npz" if cache else None
+    if f is not None and f.is_file():
+        z = np.load(f, allow_pickle=True)
+        return {s: (list(z[f"{s}_ids"]), z[f"{s}_x"], dict(z[f"{s}_bad"].item())) for s in manifests}
+    out = _pixel_features(replace(params, duplicates=replace(params.duplicates, pixels=side)), ws, manifests)
+    if f is not None:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f, **{k: v for s, (ids, x, bad) in out.items()
+                       for k, v in ((f"{s}_ids", np.array(ids, dtype=object)), (f"{s}_x", x), (f"{s}_bad", np.array(bad, dtype=object)))})
+    return out
+
+
 def model_features(params, ws, model: str, manifests: dict, kind: str, cache: Path | None) -> dict:
     """``split -> (ids, features, bad)`` of one model and kind, from ``cache`` when it holds them."""
     from imagenet_clean.stages.duplicates import _model_features
@@ -97,6 +115,7 @@ def main() -> None:
     ap.add_argument("--models", default="", help="comma list (default: every model in params)")
     ap.add_argument("--goal", type=float, default=0.9)
     ap.add_argument("--margin", type=float, default=0.03)
+    ap.add_argument("--pixels", default="0,8,16", help="thumbnail sides to compare (comma list; 0: none)")
     ap.add_argument("--k", type=int, default=0, help="neighbours per sample (default: the params' duplicates.k)")
     ap.add_argument("--cache", type=Path, default=None, help="folder for per-model features (npz), reused when present")
     ap.add_argument("--out", type=Path, default=None, help="write the curves and choices as JSON here")
@@ -122,6 +141,8 @@ def main() -> None:
           f"within {n_within}, across {len(tp) - n_within}); k {k}")
     models = [m for m in args.models.split(",") if m] or list(params.models)
     report: dict = {"project": str(args.project), "k": k, "grid": GRID, "true_pairs": len(tp), "choices": {}}
+    sides = [int(x) for x in args.pixels.split(",") if x]
+    thumbs = {side: thumbnails(params, ws, manifests, side, args.cache) for side in sides if side}
     for kind in [x for x in args.features.split(",") if x]:
         per_model, secs = {}, {}
         for m in models:
@@ -129,32 +150,34 @@ def main() -> None:
             per_model[m] = model_features(params, ws, m, manifests, kind, args.cache)
             secs[m] = round(time.perf_counter() - t0, 1)
         print(f"\n== features {kind}: seconds per model {secs}")
-        for r in range(len(models), 0, -1):
-            for choice in itertools.combinations(models, r):
-                feats = {s: pool_models([per_model[m][s][:2] for m in choice]) for s in manifests}
-                near = near_duplicates(feats, max_distance=max(GRID), k=k)
-                found = merge_pairs(exact, near)
-                curve = []
-                for d in GRID:
-                    s = scores_at(found, tp, d)
-                    curve.append({"max_distance": d, "goal": round(goal_score(s), 4), "scores": s})
-                pick = pick_distance(curve)
-                name = f"{kind}:{'+'.join(choice)}"
-                report["choices"][name] = {"kind": kind, "models": list(choice), "pick": pick, "curve": curve,
-                                           "dim": int(next(iter(feats.values()))[1].shape[1])}
-                s = pick["scores"]
-                print(f"{name:42s} goal {pick['goal']:.3f} at {pick['max_distance']:.4f} (plateau {pick['plateau']}) "
-                      + " ".join(f"{g} {fmt(s[g]['precision'])}/{fmt(s[g]['recall'])}" for g in ("all", *GROUPS)))
-    default = f"map:{'+'.join(models)}"
-    ranked = sorted(report["choices"].items(), key=lambda kv: -kv[1]["pick"]["goal"])
-    best_name, best = ranked[0]
-    d_goal = report["choices"][default]["pick"]["goal"] if default in report["choices"] else -1.0
-    chosen = best_name if (d_goal < args.goal and best["pick"]["goal"] >= d_goal + args.margin) else default
-    if chosen not in report["choices"]:
-        chosen = best_name
+        for side in sides:
+            for r in range(len(models), 0, -1):
+                for choice in itertools.combinations(models, r):
+                    feats = {s: pool_models([per_model[m][s][:2] for m in choice]) for s in manifests}
+                    if side:
+                        feats = {s: pool_models([feats[s], thumbs[side][s][:2]]) for s in manifests}
+                    near = near_duplicates(feats, max_distance=max(GRID), k=k)
+                    found = merge_pairs(exact, near)
+                    curve = []
+                    for d in GRID:
+                        s = scores_at(found, tp, d)
+                        curve.append({"max_distance": d, "goal": round(goal_score(s), 4), "scores": s})
+                    pick = pick_distance(curve)
+                    name = f"{kind}:pixels{side}:{'+'.join(choice)}"
+                    report["choices"][name] = {"kind": kind, "pixels": side, "models": list(choice), "pick": pick, "curve": curve,
+                                               "dim": int(next(iter(feats.values()))[1].shape[1])}
+                    s = pick["scores"]
+                    print(f"{name:50s} goal {pick['goal']:.3f} at {pick['max_distance']:.4f} (plateau {pick['plateau']}) "
+                          + " ".join(f"{g} {fmt(s[g]['precision'])}/{fmt(s[g]['recall'])}" for g in ("all", *GROUPS)), flush=True)
+    every = [n for n, c in report["choices"].items() if len(c["models"]) == len(models)]  # in order: kind, then side
+    default = max(every, key=lambda n: report["choices"][n]["pick"]["goal"])  # max keeps the first of equal scores
+    best_name = max(report["choices"], key=lambda n: report["choices"][n]["pick"]["goal"])
+    d_goal, b_goal = report["choices"][default]["pick"]["goal"], report["choices"][best_name]["pick"]["goal"]
+    chosen = best_name if (d_goal < args.goal and b_goal >= d_goal + args.margin) else default
     report["chosen"] = chosen
     c = report["choices"][chosen]
-    print(f"\nchosen (rule): {chosen}, max_distance {c['pick']['max_distance']}")
+    print(f"\nbest with every model: {default} (goal {d_goal}); best of all: {best_name} (goal {b_goal})")
+    print(f"chosen (rule): {chosen}, max_distance {c['pick']['max_distance']}")
     print(f"  {'max_distance':>12} {'goal':>6} " + " ".join(f"{g + ' P/R':>15}" for g in ("all", *GROUPS, "near_within", "near_across")))
     for row in c["curve"]:
         s = row["scores"]

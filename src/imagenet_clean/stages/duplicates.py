@@ -83,16 +83,42 @@ def _model_features(params: Params, ws: Workspace, model: str, manifests: dict[s
     return out
 
 
+def _pixel_features(params: Params, ws: Workspace, manifests: dict[str, pd.DataFrame]) -> dict:
+    """``split -> (ids with a thumbnail, thumbnails, {sample_id: reason} of the rest)`` (``duplicates.pixels`` side)."""
+    from ..models.embeddings import pixel_features
+
+    out = {}
+    for split, man in manifests.items():
+        usable = man[man["status"] == "ok"]
+        bad = {i: r or "unreadable" for i, r in zip(man.loc[man["status"] != "ok", "sample_id"], man.loc[man["status"] != "ok", "reason"])}
+        root = split_root(read_metadata(ws.manifest(split)), params, split, ws)
+        x, reasons = pixel_features(root, usable["path"].tolist(), side=params.duplicates.pixels, batch_size=params.duplicates.batch_size,
+                                    max_pixels=params.ingest.max_pixels, desc=f"pixels {split}")
+        ok = np.array([not r for r in reasons], bool)
+        ids = usable["sample_id"].astype(str).to_numpy()
+        bad.update({i: r for i, r, g in zip(ids, reasons, ok) if not g})
+        out[split] = (ids[ok].tolist(), x[ok], bad)
+    return out
+
+
 def pooled_features(params: Params, ws: Workspace, manifests: dict[str, pd.DataFrame]) -> tuple[dict, dict[str, dict[str, str]]]:
-    """Per split ``(ids, pooled features)`` over ``duplicates.models`` and per split ``{sample_id: reason}`` without features."""
+    """Per split ``(ids, pooled features)`` over ``duplicates.models`` and per split ``{sample_id: reason}`` without features.
+
+    With ``duplicates.pixels`` the pooled models' vector and the images' thumbnails
+    are pooled again with equal weight: a pair's distance is the mean of the two.
+    """
     models = list(params.duplicates.models) or list(params.models)
     per_model = {m: _model_features(params, ws, m, manifests) for m in models}
+    pixels = _pixel_features(params, ws, manifests) if params.duplicates.pixels else None
     feats, missing = {}, {}
     for split in manifests:
         missing[split] = {}
         for m in models:
             missing[split].update(per_model[m][split][2])
         feats[split] = pool_models([per_model[m][split][:2] for m in models])
+        if pixels is not None:
+            missing[split].update(pixels[split][2])
+            feats[split] = pool_models([feats[split], pixels[split][:2]])
     return feats, missing
 
 
@@ -123,6 +149,8 @@ def run(params: Params, ws: Workspace) -> dict:
         near = near_duplicates(feats, max_distance=cfg.max_distance, k=cfg.k)
         probe = getattr(params.train, "mode", "scratch") == "probe"
         source = "features files (train.mode probe)" if probe else f"full models' last activations ({cfg.features})"
+        if cfg.pixels:
+            source += f" and {cfg.pixels}x{cfg.pixels} colour thumbnails, weighted equally"
     else:
         near, missing, source = exact.iloc[:0], {s: {} for s in manifests}, "none (no models)"
     pairs = merge_pairs(exact, near)
