@@ -22,7 +22,9 @@ The rule (written before the figures were read, docs/duplicates.md):
    groups the issue's goal names (exact, near, within, across): the goal is
    met when it is >= ``--goal``;
 2. per feature choice, ``max_distance`` is the middle (geometric, snapped to
-   the grid) of the run of grid distances with the highest goal score;
+   the grid) of the run of grid distances around the best goal score whose
+   goal score meets ``--goal`` (a margin on both sides for another seed's
+   data); where none meets it, the middle of the run with the best score;
 3. with every model (``duplicates.models: []``), the feature kind and
    thumbnail side (``duplicates.pixels``: 0 = off, 8, 16) of the highest goal
    score are shipped (a tie goes to the first in the order map, pooled and
@@ -58,16 +60,25 @@ def goal_score(s: dict) -> float:
     return min(min(s[g]["precision"] or 0.0, s[g]["recall"] or 0.0) for g in GROUPS)
 
 
-def pick_distance(curve: list[dict]) -> dict:
-    """The grid distance in the middle of the (first) run of distances with the highest goal score."""
+def pick_distance(curve: list[dict], goal: float) -> dict:
+    """The grid distance in the middle of the run around the best goal score that meets ``goal`` (else of the best run)."""
     best = max(c["goal"] for c in curve)
     i = next(j for j, c in enumerate(curve) if c["goal"] == best)
-    j = i
-    while j + 1 < len(curve) and curve[j + 1]["goal"] == best:
-        j += 1
-    mid = float(np.sqrt(curve[i]["max_distance"] * curve[j]["max_distance"]))
-    k = min(range(i, j + 1), key=lambda q: abs(np.log(curve[q]["max_distance"] / mid)))
-    return {**curve[k], "plateau": [curve[i]["max_distance"], curve[j]["max_distance"]]}
+    level = goal if best >= goal else best
+    lo, hi = i, i
+    while lo > 0 and curve[lo - 1]["goal"] >= level:
+        lo -= 1
+    while hi + 1 < len(curve) and curve[hi + 1]["goal"] >= level:
+        hi += 1
+    mid = float(np.sqrt(curve[lo]["max_distance"] * curve[hi]["max_distance"]))
+    k = min(range(lo, hi + 1), key=lambda q: abs(np.log(curve[q]["max_distance"] / mid)))
+    return {**curve[k], "band": [curve[lo]["max_distance"], curve[hi]["max_distance"]], "best_goal": best}
+
+
+def removal_distance(curve: list[dict], max_distance: float) -> float | None:
+    """``remove_max_distance``: the largest grid distance up to ``max_distance`` at which every found within-split pair is true."""
+    ok = [c["max_distance"] for c in curve if c["max_distance"] <= max_distance and c["scores"]["within"]["precision"] == 1.0]
+    return max(ok) if ok else None
 
 
 def thumbnails(params, ws, manifests: dict, side: int, cache: Path | None) -> dict:
@@ -162,12 +173,13 @@ def main() -> None:
                     for d in GRID:
                         s = scores_at(found, tp, d)
                         curve.append({"max_distance": d, "goal": round(goal_score(s), 4), "scores": s})
-                    pick = pick_distance(curve)
+                    pick = pick_distance(curve, args.goal)
                     name = f"{kind}:pixels{side}:{'+'.join(choice)}"
                     report["choices"][name] = {"kind": kind, "pixels": side, "models": list(choice), "pick": pick, "curve": curve,
                                                "dim": int(next(iter(feats.values()))[1].shape[1])}
                     s = pick["scores"]
-                    print(f"{name:50s} goal {pick['goal']:.3f} at {pick['max_distance']:.4f} (plateau {pick['plateau']}) "
+                    print(f"{name:50s} goal {pick['goal']:.3f} at {pick['max_distance']:.4f} "
+                          f"(band {pick['band']}, best {pick['best_goal']:.3f}) "
                           + " ".join(f"{g} {fmt(s[g]['precision'])}/{fmt(s[g]['recall'])}" for g in ("all", *GROUPS)), flush=True)
     every = [n for n, c in report["choices"].items() if len(c["models"]) == len(models)]  # in order: kind, then side
     default = max(every, key=lambda n: report["choices"][n]["pick"]["goal"])  # max keeps the first of equal scores
@@ -177,7 +189,8 @@ def main() -> None:
     report["chosen"] = chosen
     c = report["choices"][chosen]
     print(f"\nbest with every model: {default} (goal {d_goal}); best of all: {best_name} (goal {b_goal})")
-    print(f"chosen (rule): {chosen}, max_distance {c['pick']['max_distance']}")
+    report["remove_max_distance"] = removal_distance(c["curve"], c["pick"]["max_distance"])
+    print(f"chosen (rule): {chosen}, max_distance {c['pick']['max_distance']}, remove_max_distance {report['remove_max_distance']}")
     print(f"  {'max_distance':>12} {'goal':>6} " + " ".join(f"{g + ' P/R':>15}" for g in ("all", *GROUPS, "near_within", "near_across")))
     for row in c["curve"]:
         s = row["scores"]
