@@ -214,13 +214,13 @@ def test_pixel_thumbnails_keep_a_recoloured_or_reencoded_copy_close_and_other_pi
     assert bool(why[0]) and not why[1] and not y[0].any() and y[1].any()  # the broken image: a reason and a zero row
 
 
-def test_the_stage_pools_thumbnails_with_the_models_features(project, tmp_path):
+def test_the_stage_pools_thumbnails_with_the_models_features_unless_pixels_is_0(project, tmp_path):
     import shutil
 
     root, _, report, victim = project
     work = tmp_path / "p"
     shutil.copytree(root, work)
-    params = parse_params(embedded_params(max_distance=0.02, pixels=8))
+    params = parse_params(embedded_params(max_distance=0.02, remove_max_distance=0.01, pixels=0))
     import os
 
     old = os.getcwd()
@@ -229,7 +229,7 @@ def test_the_stage_pools_thumbnails_with_the_models_features(project, tmp_path):
         rep = stage.run(params, Workspace(work))
     finally:
         os.chdir(old)
-    assert "8x8 colour thumbnails" in rep["features"] and "thumbnails" not in report["features"]
+    assert "16x16 colour thumbnails" in report["features"] and "thumbnails" not in rep["features"]  # the shipped side: 16
     assert rep["scores"]["exact"]["recall"] == 1.0 and rep["splits"]["val"]["no_features"] == 1
     bad = read_table(work / "data/duplicates/no_features.parquet")
     assert bad["sample_id"].tolist() == [victim]
