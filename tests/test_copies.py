@@ -86,7 +86,7 @@ def test_rates_of_zero_leave_the_truth_and_file_times_as_before(tmp_path):
     cfg = config(tmp_path / "raw")
     generate(cfg, seed=5)
     truth = read_table(tmp_path / "raw" / "truth.parquet")
-    assert list(truth.columns) == ["split", "sample_id", "true_label", "given_label", "problem"]
+    assert list(truth.columns) == ["split", "sample_id", "true_label", "given_label", "problem", "true_labels"]
     assert "copies" not in json.loads((tmp_path / "raw" / "generate.json").read_text())
 
     @dataclasses.dataclass(frozen=True)

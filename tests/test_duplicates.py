@@ -276,3 +276,15 @@ def test_rule_on_refuses_a_missing_stale_or_whole_group_removal_list(tmp_path):
     with pytest.raises(ValueError, match="a group keeps one representative"):
         run(params)
     assert not ws.decisions("val").exists()
+
+
+def test_the_duplicate_rule_keeps_a_label_set_row_and_ignores_other_splits():
+    from imagenet_clean.cleanup.duplicates import apply_duplicate_rule
+
+    dec = pd.DataFrame({"sample_id": ["a", "b", "c", "d"], "action": ["keep", "relabel_set", "keep", "keep"], "reason": "",
+                        "rules": pd.Series([[], ["label_set"], [], []], dtype=object)})
+    removals = pd.DataFrame([("val", "b", "a"), ("val", "c", "a"), ("train", "d", "a")], columns=["split", "sample_id", "representative"])
+    out = apply_duplicate_rule(dec, removals, split="val")
+    assert out["action"].tolist() == ["keep", "relabel_set", "remove", "keep"]
+    assert out["reason"].tolist() == ["", "", "duplicate of a", ""]
+    assert [list(r) for r in dec["rules"]] == [[], ["label_set"], [], []]  # the input is not changed

@@ -54,7 +54,7 @@ def test_classes(raw):
 def test_truth_table_records_injected_problems(raw):
     out, summary = raw
     t = read_table(out / "truth.parquet")
-    assert list(t.columns) == ["split", "sample_id", "true_label", "given_label", "problem"]
+    assert list(t.columns) == ["split", "sample_id", "true_label", "given_label", "problem", "true_labels"]
     for split, n in (("train", 100), ("val", 40), ("v2", 30)):
         s = t[t["split"] == split]
         assert len(s) == n and s["sample_id"].is_unique
@@ -194,3 +194,23 @@ def test_leftovers_of_killed_runs_are_removed_but_not_others(tmp_path):
     generate(small(out, enabled=False), seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [f".raw.tmp-{os.getpid()}-live", ".raw.tmp-notapid", ".raw.old-12x", f".other.old-{pid}", "mine", "raw"])
+
+
+def test_the_truth_lists_every_digit_a_scene_shows(tmp_path):
+    """``true_labels``: the labelled digit first, then a multi-object scene's other digits in increasing order."""
+    import dataclasses
+
+    from imagenet_clean.config import GenerateConfig, NoiseConfig
+    from imagenet_clean.data.generate import generate
+    from imagenet_clean.io import read_table
+
+    cfg = dataclasses.replace(GenerateConfig(), out=str(tmp_path / "raw"), n_train=40, n_val=20, n_v2=20,
+                              noise=NoiseConfig(multi_object=0.25))
+    generate(cfg, seed=3)
+    truth = read_table(tmp_path / "raw" / "truth.parquet")
+    multi = truth["problem"] == "multi_object"
+    assert multi.sum() == 10 + 5 + 5
+    for t, labels, is_multi in zip(truth["true_label"], truth["true_labels"], multi):
+        labels = list(labels)
+        assert labels[0] == t and len(set(labels)) == len(labels)
+        assert (2 <= len(labels) <= 4 and labels[1:] == sorted(labels[1:])) if is_multi else labels == [t]

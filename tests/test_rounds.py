@@ -96,6 +96,8 @@ def _round_one(p):
     from imagenet_clean.stages.fit import run as run_fit
     from imagenet_clean.stages.ingest import run as run_ingest
     from imagenet_clean.stages.predict import run as run_predict_split
+    from imagenet_clean.stages.quality import run as run_quality
+    from imagenet_clean.stages.windows import run as run_windows
 
     generate(p.generate, seed=p.seed)
     for split in p.splits:
@@ -106,6 +108,8 @@ def _round_one(p):
         if split != "train":
             run_predict_split(p, Workspace(), split)
     for split in ("train", "val", "v2"):
+        run_quality(p, Workspace(), split)  # read by clean: the embedded default has the quality and label-set rules on
+        run_windows(p, Workspace(), split)
         clean_stage.run(p, Workspace(), split)
     paths = Workspace()
     splits, skipped = usable_splits(p, paths, predictions=True)

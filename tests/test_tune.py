@@ -235,3 +235,106 @@ def test_cli_prints_the_table_and_the_line(reviewed, capsys):
     out = capsys.readouterr().out
     assert "95% interval" in out and "proposed for val: " in out
     assert "dvc exp run -S splits.val.h1=" in out or "keep the current thresholds" in out
+
+
+# ------------------------------------------------------------------ issue 30: label sets and the quality rule
+
+
+def _with_label_sets(tmp, dec):
+    """Rewrite the decisions as label sets on would: two kept rows and one removal get a set (rule label_set)."""
+    import pyarrow as pa
+
+    from imagenet_clean.cleanup.ensemble import DECISIONS_SCHEMA
+    from imagenet_clean.io import read_metadata, write_table
+
+    path = tmp / "data/decisions/val.parquet"
+    meta = read_metadata(path)
+    plain = dec.index[(dec["action"] == "keep") & dec["rules"].map(lambda r: len(r) == 0)].tolist()[:2]
+    rem = dec.index[(dec["action"] == "remove") & dec["rules"].map(lambda r: "unreadable" not in list(r))].tolist()[:1]
+    labels = [[] for _ in range(len(dec))]
+    dec = dec.copy()
+    for i in plain + rem:
+        lab = int(dec.at[i, "label"])
+        labels[i] = [(lab + 3) % 8, lab]
+        dec.at[i, "action"], dec.at[i, "new_label"] = "relabel_set", labels[i][0]
+        dec.at[i, "rules"] = [*dec.at[i, "rules"], "label_set"]
+    dec["labels"] = labels
+    schema = pa.schema([*DECISIONS_SCHEMA, pa.field("labels", pa.list_(pa.int64()))])
+    write_table(path, pa.Table.from_pandas(dec[schema.names], schema=schema, preserve_index=False), metadata=meta)
+    return dec, [dec.at[i, "sample_id"] for i in plain + rem]
+
+
+def test_tune_counts_label_sets_and_an_accepted_set_agrees(tmp_path):
+    params, ws, dec, truth = _project(tmp_path, n=400, h1="all", h2=3, h3=3)
+    dec, sets = _with_label_sets(tmp_path, dec)
+    inputs = T.load_inputs(params, ws, "val")  # the stored sets replay: no "decisions differ" refusal
+    got, _, _ = T.decide_setting(inputs, inputs.current)
+    stored = dec.iloc[inputs.ev.valid_rows]
+    assert got["action"].tolist() == stored["action"].tolist() and got["new_label"].tolist() == stored["new_label"].tolist()
+    verdicts = S.standin_verdicts(dec, truth, WNIDS, inputs.merge_lut, audit=60, seed=0)
+    h = dict(zip(dec["sample_id"], dec["content_hash"]))
+    fix = next(s for s, a in zip(dec["sample_id"], dec["action"]) if a == "fix")
+    verdicts[sets[0]] = Verdict(sets[0], h[sets[0]], "accept")
+    verdicts[sets[1]] = Verdict(sets[1], h[sets[1]], "reject")
+    verdicts[sets[2]] = Verdict(sets[2], h[sets[2]], "relabel_set", wnids=(WNIDS[1], WNIDS[2]))
+    verdicts[fix] = Verdict(fix, h[fix], "relabel_set", wnids=(WNIDS[3], WNIDS[4]))
+    _write(ws, list(verdicts.values()))
+    res = T.tune_split(params, ws, "val", grid=["h3=2,3"], param="", inputs=inputs)  # read back from the file
+    assert res.table["relabel_set"].tolist() == [3, 3] and " sets " in res.text.splitlines()[0]
+    machine, _, _ = T.decide_setting(inputs, inputs.current)
+    usable = T.reviewed_verdicts(inputs, T.read_verdicts(ws.reviews("val")), min_reviews=1)
+    pos, want, cls = T.reviewer_outcomes(inputs, usable, machine)
+    ok = dict(zip(inputs.sample_ids[pos], T.agrees(machine, pos, want, cls, inputs.merge_lut)))
+    assert ok[sets[0]] and not ok[sets[1]] and ok[sets[2]] and not ok[fix]
+    wanted = dict(zip(inputs.sample_ids[pos], want))
+    assert (wanted[sets[0]], wanted[sets[1]], wanted[fix]) == (T.SET, T.KEEP, T.SET)
+
+
+def test_without_label_sets_the_table_text_is_unchanged(strict):
+    params, ws, dec, inputs, verdicts = strict
+    table = T.evaluate(inputs, verdicts, [inputs.current])
+    assert table["relabel_set"].tolist() == [0]
+    assert T.format_table(table, n_models=3).splitlines()[0].split() == [
+        "h1", "h2", "h3", "fix", "remove", "agree", "agreement", "95%", "interval", "wins", "losses", "unreviewed", "undecided"]
+
+
+def test_tune_replays_the_quality_rule(tmp_path):
+    """With the quality rule on, the replay removes what the clean stage removed, and a setting that fixes such an
+    image keeps the fix (the rule never removes a fixed image)."""
+    from imagenet_clean.io import write_table
+
+    quality = {"enabled": True, "thresholds": {"contrast": {"min": 0.06}}}
+    params, manifest, true = make_project(tmp_path, n=400, h1="all", h2=3, h3=3, quality=quality)
+    ws = Workspace(tmp_path)
+    rng = np.random.default_rng(3)
+    contrast = rng.uniform(0.1, 0.4, len(manifest))
+    low = rng.choice(np.arange(10, len(manifest)), 40, replace=False)
+    flipped = np.flatnonzero(manifest["label"].to_numpy() != true)  # images a loose setting fixes
+    contrast[low] = contrast[flipped] = 0.02
+    q = pd.DataFrame({"sample_id": manifest["sample_id"], "contrast": contrast, "status": "ok", "reason": ""})
+    write_table(ws.quality("val"), q)
+    clean_stage.run(params, ws, "val", find_exemptions=FakeCam(), load_model=lambda n, f: None)
+    dec = read_table(tmp_path / "data/decisions/val.parquet")
+    assert dec["rules"].map(lambda r: "quality" in list(r)).sum() > 20
+    inputs = T.load_inputs(params, ws, "val")
+    got, _, _ = T.decide_setting(inputs, inputs.current)
+    stored = dec.iloc[inputs.ev.valid_rows]
+    assert got["action"].tolist() == stored["action"].tolist()
+    assert got["rules"].map(list).tolist() == stored["rules"].map(list).tolist()
+    loose, _, _ = T.decide_setting(inputs, dataclasses.replace(inputs.current, h1=1))
+    fired = inputs.quality_fired
+    act = loose["action"].to_numpy()
+    assert (act[fired] != "keep").all() and set(act[fired]) <= {"fix", "remove"}
+    assert ((act == "fix") & fired).any()  # fixed at h1=1: the rule leaves it
+
+
+def test_the_truth_reviewer_accepts_a_set_of_classes_the_scene_shows():
+    dec = pd.DataFrame({"sample_id": ["s0", "s1", "s2"], "label": [1, 1, 2], "new_label": [1, 3, 2],
+                        "action": ["relabel_set"] * 3, "rules": [["label_set"]] * 3, "content_hash": ["h0", "h1", "h2"],
+                        "labels": [[1, 4], [3, 1], [2, 5]]})
+    truth = pd.DataFrame({"sample_id": ["s0", "s1", "s2"], "true_label": [1, 3, 2], "problem": ["multi_object", "", ""],
+                          "true_labels": [[1, 4, 6], [3], [2, 5]]})
+    v = S.standin_verdicts(dec, truth, WNIDS, np.arange(8))
+    # s0: both classes shown; s1: a one-digit image whose label is wrong (relabel); s2: both shown
+    assert {s: (x.verdict, x.wnid) for s, x in v.items()} == {"s0": ("accept", ""), "s1": ("relabel", WNIDS[3]),
+                                                               "s2": ("accept", "")}

@@ -242,3 +242,146 @@ def test_the_repositorys_reviews_files_parse_and_are_clean_stage_dependencies():
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     assert "reviews/${item}.csv" in stages["clean"]["do"]["deps"]
     assert {d for d in stages["review"]["deps"] if not d.startswith("src/")} == {"data/decisions", "reviews"}
+
+
+# ------------------------------------------------------------------ label sets (issue 30, LABELSETS.md)
+
+SET_HEADER = ",".join(VERDICT_COLUMNS) + ",wnids\n"
+
+
+def test_a_relabel_set_verdict_reads_its_classes_and_writes_them_back():
+    text = SET_HEADER + 'a,h,relabel_set,,me,,,"[""n01"",""n02"",""n01""]"\nb,h,accept,,,,,\n'
+    got = {v.sample_id: v for v in parse_verdicts(text, wnids={"n01", "n02"})}
+    assert got["a"].wnids == ("n01", "n02") and got["b"].wnids == ()  # a repeat dropped, the order kept
+    out = format_verdicts(got)
+    assert out.splitlines()[0] == ",".join(VERDICT_COLUMNS) + ",wnids"
+    assert out.splitlines()[1] == 'a,h,relabel_set,,me,,,"[""n01"",""n02""]"'
+    assert {v.sample_id: v.wnids for v in parse_verdicts(out)} == {"a": ("n01", "n02"), "b": ()}
+    # without a set, the file is written as before: seven columns
+    assert format_verdicts([got["b"]]) == HEADER + "b,h,accept,,,,\n"
+
+
+@pytest.mark.parametrize("cell, msg", [
+    ('"[""n01""]"', r"names 1 distinct classes \(\[\"n01\"\]\); a label set needs at least 2"),
+    ('"[""n01"",""n01""]"', "names 1 distinct classes"),
+    ("", "names 0 distinct classes"),
+    ('"[""n01"",""n99""]"', "names unknown class 'n99'"),
+    ('"[""n01"",""n02""', "is not JSON"),
+    ("not json", "is not JSON"),
+    ('"{""a"": 1}"', "is not a JSON list of class ids"),
+    ('"[1, 2]"', "is not a JSON list of class ids"),
+])
+def test_a_bad_label_set_names_the_file_and_line(cell, msg):
+    text = SET_HEADER + "a,h,accept,,,,,\n" + f"b,h,relabel_set,,,,,{cell}\n"
+    with pytest.raises(VerdictError, match=r"reviews/val.csv, line 3: .*" + msg):
+        parse_verdicts(text, source="reviews/val.csv", wnids={"n01", "n02"})
+
+
+def test_a_set_on_another_verdict_or_a_wnid_on_a_set_is_refused():
+    with pytest.raises(VerdictError, match=r"line 2: accept of 'a' names wnids"):
+        parse_verdicts(SET_HEADER + 'a,h,accept,,,,,"[""n01"",""n02""]"\n', source="r.csv")
+    with pytest.raises(VerdictError, match=r"line 2: relabel_set of 'a' names a wnid"):
+        parse_verdicts(SET_HEADER + 'a,h,relabel_set,n01,,,,"[""n01"",""n02""]"\n', source="r.csv")
+    with pytest.raises(VerdictError, match=r"line 2: 7 fields, expected 8"):
+        parse_verdicts(SET_HEADER + "a,h,accept,,,,\n", source="r.csv")
+
+
+def test_old_reviews_files_without_wnids_read_byte_for_byte_the_same_decisions(machine):
+    """A seven-column file (no ``wnids``) and the same verdicts with an empty ``wnids`` column give the same
+    outputs; rewriting the old file through the app's writer leaves it byte for byte."""
+    tmp, params, dec, man = machine["tmp"], machine["params"], machine["dec"], machine["manifest"]
+    h = dict(zip(man["sample_id"], man["content_hash"]))
+    fix, rem = pick(dec, "fix")[0], pick(dec, "remove")[0]
+    rows = sorted([f"{fix},{h[fix]},relabel,{WNIDS[6]},me,2026-11-30T10:00:00+00:00,a note\n", f"{rem},{h[rem]},reject,,me,,\n"])
+    old = HEADER + "".join(rows)  # sorted by sample id, as the app writes it
+    (tmp / "reviews").mkdir()
+    path = tmp / "reviews/val.csv"
+    path.write_text(old)
+    run_clean(tmp, params)
+    with_old = outputs(tmp)
+    assert with_old != machine["bytes"]  # the verdicts were applied
+    new = read_table(tmp / OUTPUTS[0]).set_index("sample_id")
+    assert (new.loc[fix, "action"], new.loc[fix, "new_label"], new.loc[rem, "action"]) == ("fix", 6, "keep")
+    assert "labels" not in new.columns  # label sets off: no new column
+    path.write_text(SET_HEADER + "".join(line + ",\n" for line in old.splitlines()[1:]))
+    run_clean(tmp, params)
+    assert outputs(tmp) == with_old
+    path.write_text(old)
+    record_verdict(path, read_verdicts(path)[rem])  # the app's read-modify-write
+    assert path.read_text() == old
+
+
+def _set_decisions():
+    """Five decisions with the ``labels`` column (label sets on): a set, a fix, a removal, two keeps."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "sample_id": ["s0", "s1", "s2", "s3", "s4"], "label": [0, 1, 2, 3, 4],
+        "action": ["relabel_set", "fix", "remove", "keep", "relabel_set"], "new_label": [5, 2, 2, 3, 1],
+        "rules": [["label_set"], ["cl_fix"], ["cl_remove"], [], ["label_set"]],
+        "content_hash": ["h0", "h1", "h2", "h3", "h4"],
+        "labels": [[5, 0], [], [], [], [1, 4, 6]],
+    })
+
+
+def test_verdicts_on_label_sets_follow_the_contract():
+    from imagenet_clean.classes import ClassList
+    from imagenet_clean.cleanup.verdicts import apply_verdicts
+
+    classes = ClassList(WNIDS, tuple(f"class {i}" for i in range(8)))
+    dec = _set_decisions()
+    v = {
+        "s0": Verdict("s0", "h0", "accept"),
+        "s1": Verdict("s1", "h1", "relabel_set", wnids=(WNIDS[7], WNIDS[1], WNIDS[2])),  # a fix edited into a set
+        "s2": Verdict("s2", "h2", "relabel_set", wnids=(WNIDS[2], WNIDS[3])),  # a removal that shows two classes
+        "s3": Verdict("s3", "h3", "reject"),
+        "s4": Verdict("s4", "h4", "relabel", wnid=WNIDS[6]),
+    }
+    out, outcome = apply_verdicts(dec, v, classes)
+    assert outcome.applied == {s: x.verdict for s, x in v.items()} and not outcome.stale
+    got = out.set_index("sample_id")
+    assert got.loc["s0", ["action", "new_label"]].tolist() == ["relabel_set", 5] and got.loc["s0", "labels"] == [5, 0]
+    assert list(got.loc["s0", "rules"]) == ["label_set"]  # accept: the machine's set stands, no human rule
+    assert got.loc["s1", ["action", "new_label"]].tolist() == ["relabel_set", 7] and got.loc["s1", "labels"] == [7, 1, 2]
+    assert list(got.loc["s1", "rules"]) == ["cl_fix", "human"]
+    assert got.loc["s2", ["action", "new_label"]].tolist() == ["relabel_set", 2] and got.loc["s2", "labels"] == [2, 3]
+    assert got.loc["s4", ["action", "new_label"]].tolist() == ["fix", 6] and got.loc["s4", "labels"] == []
+    # reject of a set: kept with its original label, no set
+    rej, _ = apply_verdicts(dec, {"s0": Verdict("s0", "h0", "reject")}, classes)
+    r = rej.set_index("sample_id").loc["s0"]
+    assert (r["action"], r["new_label"], r["labels"], list(r["rules"])) == ("keep", 0, [], ["label_set", "human"])
+    assert dec["labels"].tolist() == [[5, 0], [], [], [], [1, 4, 6]]  # the input is not changed
+    again, _ = apply_verdicts(out.drop(columns="verdict"), v, classes)  # idempotent
+    assert again["labels"].tolist() == out["labels"].tolist() and again["action"].tolist() == out["action"].tolist()
+
+
+def test_a_label_set_verdict_without_label_sets_is_refused_with_its_line():
+    from imagenet_clean.classes import ClassList
+    from imagenet_clean.cleanup.verdicts import apply_verdicts
+
+    classes = ClassList(WNIDS, tuple(f"class {i}" for i in range(8)))
+    dec = _set_decisions().drop(columns="labels")
+    v = {"s3": Verdict("s3", "h3", "relabel_set", wnids=(WNIDS[1], WNIDS[2]), line=7)}
+    with pytest.raises(VerdictError, match=r"line 7: relabel_set of 's3', but the decisions have no label sets"):
+        apply_verdicts(dec, v, classes)
+    with pytest.raises(VerdictError, match=r"line 7: relabel_set of 's3' to unknown class 'n42'"):
+        apply_verdicts(_set_decisions(), {"s3": Verdict("s3", "h3", "relabel_set", wnids=(WNIDS[1], "n42"), line=7)}, classes)
+
+
+def test_review_metrics_count_label_sets_only_where_there_are_some():
+    import pandas as pd
+
+    from imagenet_clean.review.metrics import split_review
+
+    dec = _set_decisions()
+    dec["verdict"] = ["accept", "relabel_set", "", "reject", "relabel"]
+    dec["rules"] = [["label_set"], ["cl_fix", "human"], ["cl_remove"], ["human"], ["label_set", "human"]]
+    dec["n_flagged"], dec["c_s"] = 0, 0
+    r = split_review(dec, None)
+    assert r["by_verdict"] == {"accept": 1, "reject": 1, "relabel": 1, "relabel_set": 1}
+    assert r["by_action"]["relabel_set"]["reviewed"] == 2 and r["by_action"]["relabel_set"]["accept"] == 1
+    assert r["by_rule"]["label_set"]["precision"] == 0.5
+    plain = split_review(pd.DataFrame({**{c: dec[c] for c in ("sample_id", "content_hash", "n_flagged", "c_s")},
+                                       "rules": [["cl_fix"]] * 5, "verdict": ["accept"] * 5}), None)
+    assert set(plain["by_verdict"]) == {"accept", "reject", "relabel"} and set(plain["by_action"]) == {"fix", "remove", "keep"}
+    assert machine_action(["label_set", "human"]) == "relabel_set"

@@ -292,6 +292,30 @@ class QualityConfig:
 
 
 @dataclass(frozen=True)
+class LabelSetsConfig:
+    """Label sets (ReaL-style) for images that show several classes (stage ``windows``; cleanup/labelsets.py).
+
+    Every cleanup model reads a grid of windows of each image; a class is found when ``min_models``
+    models give it ``min_prob`` in one window, and an image with two or more classes found, on which
+    the models' whole-image predictions are unsure (mean top probability below ``max_confidence``),
+    gets the action ``relabel_set`` and that set (docs/label-sets.md).
+    """
+
+    enabled: bool = False
+    # window side as a fraction of the image's shorter side
+    window: float = field(default=0.4375, metadata=_check(lambda v: 0 < v <= 1, "a fraction in (0, 1]"))
+    # step between windows, as a fraction of the shorter side
+    stride: float = field(default=0.1875, metadata=_check(lambda v: 0 < v <= 1, "a fraction in (0, 1]"))
+    # a model votes for a window's class when its probability (merged classes summed) reaches this
+    min_prob: float = field(default=0.6, metadata=_check(lambda v: 0 < v < 1, "a probability in (0, 1)"))
+    # models that must vote for a class in one window (a count, a fraction of |M| or "all")
+    min_models: Threshold = field(default=0.8, metadata=THRESHOLD_CHECK)
+    # a set only where the whole image is ambiguous: the models' mean top-class probability (predictions) below this
+    max_confidence: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "a probability in (0, 1] (1: no gate)"))
+    batch_size: int = field(default=64, metadata=_POS)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     # Thresholds for every cleaned split at once: null (the default) leaves each split its own value.
@@ -324,6 +348,7 @@ class Params:
     suggest_merges: SuggestMergesConfig = field(default_factory=SuggestMergesConfig)
     duplicates: DuplicatesConfig = field(default_factory=DuplicatesConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    label_sets: LabelSetsConfig = field(default_factory=LabelSetsConfig)
 
     def thresholds(self, split: str) -> Thresholds:
         """The split's thresholds, by :data:`THRESHOLD_RULE`.

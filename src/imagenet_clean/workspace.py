@@ -171,6 +171,9 @@ class Workspace:
         """The image-quality measures of ``split`` (stage ``quality``; round-independent, like the manifest)."""
         return self.data / "quality" / f"{split}.parquet"
 
+    def windows(self, split: str) -> Path:
+        """What each of this round's models reads in a grid of windows of ``split``'s images (stage ``windows``; label sets)."""
+        return self.round_data / "windows" / f"{split}.parquet"
     @property
     def duplicate_removals(self) -> Path:
         """The duplicates stage's removal list (``data/duplicates/removals.parquet``; round-independent), read by clean."""

@@ -51,6 +51,8 @@ class ModelEvidence:
         top5_miss: the given label is not in the model's top-5.
         label_probs: the model's probability of the given label.
         absent_classes: classes without any given label in this call.
+        top_probs: the model's largest class probability (merged classes summed when
+            ``merge_lut`` was given): how sure it is of any one class (label sets' gate).
     """
 
     flagged: np.ndarray
@@ -59,6 +61,7 @@ class ModelEvidence:
     top5_miss: np.ndarray
     label_probs: np.ndarray
     absent_classes: list[int] = field(default_factory=list)
+    top_probs: np.ndarray | None = None
 
     @property
     def n_issues(self) -> int:
@@ -373,7 +376,21 @@ def model_evidence(labels, pred_probs: np.ndarray, *, frac_noise: float = 1.0, f
         stop = start + CHUNK_ROWS
         label_probs[start:stop] = probs[start:stop][np.arange(min(stop, len(labels)) - start), labels[start:stop]]
     return ModelEvidence(flagged=flagged, candidates=cand, cand_probs=cprob, top5_miss=miss,
-                         label_probs=label_probs, absent_classes=absent)
+                         label_probs=label_probs, absent_classes=absent, top_probs=top_probability(probs, merge_lut=merge_lut))
+
+
+def top_probability(probs: np.ndarray, *, merge_lut: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the largest class probability; with ``merge_lut``, of the merged classes (their probabilities summed)."""
+    out = np.empty(len(probs), np.float32)
+    k = probs.shape[1]
+    onehot = None
+    if merge_lut is not None:
+        onehot = np.zeros((k, k), np.float32)
+        onehot[np.arange(k), np.asarray(merge_lut)[:k]] = 1.0
+    for start in range(0, len(probs), CHUNK_ROWS):
+        chunk = np.asarray(probs[start:start + CHUNK_ROWS], np.float32)
+        out[start:start + len(chunk)] = (chunk if onehot is None else chunk @ onehot).max(axis=1)
+    return out
 
 
 def rank_issues(labels, pred_probs: np.ndarray, flagged: np.ndarray) -> np.ndarray:

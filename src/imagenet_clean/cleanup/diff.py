@@ -3,6 +3,11 @@
 Rows are matched by ``sample_id``; rows left over on both sides are then matched
 by ``content_hash`` (a renamed or moved file). A matched pair whose hashes
 differ is reported as ``content`` (same name, different image).
+
+When either table carries label sets (a ``labels`` column, issue 30) a changed
+set is reported as ``labels`` and the result gains ``labels_a``/``labels_b``
+(a table without the column counts as having no set anywhere); without the
+column on either side the result is what it was before label sets existed.
 """
 from __future__ import annotations
 
@@ -19,7 +24,11 @@ DIFF_COLUMNS = ("sample_id_a", "sample_id_b", "change", "label_a", "label_b", "a
                 "new_label_a", "new_label_b", "rules_a", "rules_b")
 
 
-def _norm(df: pd.DataFrame) -> pd.DataFrame:
+SET_COLUMNS = ("labels_a", "labels_b")
+"""Columns :func:`diff_decisions` adds after :data:`DIFF_COLUMNS` when a side has label sets."""
+
+
+def _norm(df: pd.DataFrame, *, sets: bool = False) -> pd.DataFrame:
     missing = {"sample_id", "action", "new_label"} - set(df.columns)
     if missing:
         raise ValueError(f"not a decisions table: it lacks columns {sorted(missing)}")
@@ -31,7 +40,12 @@ def _norm(df: pd.DataFrame) -> pd.DataFrame:
         out["label"] = -1
     if out["sample_id"].duplicated().any():
         raise ValueError(f"duplicate sample_id {out.loc[out['sample_id'].duplicated(), 'sample_id'].iloc[0]!r}")
-    return out[["sample_id", "label", "action", "new_label", "rules", "content_hash"]].reset_index(drop=True)
+    cols = ["sample_id", "label", "action", "new_label", "rules", "content_hash"]
+    if sets:
+        out["labels"] = ([tuple(int(x) for x in v) if v is not None else () for v in out["labels"]] if "labels" in out
+                         else [()] * len(out))
+        cols.append("labels")
+    return out[cols].reset_index(drop=True)
 
 
 def diff_decisions(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -45,9 +59,15 @@ def diff_decisions(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         One row per difference: ``sample_id_a``/``_b`` (None on the side that
         lacks it), ``change`` (comma-separated: ``only_a``, ``only_b``,
         ``moved``, ``content``, ``label``, ``action``, ``new_label``, ``rules``)
-        and the old and new ``label``, ``action``, ``new_label``, ``rules``.
+        and the old and new ``label``, ``action``, ``new_label``, ``rules``; with
+        label sets on either side also ``labels`` (change kind and
+        :data:`SET_COLUMNS`).
     """
-    a, b = _norm(a), _norm(b)
+    sets = "labels" in a.columns or "labels" in b.columns
+    compared = (*COMPARED, "labels") if sets else COMPARED
+    carried = ("sample_id", "label", "action", "new_label", "rules", *(("labels",) if sets else ()))
+    columns = [*DIFF_COLUMNS, *(SET_COLUMNS if sets else ())]
+    a, b = _norm(a, sets=sets), _norm(b, sets=sets)
     m = a.merge(b, on="sample_id", how="outer", suffixes=("_a", "_b"), indicator=True)
     both = m[m["_merge"] == "both"].copy()
     both["sample_id_a"] = both["sample_id_b"] = both["sample_id"]
@@ -71,23 +91,23 @@ def diff_decisions(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
                 kinds.append("content")
             if r["label_a"] != r["label_b"]:
                 kinds.append("label")
-            kinds += [c for c in COMPARED if r[f"{c}_a"] != r[f"{c}_b"]]
+            kinds += [c for c in compared if r[f"{c}_a"] != r[f"{c}_b"]]
             if kinds:
-                rows.append(_row(r, ",".join(kinds)))
+                rows.append(_row(r, ",".join(kinds), columns))
     for side, df in (("a", only_a), ("b", only_b)):
         other = "b" if side == "a" else "a"
         for r in df.to_dict("records"):
-            rec = {f"{c}_{side}": r[c] for c in ("sample_id", "label", "action", "new_label", "rules")}
-            rec.update({f"{c}_{other}": None for c in ("sample_id", "label", "action", "new_label", "rules")})
-            rows.append(_row(rec, f"only_{side}"))
-    out = pd.DataFrame(rows, columns=list(DIFF_COLUMNS))
-    for c in ("rules_a", "rules_b"):
+            rec = {f"{c}_{side}": r[c] for c in carried}
+            rec.update({f"{c}_{other}": None for c in carried})
+            rows.append(_row(rec, f"only_{side}", columns))
+    out = pd.DataFrame(rows, columns=columns)
+    for c in ("rules_a", "rules_b", *(SET_COLUMNS if sets else ())):
         out[c] = [list(r) if r is not None else None for r in out[c]]
     return out.sort_values(["change", "sample_id_a", "sample_id_b"], key=lambda s: s.astype(str), kind="stable").reset_index(drop=True)
 
 
-def _row(r: dict, change: str) -> dict:
-    rec = {c: r.get(c) for c in DIFF_COLUMNS}
+def _row(r: dict, change: str, columns=DIFF_COLUMNS) -> dict:
+    rec = {c: r.get(c) for c in columns}
     rec["change"] = change
     return rec
 

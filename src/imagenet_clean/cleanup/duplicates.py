@@ -446,7 +446,7 @@ def apply_duplicate_rule(decisions: pd.DataFrame, removals: pd.DataFrame, *, spl
     row is not in ``decisions``, as in a later round), then its next member by
     ``sample_id`` that stays. Every other member that stays is removed with the
     rule ``duplicate`` and the reason ``duplicate of <kept id>``. As the paper's
-    rules do, a fixed row is never removed (it stays beside the kept member), and
+    rules do, a fixed row (or one given a label set) is never removed (it stays beside the kept member), and
     unreadable rows keep their own rule; a reviewer's verdict, applied later,
     still wins. Rows of other splits in ``removals`` are ignored; leakage pairs
     are never in the list.
@@ -458,7 +458,7 @@ def apply_duplicate_rule(decisions: pd.DataFrame, removals: pd.DataFrame, *, spl
         ValueError: a representative is itself listed for removal (the list would drop
             every copy of its group; a group keeps one representative).
     """
-    from .rules import RULE_DUPLICATE, RULE_UNREADABLE
+    from .rules import ACTION_SET, RULE_DUPLICATE, RULE_UNREADABLE
 
     mine = removals[removals["split"] == split]
     both = sorted(set(mine["sample_id"].astype(str)) & set(mine["representative"].astype(str)))
@@ -481,7 +481,7 @@ def apply_duplicate_rule(decisions: pd.DataFrame, removals: pd.DataFrame, *, spl
         kept = staying[0]
         for m in staying[1:]:
             i = pos[m]
-            if action[i] == "fix":
+            if action[i] in ("fix", ACTION_SET):  # a changed label (or label set) is kept beside the kept member
                 continue
             action[i] = "remove"
             rules[i].append(RULE_DUPLICATE)

@@ -23,7 +23,7 @@ from ..config import Thresholds
 from ..io import write_table
 from .confident import ModelEvidence, model_evidence
 from .merges import apply_merges, placeholder_rows
-from .rules import RULE_UNREADABLE, consensus_only, decide
+from .rules import ACTION_SET, RULE_UNREADABLE, consensus_only, decide
 
 DECISIONS_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
@@ -56,6 +56,9 @@ CLEAN_SCHEMA = pa.schema([
     ("content_hash", pa.string()),
 ])
 
+LABELS_FIELD = pa.field("labels", pa.list_(pa.int64()))
+"""The label-set column the decisions and the clean manifest gain when ``label_sets.enabled`` (cleanup/labelsets.py)."""
+
 ARRAYS_SCHEMA = pa.schema([f for f in DECISIONS_SCHEMA if f.name in
                            ("label", "action", "new_label", "rules", "n_flagged", "flagged_models", "candidates", "c_s")])
 ARRAYS_SCHEMA = ARRAYS_SCHEMA.insert(0, pa.field("sample_id", pa.int64()))
@@ -77,6 +80,7 @@ class Ensemble:
     folds: np.ndarray
     issues: dict[str, int]
     absent_classes: list[int]
+    top_probs: np.ndarray | None = None
 
     @classmethod
     def stack(cls, items: Iterable[tuple[str, ModelEvidence, np.ndarray | None]], n: int) -> "Ensemble":
@@ -97,6 +101,7 @@ class Ensemble:
             folds=np.stack(folds),
             issues={nm: e.n_issues for nm, e in zip(names, ev)},
             absent_classes=ev[0].absent_classes,
+            top_probs=None if any(e.top_probs is None for e in ev) else np.stack([e.top_probs for e in ev]),
         )
 
     def decide(self, labels: np.ndarray, thresholds: Thresholds) -> pd.DataFrame:
@@ -281,12 +286,20 @@ def full_decisions(manifest: pd.DataFrame, dec: pd.DataFrame, valid_rows: np.nda
 
 
 def clean_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame, merges: dict[str, str], classes: ClassList) -> pd.DataFrame:
-    """Kept and fixed rows after merges, plus a placeholder row per merged (emptied) class."""
+    """Kept and fixed rows after merges, plus a placeholder row per merged (emptied) class.
+
+    Rows given a label set (action ``relabel_set``) are kept with that action and the
+    first class of the set as ``label``; when the decisions have a ``labels`` column,
+    so does the result: the set after merges (repeats dropped, order kept), ``[label]``
+    on every other row.
+    """
     keep = (decisions["action"] != "remove").to_numpy()
     fixed = (decisions["action"] == "fix").to_numpy()[keep]
+    is_set = (decisions["action"] == ACTION_SET).to_numpy()[keep]
     new = decisions["new_label"].to_numpy(np.int64)[keep]
     final, moved = apply_merges(new, merges, classes)
     action = np.where(fixed, np.where(moved, "fix+merge", "fix"), np.where(moved, "merge", "keep")).astype(object)
+    action[is_set] = ACTION_SET
     wnids = np.asarray(classes.wnids, dtype=object)
     m = manifest[keep]
     rows = pd.DataFrame({
@@ -300,7 +313,23 @@ def clean_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame, merges: dict
         "size": m["size"].to_numpy(np.int64) if "size" in m else np.zeros(len(m), np.int64),
         "content_hash": m["content_hash"].to_numpy() if "content_hash" in m else None,
     })
-    return pd.concat([rows, placeholder_rows(merges, classes)], ignore_index=True)
+    places = placeholder_rows(merges, classes)
+    if "labels" in decisions:
+        rows["labels"] = pd.Series([merged_set(s, merges, classes) if a else [int(v)] for s, a, v in
+                                    zip(decisions["labels"].to_numpy()[keep], is_set, final)], dtype=object)
+        places["labels"] = pd.Series([[int(v)] for v in places["label"]], dtype=object)
+    return pd.concat([rows, places], ignore_index=True)
+
+
+def merged_set(labels, merges: dict[str, str], classes: ClassList) -> list[int]:
+    """A label set after the category merges: each class mapped, repeats dropped, order kept."""
+    out: list[int] = []
+    if len(labels):
+        mapped, _ = apply_merges(np.asarray(labels, np.int64), merges, classes)
+        for v in mapped.tolist():
+            if v not in out:
+                out.append(int(v))
+    return out
 
 
 def cleanup_metrics(split, decisions, clean, ens: Ensemble, thresholds: Thresholds, res: dict, use_cam: bool,

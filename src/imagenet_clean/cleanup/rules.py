@@ -31,9 +31,12 @@ RULE_CONSENSUS = "consensus"
 RULE_CAM_EXEMPT = "cam_exempt"
 RULE_UNREADABLE = "unreadable"
 RULE_QUALITY = "quality"  # the optional image-quality rule (cleanup/quality.py), applied by the clean stage
+RULE_LABEL_SET = "label_set"  # the optional label-set rule (cleanup/labelsets.py), applied by the clean stage
 RULE_DUPLICATE = "duplicate"  # the optional duplicate rule (cleanup/duplicates.py), applied by the clean stage
 
-ACTIONS = ("keep", "fix", "remove")
+ACTION_SET = "relabel_set"
+"""The action of an image given a label set (``labels``) instead of one label or a removal."""
+ACTIONS = ("keep", "fix", "remove", ACTION_SET)
 
 
 def _check_shapes(labels, flagged, candidates, cand_probs, top5_miss, n_models: int):

@@ -175,6 +175,21 @@ def duplicates(params: Path = PARAMS) -> None:
         typer.echo(f"  against the truth's {a['true']} injected pairs: precision {a['precision']}, recall {a['recall']}")
 
 
+def windows(
+    split: str = typer.Option(..., "--split", help="the split whose images to read window by window (splits.SPLIT in params.yaml)"),
+    params: Path = PARAMS,
+) -> None:
+    """Every model's top classes in a grid of windows of each image (label-set evidence): data/windows/SPLIT.parquet."""
+    from ..stages import windows as stage
+
+    p, ws = load(params)
+    res = stage.run(p, ws, split)
+    if res["skipped"]:
+        typer.echo(f"windows of {split} skipped ({res['why']}): wrote an empty {ws.windows(split)}")
+        return
+    typer.echo(f"{ws.windows(split)}: {res['ok']} images x {res['windows']} windows, {res['error']} unreadable")
+
+
 def register(app: typer.Typer) -> None:
     """Add this group's commands to ``app``."""
     app.command("clean")(clean)
@@ -183,3 +198,4 @@ def register(app: typer.Typer) -> None:
     app.command("score")(score)
     app.command("suggest-merges")(suggest_merges)
     app.command("duplicates")(duplicates)
+    app.command("windows")(windows)

@@ -24,6 +24,9 @@ def apply(
     workers: int = typer.Option(4, "--workers", min=1, help="Threads for hashing and linking."),
     keep_removed: Path | None = typer.Option(None, "--keep-removed", help="Also put the removed files in this separate tree "
                                              "(<class>/<path>; outside --out and --root; needs --decisions)."),
+    label_sets: str = typer.Option("csv", "--label-sets",
+                                   help="Images kept with a label set (action relabel_set): csv = under the first label, every set "
+                                   "in <out>/label_sets.csv; first = under the first label, no set written; drop = left out."),
 ) -> None:
     """Build the cleaned ImageFolder tree <out>/<wnid>/<file> from a clean manifest and your original split.
 
@@ -35,6 +38,11 @@ def apply(
     (--from REPO[@REV] --split S), where one that does not match the release's
     dvc.lock is refused.
 
+    Images the cleanup kept with a label set (several plausible classes) go under
+    the first class of their set; --label-sets says whether their sets are written
+    beside the tree (csv, the default), not written (first), or the images are left
+    out (drop). See docs/label-sets.md.
+
     Refuses (and lists the files in --problems) when a source file is missing or
     differs from the manifest. Safe to rerun: correct entries are kept. Prints the
     counts as JSON on the last line.
@@ -43,6 +51,7 @@ def apply(
         LINK_MODES,
         SourceMismatchError,
         apply_clean,
+        check_label_sets_mode,
         format_problems,
     )
 
@@ -56,7 +65,8 @@ def apply(
         raise typer.BadParameter("--from fetches the release's decisions itself", param_hint="--decisions")
     if source is not None and keep_removed is not None:
         raise typer.BadParameter("--keep-removed works with --clean and --decisions", param_hint="--keep-removed")
-    kw = dict(mode=mode, deepaugment=deepaugment, check_hash=hash_check, workers=workers)
+    check_label_sets_mode(label_sets)  # one line, exit 1
+    kw = dict(mode=mode, deepaugment=deepaugment, check_hash=hash_check, workers=workers, label_sets=label_sets)
     try:
         if source is not None:
             from ..publish.apply_from import apply_from_release

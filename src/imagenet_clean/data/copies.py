@@ -125,6 +125,7 @@ def inject_copies(split: str, rows: dict[str, list[dict]], *, cfg, seed: int, in
             img, box, quality = NEAR_TRANSFORMS[transform](img, box, rng)
             img.save(path, format="JPEG", quality=quality)
         made.append({"split": split, "sample_id": sid, "true_label": src["true_label"], "given_label": src["given_label"],
-                     "problem": src["problem"], "true_labels": list(src["true_labels"]), "duplicate_of_split": src_split, "duplicate_of": src["sample_id"],
+                     "problem": src["problem"],
+                     "true_labels": list(src["true_labels"]), "duplicate_of_split": src_split, "duplicate_of": src["sample_id"],
                      "duplicate_kind": kind, "duplicate_transform": transform, "_box": box})
     return made

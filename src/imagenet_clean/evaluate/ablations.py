@@ -3,7 +3,8 @@
 Variants of the training set T (readable rows of the training manifest):
 
 * ``none``: T as it is (equals table 2's T run, shared through the cache);
-* ``fixes``: only the label fixes applied;
+* ``fixes``: only the label fixes applied (an image kept with a label set, action
+  ``relabel_set``, counts as a fix to the first class of its set, as T_c trains on it);
 * ``removals``: only the removals applied;
 * ``merges``: only the category merges applied (to the original labels);
 * ``all``: fixes, then removals, then merges: T_c without its placeholders.
@@ -29,7 +30,7 @@ import pandas as pd
 
 from ..io import read_table, write_json
 from ..workspace import Workspace
-from .accuracy import PLACEHOLDER, TRAIN_SPLIT
+from .accuracy import ACTION_SET, PLACEHOLDER, TRAIN_SPLIT
 from .splits import primary_set, write_skipped
 from .table2 import (
     CONTENT_COLUMNS,
@@ -71,7 +72,8 @@ def merge_map(clean: pd.DataFrame, decisions: pd.DataFrame | None = None, *, sou
     """The category merges (source label -> target label) that a clean manifest applied.
 
     Read from its ``merge`` rows (``orig_label`` -> ``label``) and, given the
-    decisions, its ``fix+merge`` rows (fixed label -> ``label``).
+    decisions, its ``fix+merge`` rows (fixed label -> ``label``) and its ``relabel_set``
+    rows whose first class was merged (the decision's first class -> ``label``).
 
     Raises:
         ValueError: a column is missing or one class was merged into two classes.
@@ -80,11 +82,12 @@ def merge_map(clean: pd.DataFrame, decisions: pd.DataFrame | None = None, *, sou
         if col not in clean.columns:
             raise ValueError(f"{source}: missing column {col!r}")
     pairs = clean.loc[clean["action"] == "merge", ["orig_label", "label"]].to_numpy().tolist()
-    fm = clean[clean["action"] == "fix+merge"]
+    fm = clean[clean["action"].isin(["fix+merge", ACTION_SET])]
     if len(fm) and decisions is not None:
         fixed = decisions.set_index("sample_id")["new_label"]
         src = fixed.reindex(fm["sample_id"]).to_numpy()
-        pairs += [[s, t] for s, t in zip(src, fm["label"].to_numpy()) if pd.notna(s)]
+        pairs += [[s, t] for s, t, a in zip(src, fm["label"].to_numpy(), fm["action"].to_numpy())
+                  if pd.notna(s) and (a != ACTION_SET or int(s) != int(t))]
     out: dict[int, int] = {}
     for s, t in pairs:
         s, t = int(s), int(t)
@@ -124,9 +127,9 @@ def variant_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame, merges: Ma
     if decisions["sample_id"].duplicated().any():
         dup = decisions.loc[decisions["sample_id"].duplicated(), "sample_id"].iloc[0]
         raise ValueError(f"decisions: sample_id {dup!r} appears more than once")
-    bad = sorted(set(decisions["action"]) - {"keep", "fix", "remove"})
+    bad = sorted(set(decisions["action"]) - {"keep", "fix", "remove", ACTION_SET})
     if bad:
-        raise ValueError(f"decisions: unknown action(s) {bad}; expected keep, fix or remove")
+        raise ValueError(f"decisions: unknown action(s) {bad}; expected keep, fix, remove or {ACTION_SET}")
     usable = manifest["status"] == "ok" if "status" in manifest.columns else pd.Series(True, index=manifest.index)
     if "action" in manifest.columns:
         usable &= manifest["action"] != PLACEHOLDER
@@ -139,7 +142,7 @@ def variant_manifest(manifest: pd.DataFrame, decisions: pd.DataFrame, merges: Ma
     action = dec["action"].to_numpy()
     rows["orig_label"] = rows["label"]
     if v.fixes:
-        fix = action == "fix"
+        fix = (action == "fix") | (action == ACTION_SET)
         rows.loc[fix, "label"] = dec["new_label"].to_numpy()[fix].astype("int64")
     if v.merges and merges:
         rows["label"] = rows["label"].map(lambda x: merges.get(int(x), int(x))).astype("int64")

@@ -5,6 +5,12 @@ the original split ``V`` (manifest rows with status ``ok``, original labels) or
 the cleaned split ``V_c`` (clean manifest rows except placeholders, cleaned
 labels). Accuracies are in percent, as in the paper's tables.
 
+When a cleaned split's clean manifest carries label sets (a ``labels`` column,
+issue 30; docs/label-sets.md) its set also has a ReaL-style *set accuracy*
+: a prediction is right when its top-1 (after merges, as top-1 is
+scored) is any class of the row's set, key ``top1_set``. Without the column there
+is no ``top1_set`` figure anywhere, so the tables are what they were.
+
 The files of cleaning round ``r`` are named by
 :class:`~imagenet_clean.workspace.Workspace`: round 1 is the pipeline's own
 ``data/`` and ``metrics/``; round ``r >= 2`` lives under ``data/rounds/<r>/``
@@ -30,8 +36,15 @@ TRAIN_SPLIT = "train"
 PLACEHOLDER = "placeholder"
 """``action`` of a clean-manifest row that stands for an emptied (merged-away) class."""
 
+
 CLEAN_SUFFIX = "_clean"
 """Key suffix of a cleaned evaluation set: ``val`` -> ``val_clean``."""
+
+LABELS = "labels"
+"""The clean manifest's optional label-set column (list of class indices after merges; ``[label]`` on most rows)."""
+
+SET_METRIC = "top1_set"
+"""Key of the set accuracy (top-1 in the row's label set) beside ``top1``/``top5``, where label sets exist."""
 
 SYMBOLS = {"train": "T", "val": "V", "v2": "V2"}
 """The paper's symbols for the usual split names (others are shown by name)."""
@@ -58,6 +71,9 @@ class EvalSet:
             through before they are scored (:func:`ranked_topk`); None: no merges.
         subset: The class subset the split covers (``imagenet_r``): predictions
             are restricted to it before scoring; None: all classes.
+        label_sets: (N, S) int64 label sets aligned with ``sample_ids``, padded
+            with -1 (:func:`padded_sets`); None: the set has no label sets and
+            no set accuracy.
     """
 
     name: str
@@ -66,6 +82,7 @@ class EvalSet:
     labels: np.ndarray
     merges: np.ndarray | None = None
     subset: str | None = None
+    label_sets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.sample_ids)
@@ -73,17 +90,28 @@ class EvalSet:
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Top-1/top-5 accuracy in percent over ``n`` samples; ``n_error`` rows had no prediction (counted wrong)."""
+    """Top-1/top-5 accuracy in percent over ``n`` samples; ``n_error`` rows had no prediction (counted wrong).
+
+    ``top1_set`` is the set accuracy (top-1 in the row's label set), None when the
+    evaluation set has no label sets.
+    """
 
     n: int
     top1: float
     top5: float
     n_error: int = 0
+    top1_set: float | None = None
 
     def as_dict(self) -> dict:
-        """JSON-ready fields; the ``nan`` accuracies of an empty set become ``None`` (JSON null)."""
+        """JSON-ready fields; the ``nan`` accuracies of an empty set become ``None`` (JSON null).
+
+        ``top1_set`` (:data:`SET_METRIC`) follows ``top5`` only when the evaluation set has label sets.
+        """
         nan_to_none = lambda x: None if x != x else x  # noqa: E731
-        return {"n": self.n, "top1": nan_to_none(self.top1), "top5": nan_to_none(self.top5), "n_error": self.n_error}
+        out = {"n": self.n, "top1": nan_to_none(self.top1), "top5": nan_to_none(self.top5)}
+        if self.top1_set is not None:
+            out[SET_METRIC] = nan_to_none(self.top1_set)
+        return out | {"n_error": self.n_error}
 
 
 def _check_columns(df: pd.DataFrame, columns: Sequence[str], source: str) -> None:
@@ -107,6 +135,9 @@ def cleaned_set(clean: pd.DataFrame, *, name: str, split: str, source: str = "cl
                 merges: np.ndarray | None = None) -> EvalSet:
     """The cleaned split: clean-manifest rows except placeholders, with their cleaned labels.
 
+    With a ``labels`` column (label sets, after merges) the set carries them for
+    the set accuracy; an empty cell counts as the row's own label.
+
     Args:
         clean: The clean manifest.
         name: Key in the metrics files.
@@ -115,20 +146,52 @@ def cleaned_set(clean: pd.DataFrame, *, name: str, split: str, source: str = "cl
         merges: The (K,) merge lookup the cleaned labels went through (see :func:`merge_lookup`).
 
     Raises:
-        ValueError: a column is missing or sample ids repeat.
+        ValueError: a column is missing, sample ids repeat, or a label set does not
+            start with its row's label.
     """
     _check_columns(clean, ("sample_id", "label", "action"), source)
     rows = clean[clean["action"] != PLACEHOLDER]
-    return _make_set(rows, name=name, split=split, source=source, merges=merges)
+    sets = None
+    if LABELS in rows.columns:
+        sets = padded_sets(rows[LABELS], rows["label"].to_numpy(np.int64), sample_ids=rows["sample_id"].to_numpy(dtype=object),
+                           source=source)
+    return _make_set(rows, name=name, split=split, source=source, merges=merges, label_sets=sets)
 
 
-def _make_set(rows: pd.DataFrame, *, name: str, split: str, source: str, merges: np.ndarray | None = None) -> EvalSet:
+def padded_sets(sets, labels: np.ndarray, *, sample_ids=None, source: str = "clean manifest") -> np.ndarray:
+    """Label sets as an (N, S) int64 array padded with -1; an empty (or null) set is the row's ``labels`` entry.
+
+    Args:
+        sets: N sequences of class indices (a clean manifest's ``labels`` column).
+        labels: (N,) the rows' labels; each non-empty set must start with its label.
+        sample_ids: For error messages.
+        source: Name of the file, for error messages.
+
+    Raises:
+        ValueError: a set does not start with its row's label (quoting the sample).
+    """
+    labels = np.asarray(labels, np.int64)
+    lists = [list(s) if s is not None and len(s) else [int(lab)] for s, lab in zip(sets, labels)]
+    width = max((len(x) for x in lists), default=1)
+    out = np.full((len(lists), width), -1, np.int64)
+    for i, x in enumerate(lists):
+        out[i, : len(x)] = x
+    bad = np.flatnonzero(out[:, 0] != labels) if len(out) else np.array([], int)
+    if len(bad):
+        i = int(bad[0])
+        who = repr(sample_ids[i]) if sample_ids is not None else f"row {i}"
+        raise ValueError(f"{source}: the label set {lists[i]} of sample {who} does not start with its label {int(labels[i])}")
+    return out
+
+
+def _make_set(rows: pd.DataFrame, *, name: str, split: str, source: str, merges: np.ndarray | None = None,
+              label_sets: np.ndarray | None = None) -> EvalSet:
     ids = rows["sample_id"].to_numpy(dtype=object)
     dup = pd.Index(ids)[pd.Index(ids).duplicated()]
     if len(dup):
         raise ValueError(f"{source}: sample_id {dup[0]!r} appears more than once")
     return EvalSet(name=name, split=split, sample_ids=ids, labels=rows["label"].to_numpy(dtype=np.int64),
-                   merges=merges, subset=subset_of(split))
+                   merges=merges, subset=subset_of(split), label_sets=label_sets)
 
 
 def subset_of(split: str) -> str | None:
@@ -255,8 +318,22 @@ def hits(top5: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return top5[:, 0] == labels, (top5 == labels[:, None]).any(axis=1)
 
 
+def set_hits(top1: np.ndarray, label_sets: np.ndarray) -> np.ndarray:
+    """Per-sample set hits: the top-1 class is one of the row's label set (ReaL-style).
+
+    Args:
+        top1: (N,) predicted classes (-1: no prediction, never a hit).
+        label_sets: (N, S) label sets padded with -1 (:func:`padded_sets`).
+    """
+    top1 = np.asarray(top1, np.int64)
+    label_sets = np.asarray(label_sets, np.int64)
+    if label_sets.ndim != 2 or len(label_sets) != len(top1):
+        raise ValueError(f"label sets have shape {label_sets.shape}, expected ({len(top1)}, S)")
+    return (top1 >= 0) & (label_sets == top1[:, None]).any(axis=1)
+
+
 def accuracy(predictions: Predictions, sample_ids, labels, *, source: str = "predictions",
-             merges: np.ndarray | None = None, subset: str | None = None) -> Accuracy:
+             merges: np.ndarray | None = None, subset: str | None = None, label_sets: np.ndarray | None = None) -> Accuracy:
     """Top-1/top-5 accuracy (percent) of ``predictions`` over the given samples and labels.
 
     Rows whose prediction status is not ``ok`` count as misses and are reported in
@@ -272,6 +349,8 @@ def accuracy(predictions: Predictions, sample_ids, labels, *, source: str = "pre
         source: Name of the prediction file, for error messages.
         merges: (K,) merge lookup the labels went through (the cleaned sets), or None.
         subset: Class subset of the split (``imagenet_r``), or None.
+        label_sets: (N, S) label sets after merges, padded with -1 (:func:`padded_sets`):
+            also the set accuracy (top-1, as scored above, in the row's set); None: no set accuracy.
 
     Raises:
         ValueError: a sample has no row in ``predictions``, sample ids repeat in
@@ -293,9 +372,18 @@ def accuracy(predictions: Predictions, sample_ids, labels, *, source: str = "pre
     if (pos < 0).any():
         missing = sample_ids[pos < 0]
         raise ValueError(f"{source}: {len(missing)} sample(s) have no prediction, e.g. {list(missing[:3])}")
+    if label_sets is not None:
+        label_sets = np.asarray(label_sets, np.int64)
+        if label_sets.shape[:1] != labels.shape:
+            raise ValueError(f"{len(labels)} labels but {len(label_sets)} label sets")
+        bad_set = ((label_sets < -1) | (label_sets >= k)).any(axis=1)
+        if bad_set.any():
+            i = int(np.flatnonzero(bad_set)[0])
+            raise ValueError(f"{source}: label set {label_sets[i][label_sets[i] >= 0].tolist()} of sample {sample_ids[i]!r} "
+                             f"is outside the model's {k} classes")
     n = len(sample_ids)
     if n == 0:
-        return Accuracy(n=0, top1=float("nan"), top5=float("nan"))
+        return Accuracy(n=0, top1=float("nan"), top5=float("nan"), top1_set=None if label_sets is None else float("nan"))
     ok = predictions.ok[pos]
     if subset is not None and k != NUM_IMAGENET_CLASSES:
         subset = None  # a subset of ImageNet-1k; another class list has no such subset (predict-split refuses it)
@@ -306,7 +394,8 @@ def accuracy(predictions: Predictions, sample_ids, labels, *, source: str = "pre
     h1, h5 = hits(top5, labels)
     h1 &= ok
     h5 &= ok
-    return Accuracy(n=n, top1=_pct(h1), top5=_pct(h5), n_error=int((~ok).sum()))
+    hs = None if label_sets is None else _pct(set_hits(top5[:, 0], label_sets) & ok)
+    return Accuracy(n=n, top1=_pct(h1), top5=_pct(h5), n_error=int((~ok).sum()), top1_set=hs)
 
 
 def _pct(mask: np.ndarray) -> float:
@@ -316,4 +405,5 @@ def _pct(mask: np.ndarray) -> float:
 def evaluate_file(path: str | Path, sets: Sequence[EvalSet]) -> dict[str, Accuracy]:
     """Accuracy of one prediction file on each evaluation set, keyed by set name."""
     preds = read_predictions(path)
-    return {s.name: accuracy(preds, s.sample_ids, s.labels, source=str(path), merges=s.merges, subset=s.subset) for s in sets}
+    return {s.name: accuracy(preds, s.sample_ids, s.labels, source=str(path), merges=s.merges, subset=s.subset,
+                             label_sets=s.label_sets) for s in sets}

@@ -14,6 +14,7 @@ ordered object whose keys read well as table columns, the split first::
     train.merges ...                      samples whose class a merge changed
     train.changed ...                     share of the split fixed or removed
     table1.val_c                          mean top-1 of the cleanup models on the cleaned validation split
+    table1.val_c_set                      their mean set accuracy there (top-1 in the label set; only with label sets)
     table2.T table2.T_c table2.gain       table 2's headline: T and T_c top-1 on the headline set, T_c - T
 
 Keys are flat strings (``"train.removals"``) rather than nested objects so
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from .accuracy import CLEAN_SUFFIX
+from .accuracy import CLEAN_SUFFIX, SET_METRIC
 from .splits import primary_set, table_rows
 
 SPLITS = ("train", "val", "v2")
@@ -89,8 +90,11 @@ def table2_gain(table2: Mapping | None) -> tuple[dict[str, float], str | None]:
     return {k: round(sum(v) / len(v), 2) for k, v in vals.items() if v}, used
 
 
-def table1_clean_accuracy(table1: Mapping | None) -> float | None:
-    """Mean top-1 (percent) of the cleanup models on table 1's headline cleaned set (``val_clean``), or None."""
+def table1_clean_accuracy(table1: Mapping | None, metric: str = "top1") -> float | None:
+    """Mean top-1 (percent) of the cleanup models on table 1's headline cleaned set (``val_clean``), or None.
+
+    ``metric="top1_set"``: their mean set accuracy there, None when the set has no label sets.
+    """
     if _skipped(table1):
         return None
     rows = [r for r in table_rows(table1).values() if isinstance(r, Mapping) and r.get("cleanup", True)]
@@ -98,7 +102,7 @@ def table1_clean_accuracy(table1: Mapping | None) -> float | None:
     primary = primary_set(sets)
     if primary is None:
         return None
-    top1 = [r[primary]["top1"] for r in rows if isinstance(r.get(primary), Mapping) and r[primary].get("top1") is not None]
+    top1 = [r[primary][metric] for r in rows if isinstance(r.get(primary), Mapping) and r[primary].get(metric) is not None]
     return round(sum(top1) / len(top1), 2) if top1 else None
 
 
@@ -157,6 +161,9 @@ def headline_metrics(cleanup: Mapping[str, Mapping | None], *, detection: Mappin
     v = table1_clean_accuracy(table1)
     if v is not None:
         out["table1.val_c"] = v
+    v = table1_clean_accuracy(table1, SET_METRIC)
+    if v is not None:
+        out["table1.val_c_set"] = v
     for k, v in table2_gain(table2)[0].items():
         out[f"table2.{k}"] = v
     return out

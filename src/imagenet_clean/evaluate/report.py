@@ -24,7 +24,8 @@ from ..constants import SKIPPED_WHY
 from ..io import read_metadata, read_table, write_text
 from ..workspace import Workspace
 from . import paper
-from .accuracy import CLEAN_SUFFIX, SYMBOLS, symbol
+from .accuracy import ACTION_SET as SET_ACTION
+from .accuracy import CLEAN_SUFFIX, SET_METRIC, SYMBOLS, symbol
 from .splits import SKIPPED_SPLITS, primary_set, skip_reason_of, table_rows
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,20 @@ def _stat(s: Mapping | float | None) -> str:
 
 
 def _pair(cell: Mapping | None) -> str:
-    """``top1/top5`` of an accuracy cell (plain or summarised)."""
+    """``top1/top5`` of an accuracy cell (plain or summarised); ``top1/top5/set`` where the set has label sets."""
     if not cell:
         return "-"
-    return f"{_stat(cell.get('top1'))}/{_stat(cell.get('top5'))}"
+    out = f"{_stat(cell.get('top1'))}/{_stat(cell.get('top5'))}"
+    return out + f"/{_stat(cell[SET_METRIC])}" if SET_METRIC in cell else out
+
+
+SET_NOTE = ("Set: the ReaL-style set accuracy on a cleaned split whose images may carry a label set "
+            "(several plausible classes): a prediction counts when its top-1 is any class of the set (docs/label-sets.md).")
+"""Caption sentence of a table holding set accuracies."""
+
+
+def _has_set(cells) -> bool:
+    return any(isinstance(c, Mapping) and SET_METRIC in c for c in cells)
 
 
 def _paper_pair(p) -> str:
@@ -111,8 +122,10 @@ def render_table1(t1: Mapping) -> str:
     first = next(iter(t1.values()))
     splits = _splits_of(first)
     header = ["Model"]
+    with_set = {s: _has_set(row.get(s + CLEAN_SUFFIX) for row in t1.values()) for s in splits}
     for s in splits:
-        header += [f"Label errors ({symbol(s)})", f"Top-1/Top-5 {symbol(s)}", f"Top-1/Top-5 {symbol(s + CLEAN_SUFFIX)}", "Gain top-1/top-5"]
+        clean_head = f"Top-1/Top-5{'/Set' if with_set[s] else ''} {symbol(s + CLEAN_SUFFIX)}"
+        header += [f"Label errors ({symbol(s)})", f"Top-1/Top-5 {symbol(s)}", clean_head, "Gain top-1/top-5"]
     rows = []
     for model, row in t1.items():
         cells = [model if row.get("cleanup", True) else f"{model} (not used in the clean-up)"]
@@ -130,7 +143,7 @@ def render_table1(t1: Mapping) -> str:
     return (
         "## Table 1: cleanup models on the original and cleaned splits\n\n"
         + _md(header, rows)
-        + f"\nTop-1/top-5 in percent. {sizes}.\n\n"
+        + f"\nTop-1/top-5 in percent. {sizes}.{' ' + SET_NOTE if any(with_set.values()) else ''}\n\n"
         + f"<details><summary>Paper (ImageNet)</summary>\n\n{paper.PAPER_TABLE1_CAPTION}\n\n{ref}\n</details>\n"
     )
 
@@ -189,7 +202,10 @@ def render_table2(t2: Mapping) -> str:
         "each seed gives one paired difference T_c - T, and the gain is their mean with its 95 % Student-t "
         "interval. The verdict is \"helps\" or \"hurts\" when the interval excludes 0 (beyond seed noise), "
         "else \"not resolved\". The paper's two V2 columns (its models trained on T_c) correspond to T_c, V2 "
-        "and T_c, V2_c here.\n"
+        "and T_c, V2_c here."
+        + (" A third figure in a cell is the set accuracy. " + SET_NOTE
+           if _has_set(cell for row in t2.values() for t in ("T", "T_c") for cell in row.get(t, {}).values()) else "")
+        + "\n"
         + (f"\nVerdict not computed: {why}.\n" if why else "")
         + "\nPaired top-1 gain T_c - T on every evaluated set [95 % CI] and verdict:\n\n"
         + _md(["Model", *(symbol(s) for s in ordered)], gains)
@@ -306,6 +322,7 @@ def render_cleanup(cleanup: Mapping[str, Mapping | None]) -> str:
         cleanup: ``{split: metrics/cleanup/<split>.json content or None}``; a skipped or missing split is named.
     """
     rows, notes = [], []
+    with_sets = any(isinstance(m, Mapping) and SET_ACTION in m for m in cleanup.values())  # label sets (issue 30): only then
     for split in sorted(cleanup, key=_split_order):
         m = cleanup[split]
         if not m:
@@ -321,13 +338,15 @@ def render_cleanup(cleanup: Mapping[str, Mapping | None]) -> str:
         rows.append([
             symbol(split), str(n), _count(m.get("fix"), rate("fix")), _count(m.get("remove"), rate("remove")),
             _count(m.get("merged"), rate("merged")),
+            *([_count(m.get(SET_ACTION), rate(SET_ACTION))] if with_sets else []),
             ", ".join(f"{k} {v:g}" for k, v in thr.items()) + (f" (\\|M\\| = {m['n_models']})" if "n_models" in m else ""),
             "-" if ref is None else f"{ref['fixes']} ({ref['fixes_pct']} %)",
             "-" if ref is None else f"{ref['removals']} ({ref['removals_pct']} %)",
         ])
     out = "## Cleanup: what changed per split\n\n"
     if rows:
-        out += _md(["split", "images", "fixes", "removals", "merged", "thresholds (models)", "paper fixes", "paper removals"], rows)
+        out += _md(["split", "images", "fixes", "removals", "merged", *(["label sets"] if with_sets else []), "thresholds (models)",
+                    "paper fixes", "paper removals"], rows)
         out += ("\nPaper: ILSVRC12 validation (50 000 images, 10 models), training (1.28 M, 8 models, 4-fold), "
                 "ImageNetV2 (10 000, 10 models); it gives no per-split merge counts.\n")
     if notes:

@@ -24,6 +24,7 @@ from ..progress import progress
 from ..workspace import Workspace
 from .accuracy import (
     PLACEHOLDER,
+    SET_METRIC,
     TRAIN_SPLIT,
     EvalSet,
     accuracy,
@@ -288,7 +289,10 @@ def cached_run(ctx: RetrainContext, samples: pd.DataFrame, *, arch: str, seed: i
 
 
 def run_accuracies(ctx: RetrainContext, folder: Path, set_names: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-    """Top-1/top-5 (percent; ``None`` for an empty set) of a cached run on each evaluation set."""
+    """Top-1/top-5 (percent; ``None`` for an empty set) of a cached run on each evaluation set.
+
+    A set with label sets also has ``top1_set`` (top-1 in the row's label set, :func:`.accuracy.accuracy`).
+    """
     out, preds = {}, {}
     for name, s in ctx.eval_sets.items():
         if set_names is not None and name not in set_names:
@@ -296,8 +300,8 @@ def run_accuracies(ctx: RetrainContext, folder: Path, set_names: Sequence[str] |
         if s.split not in preds:
             preds[s.split] = read_predictions(folder / f"{s.split}.parquet")
         acc = accuracy(preds[s.split], s.sample_ids, s.labels, source=str(folder / f"{s.split}.parquet"),
-                       merges=s.merges, subset=s.subset).as_dict()
-        out[name] = {"top1": acc["top1"], "top5": acc["top5"]}
+                       merges=s.merges, subset=s.subset, label_sets=s.label_sets).as_dict()
+        out[name] = {k: acc[k] for k in ("top1", "top5", SET_METRIC) if k in acc}
     return out
 
 

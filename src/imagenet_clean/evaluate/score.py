@@ -9,6 +9,9 @@ Embedded default (``dataset.truth``: a parquet with ``split``, ``sample_id``,
   (:data:`PROBLEMS`) or carries a wrong label; recall is over those samples,
   less the wrong labels that were fixed correctly;
 * ``detected``: any action other than keep, against the same positives;
+* a ``multi_object`` scene given a label set (action ``relabel_set``) is remedied:
+  it leaves the removal recall's positives (:mod:`~imagenet_clean.evaluate.score_sets`
+  scores the sets themselves);
 * images of the synonym class (problem ``synonym``) are left out: the merge is their remedy;
 * labels are compared after the category merges (``merge_lut``): a fix to a
   merge partner (digit one -> its synonym class, or back) changes nothing once
@@ -96,6 +99,8 @@ def score_decisions(decisions: pd.DataFrame, truth: pd.DataFrame, *, merge_lut: 
     fix = act == "fix"
     fix_ok = fix & (new == true)
     remove = act == "remove"
+    # a multi-class scene given a label set is remedied, not a missed removal (evaluate/score_sets.py scores the sets)
+    set_ok = (act == "relabel_set") & (d["problem"].fillna("").astype(str).to_numpy() == "multi_object")
     out = {
         "samples": int(len(d)),
         "unreadable": int(unreadable.sum()),
@@ -106,7 +111,7 @@ def score_decisions(decisions: pd.DataFrame, truth: pd.DataFrame, *, merge_lut: 
         "wrong_labels": int(wrong.sum()),
         "problem_images": int(problem.sum()),
         "fix": prf(fix_ok.sum(), fix.sum(), wrong.sum()),
-        "remove": prf((remove & bad).sum(), remove.sum(), (bad & ~fix_ok).sum()),
+        "remove": prf((remove & bad).sum(), remove.sum(), (bad & ~fix_ok & ~set_ok).sum()),
         "detected": prf(((act != "keep") & bad).sum(), (act != "keep").sum(), bad.sum()),
         "baseline": {},
     }

@@ -65,6 +65,7 @@ from ..constants import PAIRED_CONFIDENCE, PAIRED_MIN_PAIRS
 from ..io import read_table, write_json
 from ..workspace import Workspace
 from .accuracy import (
+    SET_METRIC,
     TRAIN_SPLIT,
 )
 from .retrain import (  # noqa: F401  (the retraining machinery; tests and callers of table 2 import these from here too)
@@ -157,10 +158,16 @@ def paired_gain(base: Sequence[float | None], other: Sequence[float | None], *, 
     return {"gain": gain, "ci95": [lo, hi], "pairs": n, "sd": round(sd, 4), "verdict": verdict, "beyond_noise": verdict != "not resolved"}
 
 
+def metrics_of(runs: Mapping[int, Mapping[str, Mapping[str, float]]], set_name: str) -> tuple[str, ...]:
+    """The accuracy metrics the runs have on ``set_name``: ``top1``, ``top5`` and, where label sets exist, ``top1_set``."""
+    first = next(iter(runs.values()), {}).get(set_name, {})
+    return ("top1", "top5", SET_METRIC) if SET_METRIC in first else ("top1", "top5")
+
+
 def aggregate(runs: Mapping[int, Mapping[str, Mapping[str, float]]]) -> dict:
-    """``{set: {"top1": summary, "top5": summary}}`` over the seeds of ``runs``."""
+    """``{set: {"top1": summary, "top5": summary}}`` over the seeds of ``runs`` (plus ``top1_set`` where the set has label sets)."""
     sets = next(iter(runs.values())).keys() if runs else ()
-    return {s: {k: summarize([r[s][k] for r in runs.values()]) for k in ("top1", "top5")} for s in sets}
+    return {s: {k: summarize([r[s][k] for r in runs.values()]) for k in metrics_of(runs, s)} for s in sets}
 
 
 def per_metric(runs: Mapping[int, Mapping[str, Mapping[str, float]]], set_name: str, metric: str) -> list[float]:
@@ -211,7 +218,7 @@ def table2(
                    samples in train_sets.items()}
         row = {name: aggregate(r) for name, r in per_set.items()}
         row["gain"] = {
-            s: {m: paired_gain(per_metric(per_set["T"], s, m), per_metric(per_set["T_c"], s, m)) for m in ("top1", "top5")}
+            s: {m: paired_gain(per_metric(per_set["T"], s, m), per_metric(per_set["T_c"], s, m)) for m in metrics_of(per_set["T"], s)}
             for s in ctx.eval_sets
         }
         primary = primary_set(list(ctx.eval_sets))
@@ -228,10 +235,12 @@ def headline_row(row: Mapping, set_name: str, *, seeds: int) -> dict:
     Returns:
         ``{"set", "seeds", "top1": {"T", "T_c", **paired_gain}, "top5": {...}}``; ``T``/``T_c``
         are mean accuracies, the rest :func:`paired_gain` of T_c against T (gain, interval, verdict).
+        Where ``set_name`` has label sets, a third block ``"top1_set"`` does the same for the set accuracy.
     """
     out: dict = {"set": set_name, "seeds": int(seeds)}
-    for m in ("top1", "top5"):
-        out[m] = {"T": row["T"][set_name][m]["mean"], "T_c": row["T_c"][set_name][m]["mean"], **row["gain"][set_name][m]}
+    for m in ("top1", "top5", SET_METRIC):
+        if m in row["gain"][set_name]:
+            out[m] = {"T": row["T"][set_name][m]["mean"], "T_c": row["T_c"][set_name][m]["mean"], **row["gain"][set_name][m]}
     return out
 
 

@@ -26,6 +26,13 @@ Safety, in order:
 
 The source is only ever read: symlinks and copies leave it alone; hard links
 share the source's inodes, so do not edit files in a hard-linked tree in place.
+
+Label sets (issue 30; docs/label-sets.md): a ``relabel_set`` row is an image that
+plausibly shows several classes. ``label_sets`` (:data:`LABEL_SET_MODES`) says what
+the tree does with them: ``csv`` (the default) files each under the first class of
+its set and writes every set to ``label_sets.csv`` beside the tree; ``first`` files
+them the same way and writes no set; ``drop`` leaves them out like removals. A
+manifest without label sets builds the same tree and files as before.
 """
 from __future__ import annotations
 
@@ -47,8 +54,10 @@ from ..leftovers import sweep_temporaries
 from . import card as _card
 from .filelist import CLASSES_FILE, format_file_list, write_if_changed
 from .plan import (  # noqa: F401  (CLEAN_COLUMNS, SourceMismatchError, format_problems: callers of apply use them from here)
+    ACTION_SET,
     CLEAN_COLUMNS,
     IMAGE_EXTENSIONS,
+    LABELS,
     Entry,
     SourceChecker,
     SourceMismatchError,
@@ -65,6 +74,47 @@ STATE_FILE = ".imagenet-clean-apply.json"
 RENAMED_FILE = "renamed.tsv"  # a folder dataset's name clashes: sample_id<TAB>its path in the tree
 CARD_FILE = "README.md"
 TMP_SUFFIX = ".imagenet-clean-tmp"
+LABEL_SETS_FILE = "label_sets.csv"  # path,labels,wnids of every image kept with a label set (--label-sets csv)
+
+LABEL_SET_MODES = {
+    "csv": "keep them under the first label of their set and write every set to label_sets.csv beside the tree",
+    "first": "keep them under the first label of their set; write no set",
+    "drop": "leave them out of the tree, like removed images",
+}
+"""What ``apply`` does with the images kept with a label set (action ``relabel_set``), by ``--label-sets`` value."""
+DEFAULT_LABEL_SETS = "csv"
+"""Lossless and ImageFolder-safe: the tree is the ``first`` tree (what training uses) and no set is thrown away."""
+
+
+def check_label_sets_mode(value: str) -> str:
+    """``value`` when it is a :data:`LABEL_SET_MODES` key.
+
+    Raises:
+        ValueError: naming the value and the known ones (one line).
+    """
+    if value not in LABEL_SET_MODES:
+        raise ValueError(f"--label-sets {value!r} is not one of {', '.join(LABEL_SET_MODES)}")
+    return value
+
+
+def format_label_sets(entries, set_of: dict[str, tuple[int, ...]], class_order: list[str]) -> str:
+    """``label_sets.csv``: one row per tree entry with a label set, ``path,labels,wnids``, sorted by path.
+
+    ``path`` is the entry's path in the tree (as in the file list), ``labels`` the set
+    as a JSON list of class indices (``classes.txt`` order, the first is the entry's
+    folder), ``wnids`` the same set as a JSON list of class ids.
+    """
+    import csv
+    import io as _io
+
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("path", "labels", "wnids"))
+    for dest, the_set in sorted((e.dest, set_of[e.sample_id]) for e in entries if e.sample_id in set_of):
+        w.writerow((dest, json.dumps(list(the_set), separators=(",", ":")),
+                    json.dumps([class_order[c] if c < len(class_order) else str(c) for c in the_set], ensure_ascii=False,
+                               separators=(",", ":"))))
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- link modes
@@ -297,6 +347,7 @@ def apply_clean(
     workers: int = 4,
     revision: str | None = None,
     keep_removed: str | Path | None = None,
+    label_sets: str = DEFAULT_LABEL_SETS,
 ) -> dict:
     """Build the cleaned ImageFolder tree of one split from its clean manifest.
 
@@ -319,6 +370,11 @@ def apply_clean(
         keep_removed: Also put the removed files (``decisions`` rows with action
             ``remove`` whose file exists) in this separate tree, under their
             original class, outside ``out`` and ``root``.
+        label_sets: What to do with the images kept with a label set (action
+            ``relabel_set``), one of :data:`LABEL_SET_MODES`: ``csv`` (default)
+            keeps them under the first label and writes ``<out>/label_sets.csv``
+            (``path,labels,wnids``), ``first`` keeps them under the first label
+            only, ``drop`` leaves them out (counted as removed).
 
     A folder dataset (manifest layout ``imagefolder`` or ``csv``) keeps each
     file's path below its class folder: ``<out>/<class>/<sub/path>``; a fix that
@@ -330,7 +386,10 @@ def apply_clean(
         and fix+merge), ``placeholders``, ``deepaugment``, ``removed`` (image
         files under ``root`` the tree leaves out), ``source_files``, ``images``
         (files in the tree), ``classes`` (class folders), ``created``,
-        ``unchanged``, ``stale_removed``, and ``split``/``mode``.
+        ``unchanged``, ``stale_removed``, and ``split``/``mode``. A manifest with
+        label sets (a ``labels`` column or ``relabel_set`` rows) adds
+        ``label_sets`` (rows with a set), ``label_sets_mode`` and
+        ``label_sets_dropped``.
 
     Raises:
         SourceMismatchError: a source file is missing or differs; nothing was written.
@@ -339,16 +398,27 @@ def apply_clean(
     """
     if mode not in LINK_MODES:
         raise ValueError(f"mode {mode!r} is not one of {sorted(LINK_MODES)}")
+    check_label_sets_mode(label_sets)
     clean_manifest_path, root, out = Path(clean_manifest_path), Path(root), Path(out)
     if out.is_dir():
         sweep_temporaries(out, recursive=False)  # a killed run's state / file list / card writes (leftovers.py)
     root_real, _ = _check_paths(root, out)
     clean, meta = load_clean_manifest(clean_manifest_path)
     _check_class_names(clean["wnid"])
+    is_set = (clean["action"] == ACTION_SET).to_numpy()
+    has_sets = LABELS in clean.columns or bool(is_set.any())
+    set_of = {}
+    if LABELS in clean.columns:
+        set_of = {sid: s for sid, s, flag in zip(clean["sample_id"], clean[LABELS], is_set) if flag and len(s)}
+    set_of.update({sid: (int(lab),) for sid, lab, flag in zip(clean["sample_id"], clean["label"], is_set)
+                   if flag and sid not in set_of})
+    all_rows = clean
+    if label_sets == "drop":
+        clean = clean[~is_set].reset_index(drop=True)
     nested = meta.get("layout") if meta.get("layout") in NESTED_LAYOUTS else None
     if keep_removed is not None:
         _check_keep_removed(Path(keep_removed), root=root, out=out, decisions=decisions)
-    order = _class_order(clean, meta, classes)
+    order = _class_order(all_rows, meta, classes)
     split = meta.get("split") or clean_manifest_path.stem
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
         split = "clean"
@@ -370,7 +440,8 @@ def apply_clean(
     previous = set(state["entries"])
     if not set(planned) <= previous or not state.get("complete", False):
         out.mkdir(parents=True, exist_ok=True)
-        _write_state(out, {"complete": False, "entries": sorted(previous | set(planned)), "mode": mode})
+        _write_state(out, {"complete": False, "entries": sorted(previous | set(planned)), "mode": mode,
+                           **({"label_sets_file": True} if state.get("label_sets_file") else {})})
     out_real = out.resolve()
     for wnid in sorted({e.wnid for e in entries}):
         d = out / wnid
@@ -402,6 +473,9 @@ def apply_clean(
         "unchanged": int(len(made) - sum(made)),
         "stale_removed": stale_removed,
     }
+    if has_sets:
+        counts.update(label_sets=int(is_set.sum()), label_sets_mode=label_sets,
+                      label_sets_dropped=int(is_set.sum()) if label_sets == "drop" else 0)
     if nested:
         counts["renamed"] = len(clashes)
         write_if_changed(out / RENAMED_FILE, "".join(f"{sid}\t{dest}\n" for sid, dest in sorted(clashes.items())))
@@ -425,5 +499,18 @@ def apply_clean(
         revision=revision,
     )
     write_if_changed(out / CARD_FILE, text)
-    _write_state(out, {"complete": True, "entries": planned, "mode": mode})
+    sets_file = out / LABEL_SETS_FILE
+    if has_sets and label_sets == "csv":
+        if not state.get("label_sets_file"):  # recorded before the file exists, so a killed run's file is still ours
+            _write_state(out, {"complete": False, "entries": sorted(previous | set(planned)), "mode": mode, "label_sets_file": True})
+        base_of = {copy: base for copy, base in copies}
+        entry_sets = {e.sample_id: set_of[base_of.get(e.sample_id, e.sample_id)] for e in entries
+                      if base_of.get(e.sample_id, e.sample_id) in set_of}
+        write_if_changed(sets_file, format_label_sets(entries, entry_sets, order))
+    elif state.get("label_sets_file") and sets_file.is_file():
+        sets_file.unlink()  # an earlier apply wrote it; this tree has no sets file
+    final_state = {"complete": True, "entries": planned, "mode": mode}
+    if has_sets and label_sets == "csv":
+        final_state["label_sets_file"] = True
+    _write_state(out, final_state)
     return counts

@@ -35,7 +35,14 @@ RULE_TEXT = {
     "consensus": "removal candidate: C_s >= h3 models missed the label in their top-5",
     "cam_exempt": "saved from consensus removal: a model's CAMs covered the bounding box",
     "unreadable": "removed: the image could not be read",
+    "label_set": "kept with a label set: the image plausibly shows several classes (filed under the first)",
 }
+LABEL_SET_NOTE = {
+    "csv": "filed under the first class of the set; every set in `label_sets.csv`",
+    "first": "filed under the first class of the set; the sets are not written",
+    "drop": "left out of this tree (counted as removed)",
+}
+"""The card's note on the label-set row, per ``--label-sets`` value."""
 
 
 def git_revision(path: str | Path) -> str | None:
@@ -121,6 +128,8 @@ def render_card(
                 ("placeholders (emptied classes)", counts["placeholders"], "one black image each"),
                 ("files in this tree", counts["images"], f"{n_real} real + {counts['placeholders']} placeholders"),
                 ("class folders", counts["classes"], f"of {len([c for c in class_order if c])} classes"),
+                *([("images with a label set", counts["label_sets"], LABEL_SET_NOTE.get(counts.get("label_sets_mode"), ""))]
+                  if "label_sets" in counts else []),
             ],
             ("what", "count", "note"),
         ),
@@ -136,7 +145,8 @@ def render_card(
         act = decisions["action"].value_counts() if "action" in decisions.columns else {}
         lines += [
             f"Decisions over {len(decisions)} manifest rows: "
-            + ", ".join(f"{k} {int(act.get(k, 0))}" for k in ("keep", "fix", "remove"))
+            + ", ".join(f"{k} {int(act.get(k, 0))}" for k in ("keep", "fix", "remove", "relabel_set")
+                        if k != "relabel_set" or int(act.get(k, 0)))
             + ".",
             "",
             _table([(r, n, RULE_TEXT.get(r, "")) for r, n in sorted(rule_counts.items())], ("rule", "samples", "meaning")),

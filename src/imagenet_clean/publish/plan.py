@@ -17,11 +17,14 @@ from typing import Callable
 
 import pandas as pd
 
+from ..cleanup.rules import ACTION_SET
 from ..io import file_digest, read_metadata, read_table
 from ..progress import progress
 
 CLEAN_COLUMNS = ("sample_id", "path", "label", "wnid", "orig_label", "orig_wnid", "action", "size", "content_hash")
-ACTIONS = ("keep", "fix", "merge", "fix+merge", "placeholder")
+ACTIONS = ("keep", "fix", "merge", "fix+merge", "placeholder", "relabel_set")
+LABELS = "labels"
+"""The optional label-set column of a clean manifest (list of class indices after merges; ``[label]`` on other rows)."""
 PLACEHOLDER_DIR = "__placeholder__"
 PLACEHOLDER_NAME = "__placeholder__.JPEG"
 # The paper's placeholder is "a black image"; 224 px is the usual ImageNet training size, so
@@ -119,10 +122,33 @@ def load_clean_manifest(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]
         for label in per_label[per_label > 1].index:
             wnids = sorted(df.loc[df["label"] == label, "wnid"].unique().tolist())
             errors.append(f"label {label} has several class ids {wnids}")
+    if not errors and LABELS in df.columns:
+        df[LABELS], set_errors = _label_sets(df)
+        errors += set_errors
     if errors:
         raise ValueError(f"{path}: invalid clean manifest ({len(errors)} problem(s)): " + "; ".join(errors[:5]))
     df = df.astype({"label": "int64"})
     return df, meta
+
+
+def _label_sets(df: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+    """The ``labels`` column as tuples of ints, and its problems: a set must start with the row's ``label``."""
+    out, errors = [], []
+    for sid, label, action, labels in zip(df["sample_id"], df["label"], df["action"], df[LABELS]):
+        try:
+            the_set = tuple(int(x) for x in (labels if labels is not None else ()))
+        except (TypeError, ValueError):
+            errors.append(f"row {sid!r}: labels {labels!r} is not a list of class indices")
+            out.append(())
+            continue
+        if action == ACTION_SET and not the_set:
+            errors.append(f"row {sid!r}: action {ACTION_SET!r} with an empty label set")
+        elif the_set and the_set[0] != int(label):
+            errors.append(f"row {sid!r}: label set {list(the_set)} does not start with its label {int(label)}")
+        elif any(x < 0 for x in the_set) or len(set(the_set)) != len(the_set):
+            errors.append(f"row {sid!r}: label set {list(the_set)} holds a negative or repeated class")
+        out.append(the_set)
+    return pd.Series(out, index=df.index, dtype=object), errors
 
 
 class SourceChecker:

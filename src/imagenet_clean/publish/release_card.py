@@ -20,6 +20,7 @@ from ..evaluate.paper import PAPER_TRAIN_CHANGES, PAPER_V2_CHANGES
 from ..io import read_metadata, read_table
 from ..workspace import Workspace
 from .lock import LockedFile, clean_manifest_path, decisions_path, lock_params
+from .plan import ACTION_SET
 
 CARD_PATH = "published/CARD.md"
 """Where the card of the current release lives, relative to the repository root."""
@@ -78,6 +79,8 @@ def split_counts(root: Path, split: str) -> dict[str, int]:
     out = {"samples": len(dec), "clean_rows": len(clean)}
     out.update({f"decision_{a}": int(d.get(a, 0)) for a in DECISION_ACTIONS})
     out.update({f"clean_{a}": int(c.get(a, 0)) for a in CLEAN_ACTIONS})
+    if int(d.get(ACTION_SET, 0)) or int(c.get(ACTION_SET, 0)):  # label sets (issue 30): only where there are some
+        out.update({f"decision_{ACTION_SET}": int(d.get(ACTION_SET, 0)), f"clean_{ACTION_SET}": int(c.get(ACTION_SET, 0))})
     return out
 
 
@@ -129,12 +132,18 @@ def render_release_card(release: Release, splits: list[str]) -> str:
         "",
     ]
     rows = []
+    sets = any(f"clean_{ACTION_SET}" in counts[s] for s in splits)
     for s in splits:
         c = counts[s]
-        rows.append((s, c["samples"], c["decision_keep"], c["decision_fix"], c["decision_remove"], c["clean_rows"],
-                     c["clean_keep"], c["clean_fix"], c["clean_merge"], c["clean_fix+merge"], c["clean_placeholder"]))
-    lines += _table(rows, ("split", "images", "keep", "fix", "remove", "clean rows", "kept", "fixed", "merged",
-                           "fixed+merged", "placeholders"))
+        rows.append((s, c["samples"], c["decision_keep"], c["decision_fix"], c["decision_remove"],
+                     *((c.get(f"decision_{ACTION_SET}", 0),) if sets else ()), c["clean_rows"],
+                     c["clean_keep"], c["clean_fix"], c["clean_merge"], c["clean_fix+merge"], c["clean_placeholder"],
+                     *((c.get(f"clean_{ACTION_SET}", 0),) if sets else ())))
+    lines += _table(rows, ("split", "images", "keep", "fix", "remove", *(("label set",) if sets else ()), "clean rows", "kept",
+                           "fixed", "merged", "fixed+merged", "placeholders", *(("kept with a label set",) if sets else ())))
+    if sets:
+        lines += ["", "A label set keeps an image that plausibly shows several classes under the first class of its set; "
+                  "the clean manifest's `labels` column holds the whole set (docs/label-sets.md)."]
     lines += ["", "## Beside the paper's ImageNet counts", "",
               "The paper's figures are for real ImageNet (sections 4.1-4.3); the embedded default is a miniature "
               "with injected errors, so only the shape compares, not the numbers.", ""]

@@ -17,17 +17,21 @@ from ..constants import WILSON_Z
 TUNABLE = ("h1", "h2", "h3")
 """The thresholds ``tune`` varies (``fn`` changes confident learning itself: an experiment, not a replay)."""
 
-# What the reviewer says a sample should become: keep it with its label, give it class ``cls``, or remove it.
-KEEP, RELABEL, REMOVE = 0, 1, 2
+# What the reviewer says a sample should become: keep it with its label, give it class ``cls``, remove it,
+# or give it a label set (issue 30: the machine's set accepted, or the reviewer's own set).
+KEEP, RELABEL, REMOVE, SET = 0, 1, 2, 3
 
 AGREES: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "keep": lambda new, want, cls: want == KEEP,
     "fix": lambda new, want, cls: (want == RELABEL) & (new == cls),
     "remove": lambda new, want, cls: want != KEEP,
+    "relabel_set": lambda new, want, cls: want == SET,
 }
 """Per machine action: does a decision (its new label, after merges) agree with what the reviewer wants
-(``want``, ``cls`` after merges)? The one place that knows the actions; a new action (issue 30's label
-sets) is one entry here."""
+(``want``, ``cls`` after merges)? The one place that knows the actions. A label set agrees with a reviewer
+who wants a set (an accepted set, or one the reviewer edited: the image shows several classes, whichever
+they are); a removal agrees with every wish but keeping the label (as the paper scores it, an image with
+several classes is one a single label does not fit)."""
 
 
 class TuneError(ValueError):

@@ -25,15 +25,29 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..classes import IMAGENET_1K, ClassList, load_classes, resolve_class_spec
-from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_UNREADABLE
-from ..cleanup.verdicts import RULE_HUMAN, VERDICTS, Verdict, check_verdict, read_verdicts, record_verdict
+from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_QUALITY, RULE_UNREADABLE
+from ..cleanup.verdicts import (
+    ACTION_SET,
+    LABELS_COLUMN,
+    RULE_HUMAN,
+    RULE_LABEL_SET,
+    VERDICTS,
+    Verdict,
+    VerdictError,
+    check_verdict,
+    read_verdicts,
+    record_verdict,
+)
 from ..io import read_metadata
 from ..workspace import Workspace
 from .audit import audit_batches
-from .evidence import read_cache, read_change_top5, write_cache
+from .duplicates import DuplicateIndex
+from .evidence import read_cache, read_change_top5, read_quality_rows, write_cache
 
 RULE_BITS = {r: 1 << i for i, r in enumerate((RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT,
-                                               RULE_UNREADABLE, RULE_HUMAN))}
+                                               RULE_UNREADABLE, RULE_HUMAN, RULE_QUALITY, RULE_LABEL_SET))}
+ACTIONS = ("fix", "remove", "keep", ACTION_SET)
+"""The action filter's values (besides ``audit``)."""
 SORTS = ("n_flagged", "-n_flagged", "c_s", "-c_s", "margin", "-margin", "sample_id")
 """Sort keys of a page (``-``: descending); ties keep the decisions' order. ``margin``: the mean over the
 models of (top-1 probability - probability of the given label), read from the prediction files in the
@@ -46,6 +60,11 @@ PAGE_COLUMNS = ("sample_id", "label", "new_label", "action", "rules", "n_flagged
 DETAIL_COLUMNS = ("sample_id", "path", "label", "new_label", "action", "rules", "n_flagged", "flagged_models",
                   "candidates", "c_s", "cam_scores", "exempted_by", "content_hash")
 """Decision columns of a change's evidence (read in the background)."""
+OPTIONAL_DETAIL_COLUMNS = ("reason", LABELS_COLUMN)
+"""Decision columns read when the file has them: ``reason`` (why a rule fired: unreadable, the quality
+measures beyond their bounds), ``labels`` (the label set of a ``relabel_set`` row; label sets on)."""
+MAX_SET_CAMS = 6
+"""Classes of a label set shown with CAMs (the set's strongest first)."""
 FILE_COLUMNS = ("sample_id", "path", "boxes", "width", "height", "content_hash", "status")
 
 
@@ -57,7 +76,7 @@ class ReviewError(ValueError):
 class Filter:
     """Which changes a page lists."""
 
-    action: str = ""  # fix | remove | keep (CAM-exempted) | audit (the audit sample of kept images) | "" (all changes)
+    action: str = ""  # fix | remove | keep (CAM-exempted) | relabel_set | audit (the audit sample of kept images) | "" (all)
     rule: str = ""
     cls: int = -1  # given or proposed class index; -1: any
     reviewed: str = ""  # yes | no | ""
@@ -98,7 +117,12 @@ class ReviewData:
         root = Path(meta.get("root") or ".")
         self.root = root if root.is_absolute() else self.workdir / root
         self.models = json.loads(read_metadata(dec_path).get("models") or "[]")
+        self.label_sets = LABELS_COLUMN in pq.read_schema(dec_path).names  # label_sets.enabled when the clean stage ran
         self.reviews = self.workspace.reviews(split)
+        self.duplicates = DuplicateIndex(self.workdir, split)
+        self.quality_bounds: dict[str, tuple[float | None, float | None]] = {}  # params quality.thresholds, set by serve()
+        self.quality_measures: list[str] = []
+        self._quality: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._top5: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._top5_locks: dict[str, threading.Lock] = {}
@@ -222,7 +246,8 @@ class ReviewData:
             is_example = np.zeros(pf.metadata.num_rows, bool)
             is_example[self._example_rows] = True
             parts, ex_ids, offset = [], {}, 0
-            for b in pf.iter_batches(batch_size=BATCH, columns=list(DETAIL_COLUMNS)):
+            columns = [*DETAIL_COLUMNS, *(c for c in OPTIONAL_DETAIL_COLUMNS if c in pf.schema_arrow.names)]
+            for b in pf.iter_batches(batch_size=BATCH, columns=columns):
                 sl = slice(offset, offset + b.num_rows)
                 hit = np.flatnonzero(is_change[sl])
                 if len(hit):
@@ -231,7 +256,7 @@ class ReviewData:
                 if len(ex):
                     ex_ids.update(zip((ex + offset).tolist(), b.column("sample_id").take(pa.array(ex, pa.int64())).to_pylist()))
                 offset += b.num_rows
-            schema = pa.schema([pf.schema_arrow.field(c) for c in DETAIL_COLUMNS])
+            schema = pa.schema([pf.schema_arrow.field(c) for c in columns])
             detail = pa.Table.from_batches(parts, schema=schema).combine_chunks()
             examples: dict[int, list[str]] = {}
             for r, lab in zip(self._example_rows.tolist(), self._example_labels.tolist()):
@@ -251,6 +276,7 @@ class ReviewData:
             table = pa.Table.from_batches(files, schema=pa.schema([mf.schema_arrow.field(c) for c in FILE_COLUMNS]))
             table = table.combine_chunks()
             self._file_pos = dict(zip(table["sample_id"].to_pylist(), range(table.num_rows)))
+            self.quality_measures, self._quality = read_quality_rows(self.workspace.quality(self.split), self.ids)
             self.detail, self.examples, self._files = detail, examples, table
         except BaseException as e:  # noqa: BLE001 - re-raised by ready() in the request that needs it
             self._load_error = e
@@ -295,12 +321,15 @@ class ReviewData:
             return self._verdicts[1]
 
     def record(self, sample_id: str, verdict: str | None, *, wnid: str = "", reviewer: str = "", note: str = "",
-               time: str = "") -> Verdict | None:
+               time: str = "", wnids: tuple[str, ...] | list[str] = ()) -> Verdict | None:
         """Write (``verdict=None``: withdraw) one verdict for a change of this split.
+
+        ``wnids``: the classes of a ``relabel_set`` verdict (the set the reviewer accepted or edited).
 
         Raises:
             ReviewError: a sample that is not a change of the split, an unreadable
-                one, an unknown verdict or class (nothing is written).
+                one, an unknown verdict or class, a set of fewer than 2 distinct
+                classes (nothing is written).
         """
         i = self.pos.get(sample_id)
         if i is None:
@@ -314,13 +343,17 @@ class ReviewData:
             raise ReviewError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
         if verdict == "relabel" and wnid not in self.wnid_index:
             raise ReviewError(f"unknown class {wnid!r}")
+        if verdict == ACTION_SET and not self.label_sets:
+            raise ReviewError("label sets are off for this split (label_sets.enabled: false when its decisions were "
+                              "made): the clean stage could not apply a relabel_set verdict")
         self.ready()
         h = (self.file(sample_id) or {}).get("content_hash") or ""
         v = Verdict(sample_id=sample_id, content_hash=h, verdict=verdict, wnid=wnid if verdict == "relabel" else "",
-                    reviewer=reviewer, time=time, note=note.replace("\n", " ")[:500])
+                    reviewer=reviewer, time=time, note=note.replace("\n", " ")[:500],
+                    wnids=tuple(wnids))
         try:
             v = check_verdict(v, wnids=set(self.classes.wnids))
-        except ValueError as e:
+        except (ValueError, VerdictError) as e:
             raise ReviewError(str(e)) from None
         record_verdict(self.reviews, v)
         return v
@@ -338,7 +371,7 @@ class ReviewData:
         else:
             keep = ~self.audit
             if f.action:
-                if f.action not in ("fix", "remove", "keep"):
+                if f.action not in ACTIONS:
                     raise ReviewError(f"unknown action {f.action!r}")
                 keep &= self.action == f.action
         if f.rule:
@@ -346,7 +379,7 @@ class ReviewData:
                 raise ReviewError(f"unknown rule {f.rule!r}")
             keep &= (self.rule_bits & RULE_BITS[f.rule]) != 0
         if f.cls >= 0:
-            keep &= (self.label == f.cls) | ((self.new_label == f.cls) & (self.action == "fix"))
+            keep &= (self.label == f.cls) | ((self.new_label == f.cls) & np.isin(self.action, ("fix", ACTION_SET)))
         if f.reviewed:
             if f.reviewed not in ("yes", "no"):
                 raise ReviewError(f"reviewed must be yes or no, not {f.reviewed!r}")
@@ -420,7 +453,9 @@ class ReviewData:
         # models with its label in their top-5
         cam_models = [m for m, t in top5.items() if t and any(e["class"]["index"] == out["label"]["index"] for e in t)
                       ] if RULE_CONSENSUS in out["rules"] and f.get("boxes") else []
-        cand = sorted({int(c) for c in row["candidates"]} | ({int(row["new_label"])} if row["action"] == "fix" else set()))
+        labels = [int(c) for c in (row.get(LABELS_COLUMN) or [])]
+        cand = sorted({int(c) for c in row["candidates"]} | ({int(row["new_label"])} if row["action"] == "fix" else set())
+                      | set(labels))
         out.update({
             "path": row["path"], "boxes": f.get("boxes") or [], "width": f.get("width"), "height": f.get("height"),
             "image_ok": self.image_file(sample_id) is not None,
@@ -428,8 +463,52 @@ class ReviewData:
             "candidates": [self._cls(c) for c in cand], "top5": top5,
             "examples": {"label": self._examples(out["label"]["index"], sample_id),
                          "new": self._examples(out["new"]["index"], sample_id) if row["action"] == "fix" else []},
+            "reason": row.get("reason") or "",
         })
+        # issue 30's evidence: each section only where the project has it
+        if LABELS_COLUMN in row:
+            out["labels"] = [self._cls(c) for c in labels]
+            out["set_cams"] = [self._cls(c) for c in labels[:MAX_SET_CAMS]]
+        q = self._quality.get(sample_id)
+        if q is not None:
+            out["quality"] = self.quality_of(q)
+        if len(self.duplicates):
+            out["duplicates"] = [self._dup_row(r) for r in self.duplicates.of(sample_id)]
         return out
+
+    def quality_of(self, q: dict) -> dict:
+        """A quality row for the page: each measure with its value, bounds (params) and whether it is beyond them."""
+        rows = []
+        for m in self.quality_measures:
+            v = q.get(m)
+            lo, hi = self.quality_bounds.get(m, (None, None))
+            beyond = v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi))
+            rows.append({"name": m, "value": None if v is None else round(float(v), 4), "min": lo, "max": hi,
+                         "beyond": bool(beyond)})
+        return {"status": q.get("status") or "", "reason": q.get("reason") or "", "measures": rows}
+
+    def _dup_row(self, r: dict) -> dict:
+        """A duplicate pair with, per side of this split, whether it is a change (the app can open it) and its action."""
+        for side in ("a", "b", "other") if "other" in r else ("a", "b"):
+            s = r[side]
+            i = self.pos.get(s["sample_id"]) if s["split"] == self.split else None
+            s["change"] = i is not None and not bool(self.audit[i])
+            s["action"] = self.action[i] if i is not None else ""
+        return r
+
+    def duplicate_page(self, pair: str = "", kind: str = "", offset: int = 0, limit: int = 50) -> dict:
+        """One page of the split's duplicate pairs (of one pair file, one kind), closest first.
+
+        Raises:
+            ReviewError: an unknown pair or kind.
+        """
+        try:
+            sel = self.duplicates.select(pair, kind)
+        except ValueError as e:
+            raise ReviewError(str(e)) from None
+        offset, limit = max(0, int(offset)), max(1, min(int(limit), 500))
+        return {"total": int(len(sel)), "offset": offset,
+                "rows": [self._dup_row(self.duplicates.row(int(i))) for i in sel[offset:offset + limit]]}
 
     def _examples(self, c: int, but: str) -> list[str]:
         return [s for s in self.examples.get(c, []) if s != but][:N_EXAMPLES]

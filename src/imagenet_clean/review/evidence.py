@@ -73,3 +73,30 @@ def fixed_values(arr: pa.FixedSizeListArray, k: int) -> np.ndarray:
     """(len, k) values of a fixed-size list array, null rows included (flatten would drop them)."""
     vals = pc.fill_null(arr.values.slice(arr.offset * k, len(arr) * k), 0)
     return np.asarray(vals.to_numpy(zero_copy_only=False)).reshape(-1, k)
+
+
+QUALITY_META_COLUMNS = ("sample_id", "status", "reason")
+"""Columns of a quality file that are not measures (stage ``quality``, :data:`imagenet_clean.data.quality.QUALITY_SCHEMA`)."""
+
+
+def read_quality_rows(path: Path, ids: np.ndarray) -> tuple[list[str], dict[str, dict]]:
+    """``(measures, {sample_id: row})`` of the samples ``ids`` in a split's quality file (stage ``quality``).
+
+    A missing or unreadable file gives no measures and no rows: the app then shows no quality section.
+    Each row holds every measure (None for NaN: an unreadable image, or no box), ``status`` and ``reason``.
+    """
+    if not path.is_file() or not len(ids):
+        return [], {}
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        measures = [c for c in names if c not in QUALITY_META_COLUMNS]
+        value_set = pa.array([str(i) for i in ids.tolist()], pa.string())
+        out: dict[str, dict] = {}
+        for b in pf.iter_batches(batch_size=65_536):
+            hit = pc.is_in(b.column("sample_id"), value_set=value_set).fill_null(False)
+            for r in b.filter(hit).to_pylist():
+                out[r["sample_id"]] = {k: (None if isinstance(v, float) and v != v else v) for k, v in r.items() if k != "sample_id"}
+    except (OSError, KeyError, pa.ArrowException):
+        return [], {}
+    return measures, out

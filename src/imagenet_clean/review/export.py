@@ -55,19 +55,28 @@ def _row(data: ReviewData, sid: str) -> str:
     path = data.image_file(sid)
     uri = thumbnail(path, d["boxes"], root=data.root) if path is not None else ""
     img = f'<img src="{uri}" alt="{e(sid)}">' if uri else "<em>image file missing</em>"
-    proposed = _cls(d["new"]) if d["action"] == "fix" else ("remove" if d["action"] == "remove" else "keep (CAM exemption)")
+    proposed = (_cls(d["new"]) if d["action"] == "fix" else "remove" if d["action"] == "remove"
+                else "label set: " + ", ".join(_cls(c) for c in d.get("labels") or []) if d["action"] == "relabel_set"
+                else "keep (CAM exemption)")
     flagged = "; ".join(f"{e(f['model'])} &rarr; {_cls(f['candidate'])}" for f in d["flagged"]) or "none"
     cams = "; ".join(f"{e(m)}: " + ", ".join(f"{e(k)} {v:.3f}" for k, v in s.items()) if isinstance(s, dict) else
                      f"{e(m)}: {e(str(s))}" for m, s in d["cam_scores"].items()) or "not computed"
     top5 = "<br>".join(f"{e(m)}: " + ", ".join(f"{e(t['class']['name'])} {100 * t['prob']:.1f}%" for t in ts)
                        for m, ts in d["top5"].items())
     v = d["verdict"]
-    verdict = e(f"{v['verdict']}{' -> ' + v['wnid'] if v['wnid'] else ''} ({v['reviewer']})") if v else "not reviewed"
+    verdict = e(f"{v['verdict']}{' -> ' + v['wnid'] if v['wnid'] else ''}{' -> ' + v['wnids'] if v.get('wnids') else ''} "
+                f"({v['reviewer']})") if v else "not reviewed"
+    extra = f"<br>reason: {e(d['reason'])}" if d.get("reason") else ""  # issue 30's evidence, where the project has it
+    if d.get("quality"):
+        extra += "<br>quality: " + ", ".join(f"{e(m['name'])} {m['value']}" + (" (beyond)" if m["beyond"] else "")
+                                             for m in d["quality"]["measures"] if m["value"] is not None)
+    for r in d.get("duplicates") or []:
+        extra += f"<br>{e(r['kind'])} copy: {e(r['other']['split'])} {e(r['other']['sample_id'])} ({e(r['reason'])})"
     return (f'<tr><td>{img}</td><td><b>{e(sid)}</b><br><span class="{e(d["action"])}">{e(d["action"])}</span>'
             f"<br>given: {_cls(d['label'])}<br>proposed: {proposed}<br>verdict: {verdict}</td>"
             f"<td>rules: {e(', '.join(d['rules']))}<br>flagging models ({d['n_flagged']}): {flagged}"
             f"<br>C_s: {d['c_s']}<br>CAM scores: {cams}{'; exempted by ' + e(d['exempted_by']) if d['exempted_by'] else ''}"
-            f"</td><td>{top5}</td></tr>")
+            f"{extra}</td><td>{top5}</td></tr>")
 
 
 def export_html(data: ReviewData, out: str | Path, *, f: Filter = Filter(sort="sample_id")) -> dict:

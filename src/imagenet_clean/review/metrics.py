@@ -28,18 +28,23 @@ import pyarrow.parquet as pq
 
 from ..classes import load_classes, resolve_class_spec
 from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX
-from ..cleanup.verdicts import VERDICTS, classify, read_verdicts
+from ..cleanup.verdicts import ACTION_SET, RULE_LABEL_SET, VERDICTS, classify, read_verdicts
 from ..io import read_metadata, write_json
 from ..workspace import Workspace
 
 SPLITS = ("train", "val", "v2")
 """The splits the clean stage writes decisions for."""
 RULES = (RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT)
+BASE_VERDICTS = ("accept", "reject", "relabel")
+"""Verdicts every split's counts list; ``relabel_set`` is listed only where a split has one (or a set decision),
+so that a project without label sets writes the same ``metrics/review.json`` as before."""
 
 
 def machine_action(rules: Iterable[str]) -> str:
-    """What the machine decided from its rules: ``fix``, ``remove`` or ``keep`` (CAM-exempted or unflagged)."""
+    """What the machine decided from its rules: ``fix``, ``remove``, ``relabel_set`` or ``keep`` (CAM-exempted or unflagged)."""
     rules = set(rules)
+    if RULE_LABEL_SET in rules:
+        return ACTION_SET
     if RULE_FIX in rules:
         return "fix"
     if RULE_CL_REMOVE in rules or (RULE_CONSENSUS in rules and RULE_CAM_EXEMPT not in rules):
@@ -47,9 +52,9 @@ def machine_action(rules: Iterable[str]) -> str:
     return "keep"
 
 
-def _counts(verdicts: pd.Series) -> dict:
+def _counts(verdicts: pd.Series, names=BASE_VERDICTS) -> dict:
     n = int(len(verdicts))
-    c = {v: int((verdicts == v).sum()) for v in VERDICTS}
+    c = {v: int((verdicts == v).sum()) for v in names}
     return {"reviewed": n, **c,
             "precision": round(c["accept"] / n, 4) if n else None,
             "flag_precision": round((c["accept"] + c["relabel"]) / n, 4) if n else None}
@@ -59,11 +64,11 @@ def _rows(df: pd.DataFrame, test) -> pd.DataFrame:
     return df.loc[np.fromiter((bool(test(r)) for r in df["rules"]), bool, len(df))]
 
 
-def _by_value(df: pd.DataFrame, col: str) -> dict:
+def _by_value(df: pd.DataFrame, col: str, names=BASE_VERDICTS) -> dict:
     out = {}
     for value in sorted(df[col].unique()):
-        out[str(int(value))] = {**_counts(df.loc[df[col] == value, "verdict"]),
-                                "at_least": _counts(df.loc[df[col] >= value, "verdict"])}
+        out[str(int(value))] = {**_counts(df.loc[df[col] == value, "verdict"], names),
+                                "at_least": _counts(df.loc[df[col] >= value, "verdict"], names)}
     return out
 
 
@@ -83,14 +88,17 @@ def split_review(decisions: pd.DataFrame, reviews: str | Path | None, *, wnids: 
     })
     df["machine"] = df["rules"].map(machine_action)
     rev = df[df["verdict"] != ""]
+    sets = bool((df["machine"] == ACTION_SET).any() or (rev["verdict"] == ACTION_SET).any())
+    names = VERDICTS if sets else BASE_VERDICTS
+    actions = ("fix", "remove", "keep", ACTION_SET) if sets else ("fix", "remove", "keep")
     out = {
         "reviewed": int(len(rev)),
         "changes": int((df["machine"] != "keep").sum() + df["rules"].map(lambda r: RULE_CAM_EXEMPT in r).sum()),
-        "by_action": {a: _counts(rev.loc[rev["machine"] == a, "verdict"]) for a in ("fix", "remove", "keep")},
-        "by_verdict": {v: int((rev["verdict"] == v).sum()) for v in VERDICTS},
-        "by_rule": {r: _counts(_rows(rev, lambda x, r=r: r in x)["verdict"]) for r in RULES},
-        "by_n_flagged": _by_value(_rows(rev, lambda x: RULE_FIX in x or RULE_CL_REMOVE in x), "n_flagged"),
-        "by_c_s": _by_value(_rows(rev, lambda x: RULE_CONSENSUS in x), "c_s"),
+        "by_action": {a: _counts(rev.loc[rev["machine"] == a, "verdict"], names) for a in actions},
+        "by_verdict": {v: int((rev["verdict"] == v).sum()) for v in names},
+        "by_rule": {r: _counts(_rows(rev, lambda x, r=r: r in x)["verdict"], names) for r in RULES + ((RULE_LABEL_SET,) if sets else ())},
+        "by_n_flagged": _by_value(_rows(rev, lambda x: RULE_FIX in x or RULE_CL_REMOVE in x), "n_flagged", names),
+        "by_c_s": _by_value(_rows(rev, lambda x: RULE_CONSENSUS in x), "c_s", names),
     }
     _, outcome = classify(decisions, verdicts)
     out["stale"] = outcome.stale

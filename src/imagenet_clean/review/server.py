@@ -9,6 +9,8 @@ Security (the app serves a dataset and writes a git-tracked file):
   CSRF token that only the app's own page knows (header ``X-CSRF-Token``);
 * images are served by sample id from the manifest only (``/image?id=``); an
   id that is not a change or example of the split, a path, ``../``, gets a 404;
+  ``/image?split=S&id=`` serves the copies of a duplicate pair the split lists
+  (any split's image of a listed pair, from that split's manifest), nothing else;
 * a verdict for a sample that is not a change of the split, or a relabel to an
   unknown class, is refused and nothing is written.
 """
@@ -150,7 +152,16 @@ def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token:
         return jsonify(split=data.split, models=data.models, cam_methods=list(cam_methods) if cams else [],
                        classes=[{"index": i, "wnid": w, "name": n}
                                 for i, (w, n) in enumerate(zip(data.classes.wnids, data.classes.names))],
-                       reviewer=reviewer)
+                       reviewer=reviewer, duplicates=data.duplicates.summary(), label_sets=data.label_sets)
+
+    @app.get("/api/duplicates")
+    def duplicates():
+        a = request.args
+        try:
+            offset, limit = int(a.get("offset", 0)), int(a.get("limit", 50))
+        except ValueError:
+            raise ReviewError("offset and limit must be integers") from None
+        return jsonify(data.duplicate_page(a.get("pair", ""), a.get("kind", ""), offset, limit))
 
     @app.get("/api/changes")
     def changes():
@@ -172,21 +183,27 @@ def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token:
 
     @app.get("/image")
     def image():
-        sid = request.args.get("id", "")
-        path = data.image_file(sid)
+        sid, split = request.args.get("id", ""), request.args.get("split", "")
+        path = data.image_file(sid) if split in ("", data.split) else None
+        if path is not None:
+            f, root = data.file(sid), data.root
+        elif split:  # a copy of a duplicate pair the split lists (this split's or another's)
+            path, f, root = data.duplicates.image_file(split, sid), data.duplicates.file(split, sid), data.duplicates.root(split)
         if path is None:
             abort(404)
-        boxes = data.file(sid).get("boxes") if request.args.get("boxes", "1") == "1" else []
+        boxes = (f.get("boxes") or []) if request.args.get("boxes", "1") == "1" else []
         try:
-            body = image_with_boxes(path, boxes, within=data.root)
+            body = image_with_boxes(path, boxes, within=root)
         except ValueError:
             abort(404)
         return Response(body, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/cam")
     def cam():
-        sid, model, method = (request.args.get(k, "") for k in ("id", "model", "method"))
+        sid, model, method, cls = (request.args.get(k, "") for k in ("id", "model", "method", "cls"))
         if cams is None or sid not in data.pos or model not in data.models or method not in cam_methods:
+            abort(404)
+        if cls and not (cls.isdigit() and int(cls) < len(data.classes)):  # a class of a label set; default: the given label
             abort(404)
         path = data.image_file(sid)
         if path is None:
@@ -194,7 +211,8 @@ def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token:
         f = data.file(sid)
         try:
             body = cams.render(path, root=data.root, content=f.get("content_hash") or sid, boxes=f.get("boxes") or [],
-                               label=int(data.label[data.pos[sid]]), model=model, fold=data.fold_of(model, sid),
+                               label=int(cls) if cls else int(data.label[data.pos[sid]]), model=model,
+                               fold=data.fold_of(model, sid),
                                method=method)
         except (ValueError, OSError) as e:  # an unreadable image, a model without its checkpoint
             return jsonify(error=str(e)), 422
@@ -204,14 +222,17 @@ def create_app(data: ReviewData, *, csrf_token: str | None = None, access_token:
     def verdict():
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("sample_id"), str):
-            raise ReviewError("expected JSON {sample_id, verdict, wnid, note}")
+            raise ReviewError("expected JSON {sample_id, verdict, wnid, wnids, note}")
         v = body.get("verdict")
         if v is not None and not isinstance(v, str):
             raise ReviewError("verdict must be a string or null")
         if body["sample_id"] not in data.pos:
             raise ReviewError(f"{body['sample_id']!r} is not a change of split {data.split}")
+        wnids = body.get("wnids") or []
+        if not isinstance(wnids, list) or not all(isinstance(w, str) for w in wnids) or len(wnids) > len(data.classes):
+            raise ReviewError("wnids must be a list of class ids")
         got = data.record(body["sample_id"], v, wnid=str(body.get("wnid") or ""), note=str(body.get("note") or ""),
-                          reviewer=reviewer, time=now())
+                          reviewer=reviewer, time=now(), wnids=wnids)
         return jsonify(verdict=got.row() if got else None, progress=data.page(Filter(), 0, 1)["progress"])
 
     return app
@@ -233,6 +254,8 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     if params_file.is_file():
         params = load_params(params_file)
         methods = tuple(params.cam.methods)
+        if params.quality.enabled:  # the quality rule's bounds, shown beside each measure
+            data.quality_bounds = {m: (b.min, b.max) for m, b in params.quality.thresholds.items()}
 
         def load(name: str, fold: int):
             from ..models.factory import load_trained
@@ -250,6 +273,9 @@ def serve(workdir: str | Path, split: str, *, host: str = "127.0.0.1", port: int
     n_audit = int(data.audit.sum())
     echo(f"reviewing {len(data.ids) - n_audit} changes of {split}" + (f" and an audit sample of {n_audit} kept images "
          f"(seed {audit_seed}; action filter 'audit')" if n_audit else "") + f"; verdicts go to {data.reviews}")
+    if len(data.duplicates):
+        leak = sum(p["total"] for p in data.duplicates.summary() if p["leakage"])
+        echo(f"{len(data.duplicates)} duplicate pairs with {split} images ({leak} leakage across splits): filter 'duplicates'")
     echo(f"open {url}  (Ctrl-C to stop)")
     serve_app(app, host=host, port=port)
 

@@ -24,9 +24,12 @@ def standin_verdicts(decisions: pd.DataFrame, truth: pd.DataFrame, wnids: Sequen
     app draws them (:func:`~imagenet_clean.review.audit.audit_rank`). The reviewer accepts a right decision, relabels a wrong label to
     the true class, and rejects a fix or removal of a correct label; a problem image (no digit to name)
     whose removal the machine proposed is accepted, else, since no verdict removes an image, its label
-    (the true one) is kept. Labels are compared after merges.
+    (the true one) is kept. A label set (issue 30) is accepted when the scene shows two or more classes and
+    every class of the set is one of them (the truth's ``true_labels``), else judged as a removal. Labels are
+    compared after merges.
     """
-    d = decisions.merge(truth[["sample_id", "true_label", "problem"]], on="sample_id", how="inner")
+    cols = ["sample_id", "true_label", "problem"] + (["true_labels"] if "true_labels" in truth.columns else [])
+    d = decisions.merge(truth[cols], on="sample_id", how="inner")
     unreadable = np.fromiter(("unreadable" in list(r) for r in d["rules"]), bool, len(d))
     d = d[~unreadable]
     exempt = np.fromiter(("cam_exempt" in list(r) for r in d["rules"]), bool, len(d))
@@ -42,7 +45,13 @@ def standin_verdicts(decisions: pd.DataFrame, truth: pd.DataFrame, wnids: Sequen
     for r, a in zip(d[pick].itertuples(index=False), act[pick]):
         true, given, new = lut[int(r.true_label)], lut[int(r.label)], lut[int(r.new_label)]
         problem = str(r.problem or "") in problems
-        if a == "remove":
+        if a == "relabel_set":
+            shown = {int(lut[int(c)]) for c in (getattr(r, "true_labels", None) or [])}
+            labels = {int(lut[int(c)]) for c in (getattr(r, "labels", None) or [])}
+            a = "accept_set" if len(shown) >= 2 and labels and labels <= shown else "remove"
+        if a == "accept_set":
+            v = "accept"
+        elif a == "remove":
             v = "accept" if problem else "relabel" if true != given else "reject"
         elif a == "fix":
             v = "accept" if true == new and true != given else "relabel" if true != given else "reject"

@@ -39,8 +39,8 @@ import pandas as pd
 
 from ..cleanup.ensemble import cam_candidate_mask
 from ..cleanup.merges import merge_index
-from ..cleanup.rules import RULE_CONSENSUS, apply_exemptions
-from ..cleanup.verdicts import RULE_HUMAN, Verdict, classify, read_verdicts
+from ..cleanup.rules import RULE_CONSENSUS, RULE_QUALITY, apply_exemptions
+from ..cleanup.verdicts import ACTION_SET, RULE_HUMAN, RULE_LABEL_SET, Verdict, classify, read_verdicts
 from ..config import Params, Thresholds
 from ..constants import MIN_TUNE_REVIEWS, TUNE_MIN_WIN_SHARE
 from ..io import read_metadata, read_table
@@ -50,6 +50,7 @@ from .agreement import (  # noqa: F401 - re-exported: the tune API in one place
     KEEP,
     RELABEL,
     REMOVE,
+    SET,
     TUNABLE,
     TuneError,
     agrees,
@@ -75,6 +76,8 @@ class TuneInputs:
     cam: bool  # whether the decisions ran the CAM exemption
     known_cam: dict[str, tuple[str, str]]  # sample_id -> (exempted_by, cam_scores) of the CAM results at hand
     merge_lut: np.ndarray
+    quality_fired: np.ndarray | None = None  # usable rows beyond a quality bound (the quality rule on), else None
+    label_sets: np.ndarray | None = None  # usable rows the stored decisions gave a label set (rule label_set)
 
     @property
     def n_models(self) -> int:
@@ -122,9 +125,32 @@ def load_inputs(params: Params, ws: Workspace, split: str, *, n_jobs: int | None
     merges = ev.merges
     lut = merge_index(merges, ev.classes) if merges else np.arange(len(ev.classes), dtype=np.int64)
     inputs = TuneInputs(split=split, ev=ev, sample_ids=ids, decisions=decisions, current=current,
-                        cam=json.loads(meta.get("cam") or "true"), known_cam=known, merge_lut=lut)
+                        cam=json.loads(meta.get("cam") or "true"), known_cam=known, merge_lut=lut,
+                        quality_fired=_quality_fired(params, ws, split, ids),
+                        label_sets=np.fromiter((RULE_LABEL_SET in list(r) for r in sub["rules"]), bool, len(sub)))
     check_current(inputs, path)
     return inputs
+
+
+def _quality_fired(params: Params, ws: Workspace, split: str, ids: np.ndarray) -> np.ndarray | None:
+    """Which usable rows lie beyond a bound of the quality rule (None when the rule is off): the clean stage's test.
+
+    Raises:
+        TuneError: the quality file is missing or lacks a sample (stale).
+    """
+    qc = getattr(params, "quality", None)
+    if qc is None or not qc.enabled:
+        return None
+    from ..cleanup.quality import beyond_bounds, read_quality
+
+    try:
+        figures = read_quality(ws.quality(split))
+    except FileNotFoundError as e:
+        raise TuneError(str(e)) from None
+    pos = pd.Index(figures["sample_id"]).get_indexer(ids)
+    if (pos < 0).any():
+        raise TuneError(f"{ws.quality(split)} lacks sample {ids[pos < 0][0]!r}; run `dvc repro` first")
+    return np.array([bool(w) for w in beyond_bounds(figures.iloc[pos].reset_index(drop=True), qc.thresholds)], bool)
 
 
 def _fmt(t: Thresholds) -> str:
@@ -144,7 +170,7 @@ def decide_setting(inputs: TuneInputs, t: Thresholds) -> tuple[pd.DataFrame, np.
     dec.insert(0, "sample_id", inputs.sample_ids)
     dec = apply_exemptions(dec, None)
     if not inputs.cam:
-        return dec, np.zeros(len(dec), bool), np.zeros(len(dec), bool)
+        return apply_overlays(inputs, dec), np.zeros(len(dec), bool), np.zeros(len(dec), bool)
     cand = cam_candidate_mask(ev.manifest, dec, ev.ens, ev.valid_rows)
     have = np.fromiter((s in inputs.known_cam for s in inputs.sample_ids), bool, len(dec))
     rows = np.flatnonzero(cand & have)
@@ -152,7 +178,36 @@ def decide_setting(inputs: TuneInputs, t: Thresholds) -> tuple[pd.DataFrame, np.
         ex = pd.DataFrame([(inputs.sample_ids[i], *inputs.known_cam[inputs.sample_ids[i]]) for i in rows],
                           columns=["sample_id", "exempted_by", "cam_scores"])
         dec = apply_exemptions(dec, ex)
-    return dec, cand & ~have, cand
+    return apply_overlays(inputs, dec), cand & ~have, cand
+
+
+def apply_overlays(inputs: TuneInputs, dec: pd.DataFrame) -> pd.DataFrame:
+    """The rules the clean stage applies after the thresholds' rules, on one setting's decisions.
+
+    * label sets (issue 30): the rows the stored decisions gave a set get it in every setting (the
+      thresholds h1-h3 do not decide which images show several classes), with the stored first class;
+    * the quality rule (on in params.yaml): a row beyond a quality bound is removed unless the setting
+      fixes it, as :func:`imagenet_clean.cleanup.quality.apply_quality_rule` does.
+    """
+    sets, fired = inputs.label_sets, inputs.quality_fired
+    if (sets is None or not sets.any()) and (fired is None or not fired.any()):
+        return dec
+    dec = dec.copy()
+    action = dec["action"].to_numpy(dtype=object).copy()
+    new_label = dec["new_label"].to_numpy(np.int64).copy()
+    rules = [list(r) for r in dec["rules"]]
+    if sets is not None and sets.any():
+        stored = inputs.decisions.iloc[inputs.ev.valid_rows]["new_label"].to_numpy(np.int64)
+        for i in np.flatnonzero(sets):
+            action[i], new_label[i] = ACTION_SET, stored[i]
+            rules[i].append(RULE_LABEL_SET)
+    if fired is not None:
+        for i in np.flatnonzero(fired & (action != "fix")):
+            action[i] = "remove"
+            rules[i].append(RULE_QUALITY)
+    dec["action"], dec["new_label"] = action, new_label
+    dec["rules"] = pd.Series(rules, dtype=object, index=dec.index)
+    return dec
 
 
 def check_current(inputs: TuneInputs, path: Path) -> None:
@@ -205,7 +260,8 @@ def reviewer_outcomes(inputs: TuneInputs, verdicts: Mapping[str, Verdict], machi
     """What each reviewed sample should become: ``(positions, want, cls)`` over the usable rows.
 
     ``accept`` wants the machine's decision at the current thresholds (``machine``), ``reject`` the
-    image kept with its label, ``relabel`` its class (kept when that is the label, after merges).
+    image kept with its label, ``relabel`` its class (kept when that is the label, after merges),
+    ``relabel_set`` (and ``accept`` of a machine's set) a label set.
     """
     lut = inputs.merge_lut
     wnid_index = {w: i for i, w in enumerate(inputs.ev.classes.wnids)}
@@ -221,11 +277,13 @@ def reviewer_outcomes(inputs: TuneInputs, verdicts: Mapping[str, Verdict], machi
             a, c = act[i], int(new[i])
         elif v.verdict == "reject":
             a, c = "keep", int(labels[i])
+        elif v.verdict == ACTION_SET:
+            a, c = ACTION_SET, -1
         else:
             a, c = "fix", wnid_index[v.wnid]
         if a == "fix" and lut[c] == lut[labels[i]]:
             a = "keep"
-        want[j] = {"keep": KEEP, "fix": RELABEL, "remove": REMOVE}[a]
+        want[j] = {"keep": KEEP, "fix": RELABEL, "remove": REMOVE, ACTION_SET: SET}[a]
         cls[j] = lut[c] if a == "fix" else -1
     return pos, want, cls
 
@@ -236,7 +294,8 @@ def reviewer_outcomes(inputs: TuneInputs, verdicts: Mapping[str, Verdict], machi
 def evaluate(inputs: TuneInputs, verdicts: Mapping[str, Verdict], grid_settings: Sequence[Thresholds]) -> pd.DataFrame:
     """One row per setting: counts, agreement with the reviewers and its interval, unreviewed changes.
 
-    Columns: ``h1``, ``h2``, ``h3`` (as params.yaml spells them, text), ``fix``, ``remove`` (over the split), ``reviewed`` (reviewed samples
+    Columns: ``h1``, ``h2``, ``h3`` (as params.yaml spells them, text), ``fix``, ``remove``, ``relabel_set`` (over the split),
+    ``reviewed`` (reviewed samples
     the setting decides), ``agree``, ``agreement``, ``low``, ``high`` (Wilson), ``wins``/``losses``
     (reviewed samples where it agrees and the current thresholds do not, and the reverse),
     ``changed_unreviewed`` (samples it decides otherwise than the current thresholds, without a verdict,
@@ -260,6 +319,7 @@ def evaluate(inputs: TuneInputs, verdicts: Mapping[str, Verdict], grid_settings:
         act = dec["action"].to_numpy()
         rows.append({
             **{k: str(v) for k, v in setting_key(t).items()}, "fix": int((act == "fix").sum()), "remove": int((act == "remove").sum()),
+            "relabel_set": int((act == ACTION_SET).sum()),
             "reviewed": n, "agree": k, "agreement": k / n if n else float("nan"), "low": lo, "high": hi,
             "wins": int((ok & ~base_ok & dec_rev).sum()), "losses": int((~ok & base_ok & dec_rev).sum()),
             "changed_unreviewed": int((changed & ~reviewed & ~undecided).sum()),
@@ -309,14 +369,16 @@ def format_table(table: pd.DataFrame, *, n_models: int, top: int = 15, chosen: i
     for extra in (int(np.flatnonzero(table["current"].to_numpy())[0]), chosen):
         if extra is not None and extra not in show:
             show.append(extra)
-    head = (f"{'':2}{'h1':>5} {'h2':>5} {'h3':>5} {'fix':>5} {'remove':>6} {'agree':>11} {'agreement':>9} "
-            f"{'95% interval':>14} {'wins':>4} {'losses':>6} {'unreviewed':>10} {'undecided':>9}")
+    sets = "relabel_set" in table.columns and bool(table["relabel_set"].any())  # the column only with label sets
+    head = (f"{'':2}{'h1':>5} {'h2':>5} {'h3':>5} {'fix':>5} {'remove':>6} " + (f"{'sets':>5} " if sets else "")
+            + f"{'agree':>11} {'agreement':>9} {'95% interval':>14} {'wins':>4} {'losses':>6} {'unreviewed':>10} {'undecided':>9}")
     lines = [head]
     for i in show:
         r = table.loc[i]
         mark = "* " if r["current"] else "> " if i == chosen else "  "
         agr = "-" if not r["reviewed"] else f"{r['agreement']:.3f}"
         lines.append(f"{mark}{r['h1']!s:>5} {r['h2']!s:>5} {r['h3']!s:>5} {r['fix']:>5} {r['remove']:>6} "
+                     + (f"{r['relabel_set']:>5} " if sets else "") +
                      f"{r['agree']:>5}/{r['reviewed']:<5} {agr:>9} [{r['low']:.3f}, {r['high']:.3f}] {r['wins']:>4} "
                      f"{r['losses']:>6} {r['changed_unreviewed']:>10} {r['undecided']:>4} ({r['undecided_reviewed']})")
     lines.append(f"* current thresholds, > proposed; agreement on reviewed samples (Wilson 95 %); wins/losses: reviewed "

@@ -15,6 +15,7 @@ STAGES = {
     "features": "features",
     "fit": "fit",
     "predict": "predict",
+    "windows": "windows",
     "clean": "clean",
     "review": "review",
     "score": "score",

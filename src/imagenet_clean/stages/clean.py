@@ -22,6 +22,7 @@ from ..cleanup.confident import model_evidence
 from ..cleanup.ensemble import (
     CLEAN_SCHEMA,
     DECISIONS_SCHEMA,
+    LABELS_FIELD,
     Ensemble,
     ExemptionFn,
     LoadModelFn,
@@ -34,7 +35,7 @@ from ..cleanup.ensemble import (
 )
 from ..cleanup.inputs import check_prediction_shape, check_unique_ids
 from ..cleanup.merges import load_merges, merge_index
-from ..cleanup.rules import apply_exemptions, resolved
+from ..cleanup.rules import ACTION_SET, apply_exemptions, resolved
 from ..cleanup.streamread import prediction_index, read_model_rows
 from ..cleanup.verdicts import review_split
 from ..config import Params, Thresholds
@@ -124,6 +125,9 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         from ..cleanup.quality import apply_quality_rule, read_quality
 
         decisions = apply_quality_rule(decisions, read_quality(ws.quality(split)), qc.thresholds, source=str(ws.quality(split)))
+    if params.label_sets.enabled:  # the optional label-set rule (cleanup/labelsets.py); off, the windows file is not read
+        decisions = label_set_decisions(params, ws, split, decisions, merges=merges, classes=classes, models=names,
+                                        ens=ens, valid_rows=valid_rows)
     dc = params.duplicates
     if dc.remove:  # the optional duplicate rule (cleanup/duplicates.py); off, the removal list is not read
         from ..cleanup.duplicates import apply_duplicate_rule, read_removals
@@ -139,12 +143,20 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
                   "merges": str(params.dataset.merges), "cam": json.dumps(use_cam)}
     if qc.enabled:
         table_meta["quality"] = json.dumps({m: {"min": b.min, "max": b.max} for m, b in qc.thresholds.items()})
+    if params.label_sets.enabled:
+        ls = params.label_sets
+        table_meta["label_sets"] = json.dumps({"window": ls.window, "stride": ls.stride, "min_prob": ls.min_prob,
+                                               "min_models": ls.min_models, "max_confidence": ls.max_confidence})
     if dc.remove:
         table_meta["duplicates"] = json.dumps({"remove_max_distance": dc.remove_max_distance})
-    schema = DECISIONS_SCHEMA.append(pa.field("verdict", pa.string())) if "verdict" in decisions else DECISIONS_SCHEMA
+    schema, clean_schema = DECISIONS_SCHEMA, CLEAN_SCHEMA
+    if "labels" in decisions:
+        schema, clean_schema = schema.append(LABELS_FIELD), clean_schema.append(LABELS_FIELD)
+    if "verdict" in decisions:
+        schema = schema.append(pa.field("verdict", pa.string()))
     write_table(ws.decisions(split), pa.Table.from_pandas(decisions, schema=schema, preserve_index=False),
                 metadata=table_meta)
-    write_table(ws.clean(split), pa.Table.from_pandas(clean, schema=CLEAN_SCHEMA, preserve_index=False), metadata=table_meta)
+    write_table(ws.clean(split), pa.Table.from_pandas(clean, schema=clean_schema, preserve_index=False), metadata=table_meta)
     write_text(ws.changes(split), changes.to_csv(index=False, lineterminator="\n"))
     metrics = {**cleanup_metrics(split, decisions, clean, ens, thresholds, res, use_cam, cands, n), "topk": params.topk,
                "topk_merged": bool(merge_lut is not None), "flags_merged": bool(candidate_lut is not None)}
@@ -152,6 +164,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     if qc.enabled:  # only then, so that the metrics with the rule off are those of before
         metrics["remove_quality"] = int(sum("quality" in r for r in decisions["rules"]))
         metrics["remove_quality_only"] = int(sum(list(r) == ["quality"] for r in decisions["rules"]))
+    if "labels" in decisions:  # only then, as for the quality rule
+        metrics["relabel_set"] = int((decisions["action"] == ACTION_SET).sum())
     if dc.remove:  # likewise: only then
         metrics["remove_duplicate"] = int(sum("duplicate" in r for r in decisions["rules"]))
     if "verdict" in decisions:
@@ -159,6 +173,35 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     write_json(ws.cleanup_metrics(split), metrics)
     return metrics
 
+
+
+def label_set_decisions(params: Params, ws: Workspace, split: str, decisions: pd.DataFrame, *, merges: dict,
+                        classes: ClassList, models: list[str], ens: Ensemble, valid_rows: np.ndarray) -> pd.DataFrame:
+    """The decisions with the label-set rule applied from ``ws.windows(split)`` (cleanup/labelsets.py).
+
+    Raises:
+        ValueError: the windows file was written by other models (stale), or
+            ``label_sets.min_models`` asks more models than the ensemble has.
+    """
+    from ..cleanup.labelsets import ambiguous, apply_label_sets, found_classes, read_windows
+    from ..errors import ConfigError
+    from ..thresholds import resolve_threshold
+
+    cfg = params.label_sets
+    need = resolve_threshold(cfg.min_models, len(models))
+    if not 1 <= need <= len(models):
+        raise ConfigError(f"label_sets.min_models {cfg.min_models!r} resolves to {need:g} models; the ensemble has {len(models)}")
+    path = ws.windows(split)
+    rows, cls, prob = read_windows(path)
+    written_by = json.loads(read_metadata(path).get("models", "[]"))
+    if written_by != models:
+        raise ValueError(f"{path} was written by models {written_by}, params.yaml lists {models}: "
+                         f"rerun `imagenet-clean windows --split {split}`")
+    lut = merge_index(merges, classes) if merges else None
+    sets = found_classes(cls, prob, min_prob=cfg.min_prob, min_models=need, merge_lut=lut)
+    eligible = np.zeros(len(decisions), bool)
+    eligible[valid_rows] = ambiguous(ens.top_probs, max_confidence=cfg.max_confidence)
+    return apply_label_sets(decisions, rows, sets, eligible=eligible, source=str(path))
 
 
 @dataclass

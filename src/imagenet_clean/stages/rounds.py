@@ -21,7 +21,7 @@ from ..config import Params
 from ..evaluate.accuracy import CLEANED_SPLITS, TRAIN_SPLIT
 from ..io import read_metadata, read_table, write_json, write_table, write_text
 from ..workspace import Workspace
-from . import ablations, clean, fit, predict, retrain, table3, tables
+from . import ablations, clean, fit, predict, retrain, table3, tables, windows
 from .common import merge_spec, project_classes
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ def round_stages(params: Params, *, cam: bool | None = None, n_jobs: int | None 
     """
     steps: list[tuple[str, Stage]] = [(f"fit@{m}", partial(fit.run, model=m)) for m in params.models]
     steps += [(f"predict@{s}", partial(predict.run, split=s)) for s in params.splits if s != TRAIN_SPLIT]
+    if params.label_sets.enabled:  # the round's own models read the windows (label-set evidence)
+        steps += [(f"windows@{s}", partial(windows.run, split=s)) for s in (TRAIN_SPLIT, *CLEANED_SPLITS)]
     steps += [(f"clean@{s}", partial(clean.run, split=s, cam=cam, n_jobs=n_jobs)) for s in (TRAIN_SPLIT, *CLEANED_SPLITS)]
     steps += [("tables", tables.run), ("retrain", retrain.run), ("table3", table3.run), ("ablations", ablations.run)]
     return steps

@@ -32,6 +32,7 @@ def run(params: Params, ws: Workspace, *, real_path: str | Path | None = None) -
         score_decisions,
         score_real,
     )
+    from ..evaluate.score_sets import score_label_sets
 
     result: dict = {"splits": {}}
     truth = read_table(ws.resolve(params.dataset.truth)) if params.dataset.truth else None
@@ -47,6 +48,9 @@ def run(params: Params, ws: Workspace, *, real_path: str | Path | None = None) -
         dec = read_table(f)
         if truth is not None:
             result["splits"][split] = score_decisions(dec, truth[truth["split"] == split], merge_lut=lut)
+            sets = score_label_sets(dec, truth[truth["split"] == split], merge_lut=lut)
+            if sets is not None:
+                result["splits"][split]["label_sets"] = sets
         if params.dataset.real_labels and split == REAL_SPLIT:
             top1 = {}
             for m in params.models:
