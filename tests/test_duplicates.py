@@ -183,3 +183,108 @@ def test_the_distance_curve_trades_precision_for_recall():
     curve = distance_curve(found, truth, [0.01, 0.03, 0.1])
     assert [(c["found"], c["precision"], c["recall"]) for c in curve] == [(1, 1.0, 0.5), (2, 1.0, 1.0), (3, round(2 / 3, 4), 1.0)]
     assert [c["near_recall"] for c in curve] == [0.0, 1.0, 1.0]
+
+
+# ---------------------------------------------------------------- the rule in the clean stage (tests/stage_project.py's split)
+
+
+def _clean_run(folder, **over):
+    from imagenet_clean.stages import clean as clean_stage
+    from imagenet_clean.workspace import Workspace
+    from stage_project import FakeCam, make_project
+
+    folder.mkdir(parents=True, exist_ok=True)
+    params, manifest, _ = make_project(folder, **over)
+    ws = Workspace(folder)
+    return params, manifest, ws, lambda p: clean_stage.run(p, ws, "val", find_exemptions=FakeCam(), load_model=lambda n, f: None)
+
+
+def _removal_list(ws, groups: dict[str, list[str]], *, remove=True, remove_max_distance=0.02):
+    from imagenet_clean.cleanup.duplicates import write_removals
+
+    rows = [("val", c, rep) for rep, cs in groups.items() for c in cs]
+    write_removals(ws.duplicate_removals, pd.DataFrame(rows, columns=["split", "sample_id", "representative"]),
+                   remove=remove, remove_max_distance=remove_max_distance)
+
+
+def test_rule_off_gives_byte_identical_clean_outputs_even_with_a_removal_list(tmp_path):
+    from stage_project import CLEAN_OUTPUTS
+
+    params_a, _, _, run_a = _clean_run(tmp_path / "a")
+    run_a(params_a)
+    params_b, manifest, ws_b, run_b = _clean_run(tmp_path / "b", duplicates={"remove": False})
+    sid = manifest["sample_id"]
+    _removal_list(ws_b, {sid[20]: [sid[21], sid[22]]})
+    run_b(params_b)
+    for out in CLEAN_OUTPUTS:
+        assert (tmp_path / "a" / out).read_bytes() == (tmp_path / "b" / out).read_bytes(), out
+
+
+def test_rule_on_removes_copies_keeps_one_member_per_group_and_never_a_fix(tmp_path):
+    from imagenet_clean.io import read_table
+    from stage_project import BAD_ROW, CONS_REMOVE
+
+    params0, manifest, ws, run = _clean_run(tmp_path)
+    run(params0)
+    before = read_table(ws.decisions("val"))
+    sid = manifest["sample_id"].tolist()
+    plain = [int(i) for i in np.flatnonzero([(a == "keep" and len(r) == 0) for a, r in zip(before["action"], before["rules"])])]
+    fixed = int(np.flatnonzero(before["action"] == "fix")[0])
+    assert before.loc[CONS_REMOVE, "action"] == "remove"
+    g1 = sorted(sid[i] for i in plain[0:3])          # three plain keeps: two go
+    g2 = [sid[CONS_REMOVE], *sorted(sid[i] for i in plain[3:5])]  # its representative is removed by consensus
+    g3 = [sid[plain[5]], sid[fixed], sid[BAD_ROW]]  # a fix and an unreadable row stay
+    _removal_list(ws, {g1[0]: g1[1:], g2[0]: g2[1:], g3[0]: g3[1:]})
+    (tmp_path / "reviews").mkdir()
+    i_rev = sid.index(g1[2])
+    (tmp_path / "reviews/val.csv").write_text("sample_id,content_hash,verdict,wnid,reviewer,time,note\n"
+                                              f"{g1[2]},{manifest['content_hash'][i_rev]},reject,,me,,\n")
+    from stage_project import make_project
+
+    params, _, _ = make_project(tmp_path, cam={"enabled": True}, duplicates={"remove": True})
+    metrics = run(params)
+    dec = read_table(ws.decisions("val")).set_index("sample_id")
+    assert dec.loc[g1[1], "action"] == "remove" and list(dec.loc[g1[1], "rules"]) == ["duplicate"]
+    assert dec.loc[g1[1], "reason"] == f"duplicate of {g1[0]}"
+    assert dec.loc[g1[2], "action"] == "keep" and list(dec.loc[g1[2], "rules"]) == ["duplicate", "human"]  # the verdict wins
+    assert dec.loc[g2[0], "action"] == "remove" and "duplicate" not in list(dec.loc[g2[0], "rules"])
+    assert dec.loc[g2[1], "action"] == "keep"  # the representative is gone: the next member is kept
+    assert dec.loc[g2[2], "action"] == "remove" and dec.loc[g2[2], "reason"] == f"duplicate of {g2[1]}"
+    assert dec.loc[g3[1], "action"] == "fix" and dec.loc[g3[2], "rules"].tolist() == ["unreadable"]
+    assert dec.loc[g3[0], "action"] == "keep"
+    for g in (g1, g2, g3):
+        assert (dec.loc[g, "action"] != "remove").any()  # every group keeps a member
+    listed = set(g1 + g2 + g3)
+    others = [s for s in sid if s not in listed]
+    assert dec.loc[others, "action"].tolist() == before.set_index("sample_id").loc[others, "action"].tolist()
+    assert metrics["remove_duplicate"] == 3
+    assert f"duplicate of {g1[0]}" in (tmp_path / "data/changes/val.csv").read_text()
+
+
+def test_rule_on_refuses_a_missing_stale_or_whole_group_removal_list(tmp_path):
+    params, manifest, ws, run = _clean_run(tmp_path, duplicates={"remove": True})
+    sid = manifest["sample_id"]
+    with pytest.raises(FileNotFoundError, match="imagenet-clean duplicates"):
+        run(params)
+    _removal_list(ws, {sid[20]: [sid[21]]}, remove=False)
+    with pytest.raises(ValueError, match="stale"):
+        run(params)
+    _removal_list(ws, {sid[20]: [sid[21]]}, remove_max_distance=0.01)
+    with pytest.raises(ValueError, match="stale"):
+        run(params)
+    _removal_list(ws, {sid[20]: [sid[21]], sid[21]: [sid[20]]})  # each the other's representative: the group would go whole
+    with pytest.raises(ValueError, match="a group keeps one representative"):
+        run(params)
+    assert not ws.decisions("val").exists()
+
+
+def test_the_duplicate_rule_keeps_a_label_set_row_and_ignores_other_splits():
+    from imagenet_clean.cleanup.duplicates import apply_duplicate_rule
+
+    dec = pd.DataFrame({"sample_id": ["a", "b", "c", "d"], "action": ["keep", "relabel_set", "keep", "keep"], "reason": "",
+                        "rules": pd.Series([[], ["label_set"], [], []], dtype=object)})
+    removals = pd.DataFrame([("val", "b", "a"), ("val", "c", "a"), ("train", "d", "a")], columns=["split", "sample_id", "representative"])
+    out = apply_duplicate_rule(dec, removals, split="val")
+    assert out["action"].tolist() == ["keep", "relabel_set", "remove", "keep"]
+    assert out["reason"].tolist() == ["", "", "duplicate of a", ""]
+    assert [list(r) for r in dec["rules"]] == [[], ["label_set"], [], []]  # the input is not changed

@@ -108,6 +108,24 @@ def test_the_removal_list_keeps_one_representative_per_group(project):
         assert set(g["sample_id"]) < members
 
 
+def test_the_clean_stage_reads_the_stage_removal_list_and_drops_exactly_it(project):
+    from imagenet_clean.cleanup.duplicates import apply_duplicate_rule, read_removals
+
+    root, _, _, _ = project
+    ws = Workspace(root)
+    drop = read_removals(ws.duplicate_removals, remove_max_distance=0.01)
+    with pytest.raises(ValueError, match="stale"):
+        read_removals(ws.duplicate_removals, remove_max_distance=0.02)
+    for split, g in drop.groupby("split"):
+        man = read_table(ws.manifest(split))
+        dec = pd.DataFrame({"sample_id": man["sample_id"], "action": "keep", "reason": "",
+                            "rules": pd.Series([[] for _ in range(len(man))], dtype=object)})
+        out = apply_duplicate_rule(dec, drop, split=split)
+        assert set(out.loc[out["action"] == "remove", "sample_id"]) == set(g["sample_id"])
+        reps = dict(zip(g["sample_id"], g["representative"]))
+        assert all(r == f"duplicate of {reps[s]}" for s, r in zip(out["sample_id"], out["reason"]) if s in reps)
+
+
 def test_a_rerun_is_byte_identical(project, tmp_path):
     root, params, _, _ = project
     before = {p.name: p.read_bytes() for p in (root / "data/duplicates").glob("*.parquet")}
@@ -124,6 +142,8 @@ def test_a_rerun_is_byte_identical(project, tmp_path):
     ({"remove_max_distance": 0.05}, r"^duplicates.remove_max_distance: 0.05 is beyond duplicates.max_distance 0.04"),
     ({"models": ["nope"]}, r"^duplicates.models: 'nope' is not a cleanup model; one of vgg$"),
     ({"features": "logits"}, r"^duplicates.features: 'logits' is out of range; allowed: map or pooled$"),
+    ({"pixels": -1}, r"^duplicates.pixels: -1 is out of range; allowed: 0 \(off\) or a thumbnail side 1-64$"),
+    ({"pixels": 65}, r"^duplicates.pixels: 65 is out of range"),
 ])
 def test_bad_duplicates_params_are_one_line_config_errors(dup, message):
     with pytest.raises(ConfigError, match=message) as e:
@@ -162,3 +182,54 @@ def test_feature_kinds_stream_the_manifest_rows(project, kind):
     assert x.shape == (7, width)
     assert [bool(r) for r in reasons] == [p == victim for p in paths]  # the broken image: a reason and a zero row
     assert not x[[p == victim for p in paths]].any() and np.abs(x[[p != victim for p in paths]]).sum(axis=1).min() > 0
+
+
+def test_pixel_thumbnails_keep_a_recoloured_or_reencoded_copy_close_and_other_pictures_apart(project, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from imagenet_clean.models.embeddings import pixel_features
+
+    root, _, _, victim = project
+    man = read_table(root / "data/manifests/train.parquet")
+    src = Image.open(root / "data/raw/train" / man["path"].iloc[0]).convert("RGB")
+    a = np.asarray(src, np.float32)
+    Image.fromarray(np.clip(a * [1.1, 0.9, 1.05] + 10, 0, 255).astype(np.uint8)).save(tmp_path / "recolour.png")
+    buf = io.BytesIO()
+    src.save(buf, "JPEG", quality=40)
+    (tmp_path / "jpeg.jpg").write_bytes(buf.getvalue())
+    src.save(tmp_path / "orig.png")
+    others = [f"o{i}.png" for i in range(1, 12)]
+    for name, p in zip(others, man["path"].iloc[1:12]):
+        Image.open(root / "data/raw/train" / p).convert("RGB").save(tmp_path / name)
+    paths = ["orig.png", "recolour.png", "jpeg.jpg", *others]
+    x, reasons = pixel_features(tmp_path, paths, side=8, batch_size=4)
+    assert x.shape == (len(paths), 3 * 8 * 8) and not any(reasons)
+    np.testing.assert_allclose(x.mean(axis=1), 0.0, atol=1e-5)  # each centred on its own mean
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist = 1 - u[:3] @ u.T  # the original and its two copies against everything
+    assert dist[:3, :3].max() < 0.05 < dist[:3, 3:].min()  # the copies are close to each other and far from other pictures
+    y, why = pixel_features(root / "data/raw/val", [victim, read_table(root / "data/manifests/val.parquet")["path"].iloc[0]], side=4)
+    assert bool(why[0]) and not why[1] and not y[0].any() and y[1].any()  # the broken image: a reason and a zero row
+
+
+def test_the_stage_pools_thumbnails_with_the_models_features_unless_pixels_is_0(project, tmp_path):
+    import shutil
+
+    root, _, report, victim = project
+    work = tmp_path / "p"
+    shutil.copytree(root, work)
+    params = parse_params(embedded_params(max_distance=0.02, remove_max_distance=0.01, pixels=0))
+    import os
+
+    old = os.getcwd()
+    os.chdir(work)
+    try:
+        rep = stage.run(params, Workspace(work))
+    finally:
+        os.chdir(old)
+    assert "16x16 colour thumbnails" in report["features"] and "thumbnails" not in rep["features"]  # the shipped side: 16
+    assert rep["scores"]["exact"]["recall"] == 1.0 and rep["splits"]["val"]["no_features"] == 1
+    bad = read_table(work / "data/duplicates/no_features.parquet")
+    assert bad["sample_id"].tolist() == [victim]

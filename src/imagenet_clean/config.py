@@ -262,6 +262,9 @@ class DuplicatesConfig:
     # models whose features are pooled (each L2-normalised, then concatenated); empty: every cleanup model
     models: tuple[str, ...] = ()
     batch_size: int = field(default=128, metadata=_POS)
+    # also compare the pictures themselves: a side x side colour thumbnail (models/embeddings.py pixel_features)
+    # joins the models' features with equal weight; 0: off (only the models' features)
+    pixels: int = field(default=0, metadata=_check(lambda v: isinstance(v, int) and 0 <= v <= 64, "0 (off) or a thumbnail side 1-64"))
     # list the within-split copies a removal would drop (one representative per group always stays); off: report only
     remove: bool = False
     # a near pair is removable only within this distance (<= max_distance); exact copies always are

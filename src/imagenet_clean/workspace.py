@@ -174,6 +174,10 @@ class Workspace:
     def windows(self, split: str) -> Path:
         """What each of this round's models reads in a grid of windows of ``split``'s images (stage ``windows``; label sets)."""
         return self.round_data / "windows" / f"{split}.parquet"
+    @property
+    def duplicate_removals(self) -> Path:
+        """The duplicates stage's removal list (``data/duplicates/removals.parquet``; round-independent), read by clean."""
+        return self.data / "duplicates" / "removals.parquet"
 
     def round_manifest(self, split: str) -> Path:
         """The manifest this round cleans: its own training manifest in rounds >= 2, the original one otherwise."""

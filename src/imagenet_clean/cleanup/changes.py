@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..classes import ClassList
-from .rules import ACTION_SET, RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_QUALITY, RULE_UNREADABLE
+from .rules import ACTION_SET, RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_DUPLICATE, RULE_FIX, RULE_QUALITY, RULE_UNREADABLE
 
 CHANGE_COLUMNS = ("file", "old_label", "old_wnid", "old_name", "new_label", "new_wnid", "new_name", "action", "reason")
 SET_COLUMN = "wnids"
@@ -64,6 +64,8 @@ def _reason(row, n_models: int, thresholds: dict) -> str:
         elif row.cam_scores not in ("", "{}"):
             parts.append("no model's CAMs cover the box")
     if RULE_QUALITY in rules:  # cleanup/quality.py: the measures that fired are the row's reason
+        parts.append(str(row.reason))
+    if RULE_DUPLICATE in rules:  # cleanup/duplicates.py: names the group member that is kept
         parts.append(str(row.reason))
     if "human" in rules:  # cleanup/verdicts.py: a reviewer overrode the machine (only a relabel is still a change)
         parts.append(f"human review: {getattr(row, 'verdict', '')}")

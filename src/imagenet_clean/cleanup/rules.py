@@ -32,6 +32,7 @@ RULE_CAM_EXEMPT = "cam_exempt"
 RULE_UNREADABLE = "unreadable"
 RULE_QUALITY = "quality"  # the optional image-quality rule (cleanup/quality.py), applied by the clean stage
 RULE_LABEL_SET = "label_set"  # the optional label-set rule (cleanup/labelsets.py), applied by the clean stage
+RULE_DUPLICATE = "duplicate"  # the optional duplicate rule (cleanup/duplicates.py), applied by the clean stage
 
 ACTION_SET = "relabel_set"
 """The action of an image given a label set (``labels``) instead of one label or a removal."""

@@ -212,3 +212,117 @@ def score_real(decisions: pd.DataFrame, *, real: list[list[int]], top1: dict[str
             res[f"{name}_n"] = len(ok)
         out["accuracy"][m] = res
     return out
+
+
+# ------------------------------------------------------------------ issue 30's evidence: duplicates, the optional rules
+
+QUALITY_PROBLEMS = ("minuscule", "bad_quality")
+"""The truth problems the quality rule is meant to catch (its recall gain is reported on them)."""
+
+
+def score_duplicates(pairs: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """The duplicates stage's pairs against the injected copies of the truth.
+
+    Returns:
+        ``{group: {found, true, hit, precision, recall}}`` for ``all``, ``exact``,
+        ``near``, ``within``, ``across``, ``near_within``, ``near_across``
+        (:func:`~imagenet_clean.cleanup.duplicates.score_pairs_detail`).
+    """
+    from ..cleanup.duplicates import score_pairs_detail, truth_pairs
+
+    return score_pairs_detail(pairs, truth_pairs(truth))
+
+
+def _removed_without_rule(rules: list, rule: str) -> bool:
+    """Would the row be removed if ``rule`` had not fired? (the paper's rules, another optional rule, unreadable)."""
+    from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_DUPLICATE, RULE_QUALITY, RULE_UNREADABLE
+
+    others = {RULE_QUALITY, RULE_DUPLICATE} - {rule}
+    return bool(RULE_CL_REMOVE in rules or RULE_UNREADABLE in rules or (RULE_CONSENSUS in rules and RULE_CAM_EXEMPT not in rules)
+                or others & set(rules))
+
+
+def without_rule(decisions: pd.DataFrame, rule: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """The decisions as they would be without an optional removal rule, and the rows it removed.
+
+    A row counts as removed by ``rule`` when the rule fired, the row is removed,
+    no other rule removes it and no reviewer decided it (rule ``human``); those
+    rows go back to ``keep``.
+    """
+    rules = [list(r) for r in decisions["rules"]]
+    added = np.array([a == "remove" and rule in r and "human" not in r and not _removed_without_rule(r, rule)
+                      for a, r in zip(decisions["action"], rules)], bool)
+    off = decisions.copy()
+    off.loc[added, "action"] = "keep"
+    return off, added
+
+
+def _truth_kind(d: pd.DataFrame) -> np.ndarray:
+    """Per joined row: its truth problem, ``wrong_label`` for a flipped label, ``clean`` otherwise."""
+    prob = d["problem"].fillna("").astype(str).to_numpy()
+    wrong = d["true_label"].to_numpy(np.int64) != d["given_label"].to_numpy(np.int64)
+    return np.where(np.isin(prob, (*PROBLEMS, SYNONYM)), prob, np.where(wrong, "wrong_label", "clean")).astype(object)
+
+
+def score_quality_rule(decisions: pd.DataFrame, truth: pd.DataFrame, *, merge_lut: np.ndarray | None = None) -> dict:
+    """What the optional quality rule (cleanup/quality.py) adds to one split's removals, against the truth.
+
+    Returns:
+        ``removed_by_rule`` (rows only the rule removes) per truth kind (a problem,
+        ``wrong_label``, ``clean``); ``recall`` of removals on the minuscule and
+        bad-quality images without and with the rule, and its gain; ``clean_removed``
+        (images without a problem or a wrong label that are removed) without and
+        with; the split's ``remove`` scores (:func:`score_decisions`) without and with.
+    """
+    unreadable = np.array(["unreadable" in list(r) for r in decisions["rules"]], bool)
+    dec = decisions[~unreadable].reset_index(drop=True)
+    off, added = without_rule(dec, "quality")
+    d = _join_truth(dec.assign(_added=added, _off=off["action"].to_numpy()), truth)
+    kind = _truth_kind(d)
+    on_rm, off_rm = d["action"].to_numpy() == "remove", d["_off"].to_numpy() == "remove"
+    rec = {}
+    for name, sel in [*((p, kind == p) for p in QUALITY_PROBLEMS), ("+".join(QUALITY_PROBLEMS), np.isin(kind, QUALITY_PROBLEMS))]:
+        n = int(sel.sum())
+        r_off = round(float(off_rm[sel].mean()), 6) if n else None
+        r_on = round(float(on_rm[sel].mean()), 6) if n else None
+        rec[name] = {"images": n, "removed_off": int(off_rm[sel].sum()), "removed_on": int(on_rm[sel].sum()),
+                     "recall_off": r_off, "recall_on": r_on, "gain": round(r_on - r_off, 6) if n else None}
+    clean = kind == "clean"
+    added_j = d["_added"].to_numpy(bool)
+    s_on = score_decisions(decisions, truth, merge_lut=merge_lut)
+    s_off = score_decisions(pd.concat([off, decisions[unreadable]]), truth, merge_lut=merge_lut)
+    return {
+        "removed_by_rule": int(added_j.sum()),
+        "removed_by_rule_per_truth": {k: int((added_j & (kind == k)).sum()) for k in sorted(set(kind[added_j]))},
+        "recall": rec,
+        "clean_images": int(clean.sum()),
+        "clean_removed": {"off": int((off_rm & clean).sum()), "on": int((on_rm & clean).sum()),
+                          "by_rule": int((added_j & clean).sum())},
+        "remove": {"off": s_off["remove"], "on": s_on["remove"],
+                   "recall_gain": round(s_on["remove"]["recall"] - s_off["remove"]["recall"], 6),
+                   "precision_change": round(s_on["remove"]["precision"] - s_off["remove"]["precision"], 6)},
+    }
+
+
+def score_duplicate_rule(decisions: pd.DataFrame, truth: pd.DataFrame) -> dict:
+    """The optional duplicate rule's removals of one split against the injected copies.
+
+    A removal is right when the removed image and the kept member its reason
+    names (``duplicate of <id>``) are a true pair. Recall is over the redundant
+    true copies of the split: each true group within it (connected by the
+    truth's pairs) less one member.
+    """
+    from ..cleanup.duplicates import DUPLICATE_REASON, representatives, truth_pairs
+
+    prefix = DUPLICATE_REASON.split("{")[0]
+    split = str(truth["split"].iloc[0]) if len(truth) else ""
+    tp = truth_pairs(truth)
+    inside = tp[(tp["split_a"] == split) & (tp["split_b"] == split)]
+    true = {frozenset(p) for p in zip(inside["sample_id_a"], inside["sample_id_b"])}
+    rm = [(s, r[len(prefix):]) for s, a, rs, r in zip(decisions["sample_id"], decisions["action"], decisions["rules"], decisions["reason"])
+          if a == "remove" and "duplicate" in list(rs) and str(r).startswith(prefix)]
+    right = sum(frozenset((s, k)) in true for s, k in rm)
+    rep = representatives(inside, split)
+    redundant = sum(1 for u, r in rep.items() if u != r)
+    return {"removed": len(rm), "right": int(right), "redundant_copies": int(redundant),
+            "precision": round(right / len(rm), 6) if rm else None, "recall": round(right / redundant, 6) if redundant else None}

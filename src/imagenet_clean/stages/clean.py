@@ -128,6 +128,12 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     if params.label_sets.enabled:  # the optional label-set rule (cleanup/labelsets.py); off, the windows file is not read
         decisions = label_set_decisions(params, ws, split, decisions, merges=merges, classes=classes, models=names,
                                         ens=ens, valid_rows=valid_rows)
+    dc = params.duplicates
+    if dc.remove:  # the optional duplicate rule (cleanup/duplicates.py); off, the removal list is not read
+        from ..cleanup.duplicates import apply_duplicate_rule, read_removals
+
+        decisions = apply_duplicate_rule(decisions, read_removals(ws.duplicate_removals, remove_max_distance=dc.remove_max_distance),
+                                         split=split)
     decisions, review = review_split(decisions, ws.reviews(split), classes)  # human verdicts (cleanup/verdicts.py)
     clean = clean_manifest(manifest, decisions, merges, classes)
     res = resolved(thresholds, len(names))
@@ -141,6 +147,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         ls = params.label_sets
         table_meta["label_sets"] = json.dumps({"window": ls.window, "stride": ls.stride, "min_prob": ls.min_prob,
                                                "min_models": ls.min_models, "max_confidence": ls.max_confidence})
+    if dc.remove:
+        table_meta["duplicates"] = json.dumps({"remove_max_distance": dc.remove_max_distance})
     schema, clean_schema = DECISIONS_SCHEMA, CLEAN_SCHEMA
     if "labels" in decisions:
         schema, clean_schema = schema.append(LABELS_FIELD), clean_schema.append(LABELS_FIELD)
@@ -158,6 +166,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         metrics["remove_quality_only"] = int(sum(list(r) == ["quality"] for r in decisions["rules"]))
     if "labels" in decisions:  # only then, as for the quality rule
         metrics["relabel_set"] = int((decisions["action"] == ACTION_SET).sum())
+    if dc.remove:  # likewise: only then
+        metrics["remove_duplicate"] = int(sum("duplicate" in r for r in decisions["rules"]))
     if "verdict" in decisions:
         metrics.update(reviewed=len(review.applied), stale_verdicts=len(review.stale))
     write_json(ws.cleanup_metrics(split), metrics)

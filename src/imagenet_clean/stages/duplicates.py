@@ -12,7 +12,9 @@ Images without features (unreadable) are recorded per split. Cross-split pairs
 (``train-val``, ``train-v2``, ``val-v2``) are leakage and reported on their own.
 Where ``dataset.truth`` records injected copies, the found pairs are scored
 against them. ``duplicates.remove`` lists the within-split copies a removal
-would drop (one representative per group always stays); nothing else reads it yet.
+drops (one representative per group always stays) in ``removals.parquet``, which
+the clean stage applies as the rule ``duplicate``; the file is always written
+(empty with the rule off), because it is a static dependency of ``clean@``.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pandas as pd
 
 from ..cleanup.duplicates import (
     LEAKAGE_PAIRS,
+    REMOVALS_COLUMNS,
     count_pairs,
     exact_duplicates,
     merge_pairs,
@@ -34,6 +37,7 @@ from ..cleanup.duplicates import (
     score_pairs,
     split_pairs,
     truth_pairs,
+    write_removals,
 )
 from ..config import Params
 from ..io import read_metadata, read_table, write_json, write_table
@@ -79,16 +83,42 @@ def _model_features(params: Params, ws: Workspace, model: str, manifests: dict[s
     return out
 
 
+def _pixel_features(params: Params, ws: Workspace, manifests: dict[str, pd.DataFrame]) -> dict:
+    """``split -> (ids with a thumbnail, thumbnails, {sample_id: reason} of the rest)`` (``duplicates.pixels`` side)."""
+    from ..models.embeddings import pixel_features
+
+    out = {}
+    for split, man in manifests.items():
+        usable = man[man["status"] == "ok"]
+        bad = {i: r or "unreadable" for i, r in zip(man.loc[man["status"] != "ok", "sample_id"], man.loc[man["status"] != "ok", "reason"])}
+        root = split_root(read_metadata(ws.manifest(split)), params, split, ws)
+        x, reasons = pixel_features(root, usable["path"].tolist(), side=params.duplicates.pixels, batch_size=params.duplicates.batch_size,
+                                    max_pixels=params.ingest.max_pixels, desc=f"pixels {split}")
+        ok = np.array([not r for r in reasons], bool)
+        ids = usable["sample_id"].astype(str).to_numpy()
+        bad.update({i: r for i, r, g in zip(ids, reasons, ok) if not g})
+        out[split] = (ids[ok].tolist(), x[ok], bad)
+    return out
+
+
 def pooled_features(params: Params, ws: Workspace, manifests: dict[str, pd.DataFrame]) -> tuple[dict, dict[str, dict[str, str]]]:
-    """Per split ``(ids, pooled features)`` over ``duplicates.models`` and per split ``{sample_id: reason}`` without features."""
+    """Per split ``(ids, pooled features)`` over ``duplicates.models`` and per split ``{sample_id: reason}`` without features.
+
+    With ``duplicates.pixels`` the pooled models' vector and the images' thumbnails
+    are pooled again with equal weight: a pair's distance is the mean of the two.
+    """
     models = list(params.duplicates.models) or list(params.models)
     per_model = {m: _model_features(params, ws, m, manifests) for m in models}
+    pixels = _pixel_features(params, ws, manifests) if params.duplicates.pixels else None
     feats, missing = {}, {}
     for split in manifests:
         missing[split] = {}
         for m in models:
             missing[split].update(per_model[m][split][2])
         feats[split] = pool_models([per_model[m][split][:2] for m in models])
+        if pixels is not None:
+            missing[split].update(pixels[split][2])
+            feats[split] = pool_models([feats[split], pixels[split][:2]])
     return feats, missing
 
 
@@ -119,6 +149,8 @@ def run(params: Params, ws: Workspace) -> dict:
         near = near_duplicates(feats, max_distance=cfg.max_distance, k=cfg.k)
         probe = getattr(params.train, "mode", "scratch") == "probe"
         source = "features files (train.mode probe)" if probe else f"full models' last activations ({cfg.features})"
+        if cfg.pixels:
+            source += f" and {cfg.pixels}x{cfg.pixels} colour thumbnails, weighted equally"
     else:
         near, missing, source = exact.iloc[:0], {s: {} for s in manifests}, "none (no models)"
     pairs = merge_pairs(exact, near)
@@ -145,13 +177,12 @@ def run(params: Params, ws: Workspace) -> dict:
     write_table(out_dir / "no_features.parquet",
                 pd.DataFrame([(s, i, r) for s in sorted(missing) for i, r in sorted(missing[s].items())],
                              columns=["split", "sample_id", "reason"], dtype=object))
-    removals = pd.DataFrame(columns=["split", "sample_id", "representative"], dtype=object)
+    removals = pd.DataFrame(columns=list(REMOVALS_COLUMNS), dtype=object)
     if cfg.remove:
         drops = [removable(pairs, s, max_distance=cfg.remove_max_distance).assign(split=s) for s in splits]
         removals = pd.concat([removals, *drops], ignore_index=True)[list(removals.columns)]
         report["removals"] = {s: int((removals["split"] == s).sum()) for s in splits}
-    write_table(out_dir / "removals.parquet", removals, metadata={"remove": str(cfg.remove).lower(),
-                                                                  "remove_max_distance": cfg.remove_max_distance})
+    write_removals(ws.duplicate_removals, removals, remove=cfg.remove, remove_max_distance=cfg.remove_max_distance)
     truth = _truth(params, ws)
     if truth is not None and "duplicate_of" in truth.columns:
         report["scores"] = score_pairs(pairs, truth_pairs(truth[truth["split"].isin(splits)]))
