@@ -20,7 +20,6 @@ import itertools
 import json
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -161,17 +161,21 @@ def test_enabled_without_bounds_is_refused_and_defaults_are_off():
     assert parse_params({}).quality.enabled is False
 
 
-def test_init_imagenet_writes_the_rule_off(tmp_path):
+def test_init_imagenet_writes_the_rule_off_where_the_embedded_default_has_it_on(tmp_path):
+    """The embedded default (the run every user sees first) has the quality and label-set rules on;
+    ``init imagenet`` writes the paper's method: both off, and no colour thumbnails for duplicates."""
     import yaml
 
     from imagenet_clean.presets import embedded_params_text, imagenet_params
 
-    assert yaml.safe_load(embedded_params_text())["quality"]["enabled"] is False  # this session's default
+    embedded = yaml.safe_load(embedded_params_text())
+    assert embedded["quality"]["enabled"] is True and embedded["label_sets"]["enabled"] is True
     v2 = tmp_path / "v2" / "0"
     v2.mkdir(parents=True)
     Image.fromarray(_scene()).save(v2 / "a.jpeg")
     p = imagenet_params(v2=tmp_path / "v2", models=["efficientnet_lite0"])
-    assert p["quality"]["enabled"] is False
+    assert p["quality"]["enabled"] is False and p["label_sets"]["enabled"] is False
+    assert p["duplicates"]["pixels"] == 0 and p["duplicates"]["remove"] is False
 
 
 # ------------------------------------------------------------------ the rule
