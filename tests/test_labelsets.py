@@ -205,6 +205,7 @@ def test_rule_on_refuses_a_missing_or_stale_windows_file_and_too_many_models(tmp
 def tiny(tmp_path_factory):
     from imagenet_clean.stages import generate as generate_stage
     from imagenet_clean.stages import ingest as ingest_stage
+    from imagenet_clean.stages import predict as predict_stage
     from test_stage_duplicates import embedded_params, full_checkpoint
 
     root = tmp_path_factory.mktemp("windows")
@@ -220,6 +221,7 @@ def tiny(tmp_path_factory):
         generate_stage.run(params, ws)
         ingest_stage.run(params, ws, "val")
         full_checkpoint(params, ws)
+        predict_stage.run(params, ws, "val")  # an untrained model is unsure of every image: the gate lets all through
     finally:
         os.chdir(old)
     return root, params, ws
@@ -241,7 +243,7 @@ def test_windows_stage_reads_every_image_window_by_window_and_records_the_unread
 
     root, params, ws = tiny
     res = _run_windows(root, params, ws)
-    assert res == {"split": "val", "skipped": False, "n": 24, "ok": 24, "error": 0, "windows": 16}
+    assert res == {"split": "val", "skipped": False, "n": 24, "ok": 24, "gated": 0, "error": 0, "windows": 16}
     first = ws.windows("val").read_bytes()
     rows, cls, prob = read_windows(ws.windows("val"))
     assert cls.shape == (24, 1, 16, 3) and (cls >= 0).all() and np.allclose(prob.sum(-1) <= 1.0 + 1e-6, True)
@@ -259,6 +261,19 @@ def test_windows_stage_reads_every_image_window_by_window_and_records_the_unread
         assert (cls[5] == -1).all() and (prob[5] == 0).all()
     finally:
         path.write_bytes(data)
+
+
+def test_windows_stage_reads_only_the_images_the_whole_image_gate_lets_through(tiny):
+    import dataclasses
+
+    from imagenet_clean.cleanup.labelsets import read_windows
+
+    root, params, ws = tiny
+    sure = dataclasses.replace(params, label_sets=dataclasses.replace(params.label_sets, max_confidence=0.01))
+    res = _run_windows(root, sure, ws)
+    rows, cls, _ = read_windows(ws.windows("val"))
+    assert res["gated"] == 24 and res["ok"] == 0 and (rows["status"] == "gated").all() and (cls == -1).all()
+    assert rows["reason"].str.contains("max_confidence").all()
 
 
 def test_windows_stage_writes_a_skipped_file_when_off_and_refuses_probe_mode(tiny):

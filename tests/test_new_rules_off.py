@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from stage_project import FakeCam, make_project
 
 from imagenet_clean.io import write_table
 from imagenet_clean.stages import clean as clean_stage
 from imagenet_clean.workspace import Workspace
+from stage_project import FakeCam, make_project
 
 BEFORE = {  # fc9e8e3, the commit issue 30 was filed against
     "data/decisions/val.parquet": ("ccebb3a2cdc405725e3c7921b5760664b608a1264435293f118de10e48554075",

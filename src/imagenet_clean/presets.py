@@ -252,7 +252,7 @@ def imagenet_params(
     params["generate"] = {**params["generate"], "enabled": False}
     params["quality"] = {**params["quality"], "enabled": False}  # the paper's method: the quality rule's bounds fit the digits
     params["label_sets"] = {**params["label_sets"], "enabled": False}  # the paper's method; 16 windows per image is 16x a prediction pass
-    params["duplicates"] = {**params["duplicates"], "pixels": 0}  # 16x16x3 thumbnails of 1.33M images: 4 GB more vectors; backbone features see colour
+    params["duplicates"] = {**params["duplicates"], "pixels": 0}  # thumbnails of 1.33M images: 4 GB; backbones see colour
     params["splits"] = {
         "train": {"root": _s(train), "layout": "train", "annotations": _s(train_boxes)},
         "val": {"root": _s(val), "layout": "val", **_val_sources(val_labels, val_boxes)},
