@@ -102,3 +102,18 @@ def test_stage_writes_the_headline_in_column_order_and_the_sweep_plot_data(tmp_p
     assert list(plot.columns) == ["split", "h1", "h2", "h3", "fixes", "removals", "merges", "precision", "recall"]
     stage.run(None, ws)
     assert out.read_text() == text  # byte-stable
+
+
+def test_label_sets_and_duplicates_join_the_headline_pooled_where_scored():
+    from imagenet_clean.evaluate.headline import evidence_headline, headline_metrics
+
+    det = {"splits": {
+        "train": {"label_sets": {"labels": {"right_in_sets": 8, "in_sets": 10, "found_in_scenes": 6, "true_in_scenes": 9}}},
+        "val": {"label_sets": {"labels": {"right_in_sets": 2, "in_sets": 2, "found_in_scenes": 3, "true_in_scenes": 3}}},
+        "v2": {}},
+        "duplicates": {"all": {"precision": 0.99167, "recall": 0.9756}}}
+    assert evidence_headline(det) == {"label_sets.precision": round(10 / 12, 4), "label_sets.recall": 0.75,
+                                      "duplicates.precision": 0.9917, "duplicates.recall": 0.9756}
+    assert evidence_headline({"splits": {"train": {}}}) == {}
+    out = headline_metrics({"train": {"fix": 1, "remove": 2, "samples": 10}}, detection=det)
+    assert list(out)[-4:] == ["label_sets.precision", "label_sets.recall", "duplicates.precision", "duplicates.recall"]

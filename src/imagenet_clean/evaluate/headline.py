@@ -13,6 +13,8 @@ ordered object whose keys read well as table columns, the split first::
     val.review_precision ...              the share of reviewed changes the reviewers accepted (where reviews exist)
     train.merges ...                      samples whose class a merge changed
     train.changed ...                     share of the split fixed or removed
+    label_sets.precision label_sets.recall   label sets against the truth, pooled over the cleaned splits (where scored)
+    duplicates.precision duplicates.recall   duplicate pairs found against the injected copies (where scored)
     table1.val_c                          mean top-1 of the cleanup models on the cleaned validation split
     table1.val_c_set                      their mean set accuracy there (top-1 in the label set; only with label sets)
     table2.T table2.T_c table2.gain       table 2's headline: T and T_c top-1 on the headline set, T_c - T
@@ -106,6 +108,30 @@ def table1_clean_accuracy(table1: Mapping | None, metric: str = "top1") -> float
     return round(sum(top1) / len(top1), 2) if top1 else None
 
 
+def evidence_headline(detection: Mapping | None) -> dict[str, float]:
+    """Label sets (precision and recall of their labels, pooled over the cleaned splits) and duplicates (precision and
+    recall of the pairs found against the injected copies), where ``metrics/detection.json`` scored them."""
+    if _skipped(detection):
+        return {}
+    out: dict[str, float] = {}
+    sets = [s["label_sets"]["labels"] for s in (detection.get("splits") or {}).values()
+            if isinstance(s, Mapping) and isinstance(s.get("label_sets"), Mapping)]
+    if sets:
+        right, emitted = sum(x["right_in_sets"] for x in sets), sum(x["in_sets"] for x in sets)
+        found, shown = sum(x["found_in_scenes"] for x in sets), sum(x["true_in_scenes"] for x in sets)
+        if emitted:
+            out["label_sets.precision"] = round(right / emitted, 4)
+        if shown:
+            out["label_sets.recall"] = round(found / shown, 4)
+    dup = (detection.get("duplicates") or {}).get("all") if isinstance(detection.get("duplicates"), Mapping) else None
+    if isinstance(dup, Mapping):
+        for k in ("precision", "recall"):
+            v = _round(dup.get(k), 4)
+            if v is not None:
+                out[f"duplicates.{k}"] = v
+    return out
+
+
 def _review_precision(review: Mapping | None, split: str) -> float | None:
     s = ((review or {}).get("splits") or {}).get(split) or {}
     n = s.get("reviewed") or 0
@@ -158,6 +184,7 @@ def headline_metrics(cleanup: Mapping[str, Mapping | None], *, detection: Mappin
         n = cleanup[s].get("samples") or 0
         if n:
             out[f"{s}.changed"] = round((int(cleanup[s].get("fix") or 0) + int(cleanup[s].get("remove") or 0)) / n, 4)
+    out.update(evidence_headline(detection))
     v = table1_clean_accuracy(table1)
     if v is not None:
         out["table1.val_c"] = v
