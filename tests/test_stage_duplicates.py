@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from embedded_tiny import embedded_params, full_checkpoint
 from imagenet_clean.config import ConfigError, parse_params
 from imagenet_clean.io import read_table
 from imagenet_clean.stages import duplicates as stage
@@ -17,28 +17,6 @@ from imagenet_clean.stages import ingest as ingest_stage
 from imagenet_clean.workspace import Workspace
 
 SPLITS = ("train", "val", "v2")
-
-
-def embedded_params(**dup) -> dict:
-    p = yaml.safe_load(resources.files("imagenet_clean.resources").joinpath("params_embedded.yaml").read_text())
-    p["generate"].update(n_train=60, n_val=30, n_v2=30)
-    p["generate"]["noise"].update(exact_copies=0.1, near_copies=0.1)
-    p["models"] = {"vgg": {"arch": "digits_vgg", "weights": "train"}}
-    p["ingest"]["workers"] = 1
-    p["duplicates"].update(dup)
-    return p
-
-
-def full_checkpoint(params, ws: Workspace, seed: int = 0) -> None:
-    """A seeded, untrained full checkpoint of each model, where ``fit`` writes it (features need no training to differ)."""
-    import torch
-
-    from imagenet_clean.models.factory import build_model, config_digest, save_checkpoint, trained_checkpoint_path
-
-    for name, cfg in params.models.items():
-        torch.manual_seed(seed)
-        model, _ = build_model(cfg, num_classes=11)
-        save_checkpoint(model, trained_checkpoint_path(name, models_dir=ws.models), metadata={"model_config": config_digest(cfg)})
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,10 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from ..cleanup.rules import ACTION_SET
 from ..io import read_table, write_json
 from ..workspace import Workspace
-from .accuracy import ACTION_SET, PLACEHOLDER, TRAIN_SPLIT
+from .accuracy import PLACEHOLDER, TRAIN_SPLIT
 from .splits import primary_set, write_skipped
 from .table2 import (
     CONTENT_COLUMNS,

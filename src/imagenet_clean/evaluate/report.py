@@ -20,11 +20,11 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from ..cleanup.rules import ACTION_SET as SET_ACTION
 from ..constants import SKIPPED_WHY
 from ..io import read_metadata, read_table, write_text
 from ..workspace import Workspace
 from . import paper
-from .accuracy import ACTION_SET as SET_ACTION
 from .accuracy import CLEAN_SUFFIX, SET_METRIC, SYMBOLS, symbol
 from .splits import SKIPPED_SPLITS, primary_set, skip_reason_of, table_rows
 

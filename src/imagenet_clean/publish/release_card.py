@@ -16,11 +16,11 @@ from pathlib import Path
 import yaml
 
 from .. import __version__
+from ..cleanup.rules import ACTION_SET
 from ..evaluate.paper import PAPER_TRAIN_CHANGES, PAPER_V2_CHANGES
 from ..io import read_metadata, read_table
 from ..workspace import Workspace
 from .lock import LockedFile, clean_manifest_path, decisions_path, lock_params
-from .plan import ACTION_SET
 
 CARD_PATH = "published/CARD.md"
 """Where the card of the current release lives, relative to the repository root."""

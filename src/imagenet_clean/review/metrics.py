@@ -27,8 +27,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ..classes import load_classes, resolve_class_spec
-from ..cleanup.rules import RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX
-from ..cleanup.verdicts import ACTION_SET, RULE_LABEL_SET, VERDICTS, classify, read_verdicts
+from ..cleanup.rules import ACTION_SET, RULE_CAM_EXEMPT, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_FIX, RULE_LABEL_SET
+from ..cleanup.verdicts import VERDICTS, classify, read_verdicts
 from ..io import read_metadata, write_json
 from ..workspace import Workspace
 

@@ -39,8 +39,8 @@ import pandas as pd
 
 from ..cleanup.ensemble import cam_candidate_mask
 from ..cleanup.merges import merge_index
-from ..cleanup.rules import RULE_CONSENSUS, RULE_QUALITY, apply_exemptions
-from ..cleanup.verdicts import ACTION_SET, RULE_HUMAN, RULE_LABEL_SET, Verdict, classify, read_verdicts
+from ..cleanup.rules import ACTION_SET, RULE_CONSENSUS, RULE_LABEL_SET, RULE_QUALITY, apply_exemptions
+from ..cleanup.verdicts import RULE_HUMAN, Verdict, classify, read_verdicts
 from ..config import Params, Thresholds
 from ..constants import MIN_TUNE_REVIEWS, TUNE_MIN_WIN_SHARE
 from ..io import read_metadata, read_table
