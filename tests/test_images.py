@@ -119,3 +119,16 @@ def test_load_rgb_within_the_root_refuses_links_that_leave_it(tmp_path, write_im
     write_image(tmp_path / "root2" / "x.JPEG", (12, 10))
     with pytest.raises(ValueError, match="outside the dataset root"):
         resolve_within(tmp_path / "root2" / "x.JPEG", root)
+
+
+def test_a_relative_root_is_resolved_against_the_current_folder_every_time(tmp_path, monkeypatch):
+    """The resolved-root cache must not carry a relative root from one project folder to another."""
+    from imagenet_clean.data.images import resolve_within
+
+    for name in ("a", "b"):
+        (tmp_path / name / "raw").mkdir(parents=True)
+        (tmp_path / name / "raw" / "x.jpg").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path / "a")
+    assert resolve_within("raw/x.jpg", "raw") == str((tmp_path / "a/raw/x.jpg").resolve())
+    monkeypatch.chdir(tmp_path / "b")
+    assert resolve_within("raw/x.jpg", "raw") == str((tmp_path / "b/raw/x.jpg").resolve())

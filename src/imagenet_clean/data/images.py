@@ -137,7 +137,7 @@ def inspect_image(path: str | Path, *, max_pixels: int, hash: bool = False) -> I
 
 @functools.lru_cache(maxsize=64)
 def _real_root(root: str) -> str:
-    """The real path of a dataset root, resolved once per process (every image of a split shares it)."""
+    """The real path of a dataset root (an absolute path), resolved once per process (every image of a split shares it)."""
     return os.path.realpath(root)
 
 
@@ -151,7 +151,7 @@ def resolve_within(path: str | Path, root: str | Path) -> str:
     Raises:
         ValueError: ``<path>: symlink outside the dataset root (resolves to <real path>)``.
     """
-    real, base = os.path.realpath(path), _real_root(os.fspath(root))
+    real, base = os.path.realpath(path), _real_root(os.path.abspath(os.fspath(root)))  # absolute: the cache outlives a chdir
     if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
         raise ValueError(f"{path}: {SYMLINK_OUTSIDE} (resolves to {real})")
     return real
