@@ -200,7 +200,7 @@ def _clean_run(folder, **over):
 
 
 def _removal_list(ws, groups: dict[str, list[str]], *, remove=True, remove_max_distance=0.02):
-    from imagenet_clean.cleanup.duplicates import write_removals
+    from imagenet_clean.cleanup.duplicate_rule import write_removals
 
     rows = [("val", c, rep) for rep, cs in groups.items() for c in cs]
     write_removals(ws.duplicate_removals, pd.DataFrame(rows, columns=["split", "sample_id", "representative"]),
@@ -279,7 +279,7 @@ def test_rule_on_refuses_a_missing_stale_or_whole_group_removal_list(tmp_path):
 
 
 def test_the_duplicate_rule_keeps_a_label_set_row_and_ignores_other_splits():
-    from imagenet_clean.cleanup.duplicates import apply_duplicate_rule
+    from imagenet_clean.cleanup.duplicate_rule import apply_duplicate_rule
 
     dec = pd.DataFrame({"sample_id": ["a", "b", "c", "d"], "action": ["keep", "relabel_set", "keep", "keep"], "reason": "",
                         "rules": pd.Series([[], ["label_set"], [], []], dtype=object)})

@@ -87,7 +87,7 @@ def test_the_removal_list_keeps_one_representative_per_group(project):
 
 
 def test_the_clean_stage_reads_the_stage_removal_list_and_drops_exactly_it(project):
-    from imagenet_clean.cleanup.duplicates import apply_duplicate_rule, read_removals
+    from imagenet_clean.cleanup.duplicate_rule import apply_duplicate_rule, read_removals
 
     root, _, _, _ = project
     ws = Workspace(root)

@@ -312,7 +312,8 @@ def score_duplicate_rule(decisions: pd.DataFrame, truth: pd.DataFrame) -> dict:
     true copies of the split: each true group within it (connected by the
     truth's pairs) less one member.
     """
-    from ..cleanup.duplicates import DUPLICATE_REASON, representatives, truth_pairs
+    from ..cleanup.duplicate_rule import DUPLICATE_REASON
+    from ..cleanup.duplicates import representatives, truth_pairs
 
     prefix = DUPLICATE_REASON.split("{")[0]
     split = str(truth["split"].iloc[0]) if len(truth) else ""

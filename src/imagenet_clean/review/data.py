@@ -40,9 +40,17 @@ from ..cleanup.verdicts import (
 )
 from ..io import read_metadata
 from ..workspace import Workspace
-from .audit import audit_batches
-from .duplicates import DuplicateIndex
-from .evidence import read_cache, read_change_top5, read_quality_rows, write_cache
+from .duplicates import DuplicateIndex, mark_sides, pair_page
+from .evidence import (
+    quality_view,
+    read_cache,
+    read_change_top5,
+    read_detail_rows,
+    read_manifest_rows,
+    read_quality_rows,
+    scan_changes,
+    write_cache,
+)
 
 RULE_BITS = {r: 1 << i for i, r in enumerate((RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT,
                                                RULE_UNREADABLE, RULE_HUMAN, RULE_QUALITY, RULE_LABEL_SET))}
@@ -181,45 +189,10 @@ class ReviewData:
         return self.workspace.review_cache(self.split) / f"pages-{st.st_size}-{st.st_mtime_ns}{audit}.parquet"
 
     def _scan_changes(self, dec_path: Path, *, audit: int = 0, seed: int = 0) -> pa.Table:
-        """Pass 1 over the decisions, in batches: the changes' paging columns and global ``row``.
-
-        With ``audit``, also that many kept images (not CAM-exempted) drawn by :func:`audit_rank`,
-        marked in an ``audit`` column. Keeps every row's label and whether it was kept (for the examples).
-        """
-        pf = pq.ParquetFile(dec_path)
-        labels, kept, parts, rows, offset = [], [], [], [], 0
-        plain_ids, plain_rows = [], []  # kept, not exempted: the audit's population
-        for b in pf.iter_batches(batch_size=BATCH, columns=list(PAGE_COLUMNS)):
-            keep = np.asarray(pc.equal(b.column("action"), "keep").fill_null(False))
-            exempt = np.zeros(b.num_rows, bool)
-            r = b.column("rules")
-            exempt[np.asarray(pc.list_parent_indices(r))[np.asarray(pc.equal(pc.list_flatten(r), RULE_CAM_EXEMPT).fill_null(False))]] = True
-            hit = np.flatnonzero(~keep | exempt)
-            if len(hit):
-                parts.append(b.take(pa.array(hit, pa.int64())))
-                rows.append(hit + offset)
-            if audit:
-                plain = np.flatnonzero(keep & ~exempt)
-                plain_ids.extend(b.column("sample_id").take(pa.array(plain, pa.int64())).to_pylist())
-                plain_rows.append(plain + offset)
-            labels.append(np.asarray(b.column("label")))
-            kept.append(keep)
-            offset += b.num_rows
-        is_audit = [np.zeros(len(x), bool) for x in rows]
-        if audit and plain_ids:
-            more, where = audit_batches(pf, plain_ids, np.concatenate(plain_rows), offset, audit=audit, seed=seed,
-                                        columns=list(PAGE_COLUMNS), batch_size=BATCH)
-            parts += more
-            rows += where
-            is_audit += [np.ones(len(w), bool) for w in where]
-        schema = pa.schema([pf.schema_arrow.field(c) for c in PAGE_COLUMNS])
-        page = pa.Table.from_batches(parts, schema=schema).combine_chunks()
-        self._label_all = np.concatenate(labels) if labels else np.array([], np.int64)
-        self._keep_all = np.concatenate(kept) if kept else np.array([], bool)
-        row = np.concatenate(rows) if rows else np.array([], np.int64)
-        page = page.append_column("row", pa.array(row, pa.int64()))
-        page = page.append_column("audit", pa.array(np.concatenate(is_audit) if is_audit else np.array([], bool), pa.bool_()))
-        return page.take(pa.array(np.argsort(row, kind="stable"), pa.int64()))  # file order, as the evidence is read
+        """Pass 1 over the decisions (:func:`~imagenet_clean.review.evidence.scan_changes`); keeps every row's label
+        and whether it was kept (for the examples)."""
+        page, self._label_all, self._keep_all = scan_changes(dec_path, PAGE_COLUMNS, audit=audit, seed=seed)
+        return page
 
     def _pick_examples(self) -> None:
         """Rows of a few examples of every class for the reviewer to compare with: kept images first."""
@@ -240,41 +213,13 @@ class ReviewData:
     def _load_evidence(self) -> None:
         try:
             self._pick_examples()
-            pf = pq.ParquetFile(self._dec_path)
-            is_change = np.zeros(pf.metadata.num_rows, bool)
-            is_change[self._rows] = True
-            is_example = np.zeros(pf.metadata.num_rows, bool)
-            is_example[self._example_rows] = True
-            parts, ex_ids, offset = [], {}, 0
-            columns = [*DETAIL_COLUMNS, *(c for c in OPTIONAL_DETAIL_COLUMNS if c in pf.schema_arrow.names)]
-            for b in pf.iter_batches(batch_size=BATCH, columns=columns):
-                sl = slice(offset, offset + b.num_rows)
-                hit = np.flatnonzero(is_change[sl])
-                if len(hit):
-                    parts.append(b.take(pa.array(hit, pa.int64())))
-                ex = np.flatnonzero(is_example[sl])
-                if len(ex):
-                    ex_ids.update(zip((ex + offset).tolist(), b.column("sample_id").take(pa.array(ex, pa.int64())).to_pylist()))
-                offset += b.num_rows
-            schema = pa.schema([pf.schema_arrow.field(c) for c in columns])
-            detail = pa.Table.from_batches(parts, schema=schema).combine_chunks()
+            detail, ex_ids = read_detail_rows(self._dec_path, self._rows, self._example_rows,
+                                              required=DETAIL_COLUMNS, optional=OPTIONAL_DETAIL_COLUMNS)
             examples: dict[int, list[str]] = {}
             for r, lab in zip(self._example_rows.tolist(), self._example_labels.tolist()):
                 examples.setdefault(int(lab), []).append(ex_ids[r])
             # manifest rows of the changes and examples: the only images the app serves
-            mf = pq.ParquetFile(self._man_path)
-            ids = mf.read(columns=["sample_id"]).column(0)
-            want = np.asarray(pc.is_in(ids, value_set=pa.array(self.ids.tolist() + list(ex_ids.values()), pa.string()))
-                              .fill_null(False))
-            del ids
-            files, offset = [], 0
-            for b in mf.iter_batches(batch_size=BATCH, columns=list(FILE_COLUMNS)):
-                hit = np.flatnonzero(want[offset:offset + b.num_rows])
-                offset += b.num_rows
-                if len(hit):
-                    files.append(b.take(pa.array(hit, pa.int64())))
-            table = pa.Table.from_batches(files, schema=pa.schema([mf.schema_arrow.field(c) for c in FILE_COLUMNS]))
-            table = table.combine_chunks()
+            table = read_manifest_rows(self._man_path, self.ids.tolist() + list(ex_ids.values()), FILE_COLUMNS)
             self._file_pos = dict(zip(table["sample_id"].to_pylist(), range(table.num_rows)))
             self.quality_measures, self._quality = read_quality_rows(self.workspace.quality(self.split), self.ids)
             self.detail, self.examples, self._files = detail, examples, table
@@ -477,38 +422,22 @@ class ReviewData:
         return out
 
     def quality_of(self, q: dict) -> dict:
-        """A quality row for the page: each measure with its value, bounds (params) and whether it is beyond them."""
-        rows = []
-        for m in self.quality_measures:
-            v = q.get(m)
-            lo, hi = self.quality_bounds.get(m, (None, None))
-            beyond = v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi))
-            rows.append({"name": m, "value": None if v is None else round(float(v), 4), "min": lo, "max": hi,
-                         "beyond": bool(beyond)})
-        return {"status": q.get("status") or "", "reason": q.get("reason") or "", "measures": rows}
+        """A quality row for the page (:func:`~imagenet_clean.review.evidence.quality_view`)."""
+        return quality_view(q, self.quality_measures, self.quality_bounds)
 
     def _dup_row(self, r: dict) -> dict:
-        """A duplicate pair with, per side of this split, whether it is a change (the app can open it) and its action."""
-        for side in ("a", "b", "other") if "other" in r else ("a", "b"):
-            s = r[side]
-            i = self.pos.get(s["sample_id"]) if s["split"] == self.split else None
-            s["change"] = i is not None and not bool(self.audit[i])
-            s["action"] = self.action[i] if i is not None else ""
-        return r
+        return mark_sides(r, self.split, self.pos, self.audit, self.action)
 
     def duplicate_page(self, pair: str = "", kind: str = "", offset: int = 0, limit: int = 50) -> dict:
-        """One page of the split's duplicate pairs (of one pair file, one kind), closest first.
+        """One page of the split's duplicate pairs (:func:`~imagenet_clean.review.duplicates.pair_page`).
 
         Raises:
             ReviewError: an unknown pair or kind.
         """
         try:
-            sel = self.duplicates.select(pair, kind)
+            return pair_page(self.duplicates, self._dup_row, pair=pair, kind=kind, offset=offset, limit=limit)
         except ValueError as e:
             raise ReviewError(str(e)) from None
-        offset, limit = max(0, int(offset)), max(1, min(int(limit), 500))
-        return {"total": int(len(sel)), "offset": offset,
-                "rows": [self._dup_row(self.duplicates.row(int(i))) for i in sel[offset:offset + limit]]}
 
     def _examples(self, c: int, but: str) -> list[str]:
         return [s for s in self.examples.get(c, []) if s != but][:N_EXAMPLES]
@@ -551,13 +480,11 @@ class ReviewData:
         return -1 if i is None else int(self._model_top5(model)[2][i])
 
     def _model_top5(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        with self._lock:  # one lock per model: reading a prediction file blocks no page and no verdict
+        """``(top5, probs, fold, margin)`` of every change, aligned with :attr:`ids` (:func:`.evidence.read_change_top5`),
+        read once per model; one lock per model, so reading a prediction file blocks no page and no verdict."""
+        with self._lock:
             lock = self._top5_locks.setdefault(model, threading.Lock())
         with lock:
             if model not in self._top5:
-                self._top5[model] = self._read_top5(model)
+                self._top5[model] = read_change_top5(self.workspace.predictions(self.split, model), self.ids, self.label)
             return self._top5[model]
-
-    def _read_top5(self, model: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(top5, probs, fold, margin)`` of every change, aligned with :attr:`ids` (:func:`.evidence.read_change_top5`)."""
-        return read_change_top5(self.workspace.predictions(self.split, model), self.ids, self.label)

@@ -191,3 +191,24 @@ class DuplicateIndex:
         """The image root of a split with listed pairs."""
         self._load_files()
         return self._roots.get(split)
+
+
+def mark_sides(r: dict, split: str, pos: dict, audit, action) -> dict:
+    """A pair row with, per side in ``split``, whether it is a change (the app can open it) and its action."""
+    for side in ("a", "b", "other") if "other" in r else ("a", "b"):
+        s = r[side]
+        i = pos.get(s["sample_id"]) if s["split"] == split else None
+        s["change"] = i is not None and not bool(audit[i])
+        s["action"] = action[i] if i is not None else ""
+    return r
+
+
+def pair_page(index: "DuplicateIndex", mark, *, pair: str = "", kind: str = "", offset: int = 0, limit: int = 50) -> dict:
+    """One page of ``index``'s pairs (of one pair file, one kind), closest first, each row through ``mark``.
+
+    Raises:
+        ValueError: an unknown pair or kind.
+    """
+    sel = index.select(pair, kind)
+    offset, limit = max(0, int(offset)), max(1, min(int(limit), 500))
+    return {"total": int(len(sel)), "offset": offset, "rows": [mark(index.row(int(i))) for i in sel[offset:offset + limit]]}

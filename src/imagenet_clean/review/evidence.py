@@ -1,4 +1,5 @@
-"""Reading the review app's evidence: a model's top-5 of the changes, and the paging index cache."""
+"""Reading the review app's evidence: the changes' decision rows, their manifest rows, a model's top-5 of the
+changes, the quality measures' view and the paging index cache."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from ..cleanup.rules import RULE_CAM_EXEMPT
+from .audit import audit_batches
 
 
 def read_change_top5(path: Path, ids: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -100,3 +104,100 @@ def read_quality_rows(path: Path, ids: np.ndarray) -> tuple[list[str], dict[str,
     except (OSError, KeyError, pa.ArrowException):
         return [], {}
     return measures, out
+
+
+BATCH = 65_536
+
+
+def read_detail_rows(dec_path: Path, rows: np.ndarray, example_rows: np.ndarray, *, required, optional) -> tuple[pa.Table, dict]:
+    """The decisions rows ``rows`` (``required`` columns plus those of ``optional`` the file has), read in batches,
+    and ``{row: sample_id}`` of ``example_rows``."""
+    pf = pq.ParquetFile(dec_path)
+    is_change = np.zeros(pf.metadata.num_rows, bool)
+    is_change[rows] = True
+    is_example = np.zeros(pf.metadata.num_rows, bool)
+    is_example[example_rows] = True
+    parts, ex_ids, offset = [], {}, 0
+    columns = [*required, *(c for c in optional if c in pf.schema_arrow.names)]
+    for b in pf.iter_batches(batch_size=BATCH, columns=columns):
+        sl = slice(offset, offset + b.num_rows)
+        hit = np.flatnonzero(is_change[sl])
+        if len(hit):
+            parts.append(b.take(pa.array(hit, pa.int64())))
+        ex = np.flatnonzero(is_example[sl])
+        if len(ex):
+            ex_ids.update(zip((ex + offset).tolist(), b.column("sample_id").take(pa.array(ex, pa.int64())).to_pylist()))
+        offset += b.num_rows
+    schema = pa.schema([pf.schema_arrow.field(c) for c in columns])
+    return pa.Table.from_batches(parts, schema=schema).combine_chunks(), ex_ids
+
+
+def read_manifest_rows(man_path: Path, sample_ids: list[str], columns) -> pa.Table:
+    """The manifest rows of ``sample_ids`` (the only images the app serves), ``columns`` only, read in batches."""
+    mf = pq.ParquetFile(man_path)
+    ids = mf.read(columns=["sample_id"]).column(0)
+    want = np.asarray(pc.is_in(ids, value_set=pa.array(sample_ids, pa.string())).fill_null(False))
+    del ids
+    files, offset = [], 0
+    for b in mf.iter_batches(batch_size=BATCH, columns=list(columns)):
+        hit = np.flatnonzero(want[offset:offset + b.num_rows])
+        offset += b.num_rows
+        if len(hit):
+            files.append(b.take(pa.array(hit, pa.int64())))
+    return pa.Table.from_batches(files, schema=pa.schema([mf.schema_arrow.field(c) for c in columns])).combine_chunks()
+
+
+def quality_view(q: dict, measures, bounds: dict) -> dict:
+    """A quality row for the page: each measure with its value, bounds (params) and whether it is beyond them."""
+    rows = []
+    for m in measures:
+        v = q.get(m)
+        lo, hi = bounds.get(m, (None, None))
+        beyond = v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi))
+        rows.append({"name": m, "value": None if v is None else round(float(v), 4), "min": lo, "max": hi, "beyond": bool(beyond)})
+    return {"status": q.get("status") or "", "reason": q.get("reason") or "", "measures": rows}
+
+
+def scan_changes(dec_path: Path, page_columns, *, audit: int = 0, seed: int = 0) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Pass 1 over the decisions, in batches: the changes' paging columns and global ``row``.
+
+    With ``audit``, also that many kept images (not CAM-exempted) drawn by :func:`~imagenet_clean.review.audit.audit_rank`,
+    marked in an ``audit`` column.
+
+    Returns:
+        ``(page table in file order, every row's label, every row's kept flag)``.
+    """
+    pf = pq.ParquetFile(dec_path)
+    labels, kept, parts, rows, offset = [], [], [], [], 0
+    plain_ids, plain_rows = [], []  # kept, not exempted: the audit's population
+    for b in pf.iter_batches(batch_size=BATCH, columns=list(page_columns)):
+        keep = np.asarray(pc.equal(b.column("action"), "keep").fill_null(False))
+        exempt = np.zeros(b.num_rows, bool)
+        r = b.column("rules")
+        exempt[np.asarray(pc.list_parent_indices(r))[np.asarray(pc.equal(pc.list_flatten(r), RULE_CAM_EXEMPT).fill_null(False))]] = True
+        hit = np.flatnonzero(~keep | exempt)
+        if len(hit):
+            parts.append(b.take(pa.array(hit, pa.int64())))
+            rows.append(hit + offset)
+        if audit:
+            plain = np.flatnonzero(keep & ~exempt)
+            plain_ids.extend(b.column("sample_id").take(pa.array(plain, pa.int64())).to_pylist())
+            plain_rows.append(plain + offset)
+        labels.append(np.asarray(b.column("label")))
+        kept.append(keep)
+        offset += b.num_rows
+    is_audit = [np.zeros(len(x), bool) for x in rows]
+    if audit and plain_ids:
+        more, where = audit_batches(pf, plain_ids, np.concatenate(plain_rows), offset, audit=audit, seed=seed,
+                                    columns=list(page_columns), batch_size=BATCH)
+        parts += more
+        rows += where
+        is_audit += [np.ones(len(w), bool) for w in where]
+    schema = pa.schema([pf.schema_arrow.field(c) for c in page_columns])
+    page = pa.Table.from_batches(parts, schema=schema).combine_chunks()
+    label_all = np.concatenate(labels) if labels else np.array([], np.int64)
+    keep_all = np.concatenate(kept) if kept else np.array([], bool)
+    row = np.concatenate(rows) if rows else np.array([], np.int64)
+    page = page.append_column("row", pa.array(row, pa.int64()))
+    page = page.append_column("audit", pa.array(np.concatenate(is_audit) if is_audit else np.array([], bool), pa.bool_()))
+    return page.take(pa.array(np.argsort(row, kind="stable"), pa.int64())), label_all, keep_all  # file order

@@ -130,7 +130,7 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
                                         ens=ens, valid_rows=valid_rows)
     dc = params.duplicates
     if dc.remove:  # the optional duplicate rule (cleanup/duplicates.py); off, the removal list is not read
-        from ..cleanup.duplicates import apply_duplicate_rule, read_removals
+        from ..cleanup.duplicate_rule import apply_duplicate_rule, read_removals
 
         decisions = apply_duplicate_rule(decisions, read_removals(ws.duplicate_removals, remove_max_distance=dc.remove_max_distance),
                                          split=split)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..cleanup.duplicate_rule import REMOVALS_COLUMNS, write_removals
 from ..cleanup.duplicates import (
     LEAKAGE_PAIRS,
-    REMOVALS_COLUMNS,
     count_pairs,
     exact_duplicates,
     merge_pairs,
@@ -37,7 +37,6 @@ from ..cleanup.duplicates import (
     score_pairs,
     split_pairs,
     truth_pairs,
-    write_removals,
 )
 from ..config import Params
 from ..io import read_metadata, read_table, write_json, write_table
