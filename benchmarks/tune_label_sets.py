@@ -64,10 +64,11 @@ def main() -> None:
     ap.add_argument("--min-prob", nargs="+", type=float, default=[0.5, 0.55, 0.6, 0.7])
     ap.add_argument("--min-models", nargs="+", type=int, default=[3, 4, 5])
     ap.add_argument("--max-confidence", nargs="+", type=float, default=[0.4, 0.5, 0.6, 1.0])
+    ap.add_argument("--extend-prob", nargs="+", type=float, default=[0.5, 1.0], help="the set's looser level (>= min_prob: none)")
     ap.add_argument("--min-precision", type=float, default=0.85)
     args = ap.parse_args()
 
-    from imagenet_clean.cleanup.labelsets import ambiguous, found_classes
+    from imagenet_clean.cleanup.labelsets import ambiguous, extend_sets, found_classes
     from imagenet_clean.cleanup.merges import load_merges, merge_index
     from imagenet_clean.config import load_params
     from imagenet_clean.evaluate.score_sets import score_label_sets
@@ -90,12 +91,17 @@ def main() -> None:
             man, cls, prob = window_evidence(params, ws, split, window, stride)
             ev[split] = (man, cls, prob, whole_image_confidence(params, ws, split, man["sample_id"], lut))
         seconds = time.perf_counter() - t0
-        for pmin, mmin, gate in itertools.product(args.min_prob, args.min_models, args.max_confidence):
+        for pmin, mmin, gate, ext in itertools.product(args.min_prob, args.min_models, args.max_confidence, args.extend_prob):
+            if ext > pmin and ext != max(args.extend_prob):
+                continue  # the looser level must be looser; the largest value stands for "no extension"
             row = {"window": window, "stride": stride, "windows": ev["train"][1].shape[2], "min_prob": pmin,
-                   "min_models": mmin, "max_confidence": gate, "evidence_s": round(seconds, 1)}
+                   "min_models": mmin, "max_confidence": gate, "extend_prob": ext if ext < pmin else None,
+                   "evidence_s": round(seconds, 1)}
             for split in SPLITS:
                 man, cls, prob, conf = ev[split]
                 sets = found_classes(cls, prob, min_prob=pmin, min_models=mmin, merge_lut=lut)
+                if ext < pmin:
+                    sets = extend_sets(sets, found_classes(cls, prob, min_prob=ext, min_models=mmin, merge_lut=lut))
                 ok = ambiguous(conf, max_confidence=gate)
                 emit = np.array([len(s) >= 2 for s in sets]) & ok
                 dec = pd.DataFrame({"sample_id": man["sample_id"], "action": np.where(emit, "relabel_set", "keep"),

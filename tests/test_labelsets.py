@@ -95,6 +95,7 @@ def test_two_or_more_classes_make_a_set_that_overrides_keep_fix_and_removal_but_
     ({"window": 0}, "label_sets.window"), ({"stride": 2}, "label_sets.stride"),
     ({"min_models": 0}, "label_sets.min_models"), ({"min_models": "most"}, "label_sets.min_models"),
     ({"max_confidence": 0}, "label_sets.max_confidence"), ({"max_confidence": 1.2}, "label_sets.max_confidence"),
+    ({"extend_prob": 1.0}, "label_sets.extend_prob"),
 ])
 def test_a_label_set_setting_outside_its_range_is_a_one_line_config_error(over, msg):
     with pytest.raises(ConfigError, match=msg) as e:
@@ -305,3 +306,19 @@ def test_label_sets_are_scored_on_the_scenes_that_show_several_classes():
     assert s["labels"]["precision"] == 0.75 and s["labels"]["recall"] == round(3 / 7, 6)
     assert s["scenes"]["tp"] == 1 and s["scenes"]["predicted"] == 2 and s["scenes"]["actual"] == 3 and s["sets"] == 2
     assert score_label_sets(dec.drop(columns="labels"), truth) is None
+
+
+def test_a_set_takes_in_the_classes_found_at_the_looser_level_and_a_single_class_stays_alone():
+    from imagenet_clean.cleanup.labelsets import extend_sets
+
+    assert extend_sets([[3, 7], [2], []], [[7, 5, 3], [2, 4], [9, 8]]) == [[3, 7, 5], [2], []]
+
+
+def test_extend_prob_above_min_prob_is_a_one_line_config_error(tmp_path):
+    params, manifest, _ = make_project(tmp_path, label_sets={"enabled": True, "min_models": 3, "min_prob": 0.5,
+                                                             "extend_prob": 0.7})
+    ws = Workspace(tmp_path)
+    _windows_file(ws, manifest, list(params.models), {})
+    with pytest.raises(ConfigError, match="label_sets.extend_prob 0.7 is above label_sets.min_prob 0.5") as e:
+        clean_stage.run(params, ws, "val", cam=False)
+    assert "\n" not in str(e.value)

@@ -310,6 +310,8 @@ class LabelSetsConfig:
     min_prob: float = field(default=0.6, metadata=_check(lambda v: 0 < v < 1, "a probability in (0, 1)"))
     # models that must vote for a class in one window (a count, a fraction of |M| or "all")
     min_models: Threshold = field(default=0.8, metadata=THRESHOLD_CHECK)
+    # once a set has two classes, classes found at this looser probability join it (= min_prob: no extension)
+    extend_prob: float = field(default=0.5, metadata=_check(lambda v: 0 < v < 1, "a probability in (0, 1)"))
     # a set only where the whole image is ambiguous: the models' mean top-class probability (predictions) below this
     max_confidence: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "a probability in (0, 1] (1: no gate)"))
     batch_size: int = field(default=64, metadata=_POS)

@@ -4,7 +4,9 @@ The evidence is the ``windows`` stage's file (:mod:`imagenet_clean.models.window
 every model's top classes in each window of a grid over the image. A model
 *votes* for class ``c`` in a window when its probability of ``c`` (summed over
 the classes merged with it) is at least ``min_prob``; ``c`` is *found* in the
-image when ``min_models`` models vote for it in one window. An image with two
+image when ``min_models`` models vote for it in one window. Once two classes
+are found, classes found at the looser ``extend_prob`` join the set
+(:func:`extend_sets`). An image with two
 or more classes found (merged classes counting once), whose whole image the
 models are unsure of (their mean top-class probability in the prediction files
 is below ``max_confidence``: a single object read window by window can look
@@ -71,6 +73,17 @@ def found_classes(classes: np.ndarray, probs: np.ndarray, *, min_prob: float, mi
                     best[int(k)] = (votes, mass)
         out.append([k for k, _ in sorted(best.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))])
     return out
+
+
+def extend_sets(strong: list[list[int]], weak: list[list[int]]) -> list[list[int]]:
+    """Sets made at the strict level (two or more classes in ``strong``) gain the classes found at the looser one.
+
+    A hysteresis: a set needs two classes found at ``min_prob``; once an image has
+    one, every class found at ``extend_prob`` (same number of models) joins it after
+    them, in the looser level's order. Images with fewer than two strong classes keep
+    what ``strong`` found (no set).
+    """
+    return [s + [c for c in w if c not in s] if len(s) >= 2 else s for s, w in zip(strong, weak)]
 
 
 def apply_label_sets(decisions: pd.DataFrame, evidence: pd.DataFrame, sets: list[list[int]], *,

@@ -146,7 +146,8 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
     if params.label_sets.enabled:
         ls = params.label_sets
         table_meta["label_sets"] = json.dumps({"window": ls.window, "stride": ls.stride, "min_prob": ls.min_prob,
-                                               "min_models": ls.min_models, "max_confidence": ls.max_confidence})
+                                               "min_models": ls.min_models, "max_confidence": ls.max_confidence,
+                                               "extend_prob": ls.extend_prob})
     if dc.remove:
         table_meta["duplicates"] = json.dumps({"remove_max_distance": dc.remove_max_distance})
     schema, clean_schema = DECISIONS_SCHEMA, CLEAN_SCHEMA
@@ -183,11 +184,14 @@ def label_set_decisions(params: Params, ws: Workspace, split: str, decisions: pd
         ValueError: the windows file was written by other models (stale), or
             ``label_sets.min_models`` asks more models than the ensemble has.
     """
-    from ..cleanup.labelsets import ambiguous, apply_label_sets, found_classes, read_windows
+    from ..cleanup.labelsets import ambiguous, apply_label_sets, extend_sets, found_classes, read_windows
     from ..errors import ConfigError
     from ..thresholds import resolve_threshold
 
     cfg = params.label_sets
+    if cfg.extend_prob > cfg.min_prob:
+        raise ConfigError(f"label_sets.extend_prob {cfg.extend_prob} is above label_sets.min_prob {cfg.min_prob}: "
+                          "the extension level must be the looser one")
     need = resolve_threshold(cfg.min_models, len(models))
     if not 1 <= need <= len(models):
         raise ConfigError(f"label_sets.min_models {cfg.min_models!r} resolves to {need:g} models; the ensemble has {len(models)}")
@@ -199,6 +203,8 @@ def label_set_decisions(params: Params, ws: Workspace, split: str, decisions: pd
                          f"rerun `imagenet-clean windows --split {split}`")
     lut = merge_index(merges, classes) if merges else None
     sets = found_classes(cls, prob, min_prob=cfg.min_prob, min_models=need, merge_lut=lut)
+    if cfg.extend_prob < cfg.min_prob:
+        sets = extend_sets(sets, found_classes(cls, prob, min_prob=cfg.extend_prob, min_models=need, merge_lut=lut))
     eligible = np.zeros(len(decisions), bool)
     eligible[valid_rows] = ambiguous(ens.top_probs, max_confidence=cfg.max_confidence)
     return apply_label_sets(decisions, rows, sets, eligible=eligible, source=str(path))
