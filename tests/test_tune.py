@@ -338,3 +338,22 @@ def test_the_truth_reviewer_accepts_a_set_of_classes_the_scene_shows():
     # s0: both classes shown; s1: a one-digit image whose label is wrong (relabel); s2: both shown
     assert {s: (x.verdict, x.wnid) for s, x in v.items()} == {"s0": ("accept", ""), "s1": ("relabel", WNIDS[3]),
                                                                "s2": ("accept", "")}
+
+
+def test_the_stand_in_reviewer_judges_label_sets_read_from_parquet(tmp_path):
+    """Sets and the truth's ``true_labels`` come back from parquet as arrays: a right set is accepted, a wrong one not."""
+    import pandas as pd
+
+    from imagenet_clean.review.standin import standin_verdicts
+
+    dec = pd.DataFrame({"sample_id": ["a", "b", "c"], "label": [1, 2, 3], "new_label": [1, 2, 3],
+                        "action": ["relabel_set", "relabel_set", "keep"], "rules": [["label_set"], ["label_set"], []],
+                        "labels": [[1, 4], [2, 9], []], "content_hash": ["h1", "h2", "h3"]})
+    truth = pd.DataFrame({"split": "val", "sample_id": ["a", "b", "c"], "true_label": [1, 2, 3], "given_label": [1, 2, 3],
+                          "problem": ["multi_object", "multi_object", "none"], "true_labels": [[1, 4], [2, 5], [3]]})
+    dec.to_parquet(tmp_path / "d.parquet")
+    truth.to_parquet(tmp_path / "t.parquet")
+    dec, truth = pd.read_parquet(tmp_path / "d.parquet"), pd.read_parquet(tmp_path / "t.parquet")
+    wnids = [f"n{i:08d}" for i in range(10)]
+    v = standin_verdicts(dec, truth, wnids, np.arange(10), audit=0, seed=0)
+    assert v["a"].verdict == "accept" and v["b"].verdict == "accept" and "c" not in v  # b: a multi-object scene, removal accepted

@@ -46,8 +46,8 @@ def standin_verdicts(decisions: pd.DataFrame, truth: pd.DataFrame, wnids: Sequen
         true, given, new = lut[int(r.true_label)], lut[int(r.label)], lut[int(r.new_label)]
         problem = str(r.problem or "") in problems
         if a == "relabel_set":
-            shown = {int(lut[int(c)]) for c in (getattr(r, "true_labels", None) or [])}
-            labels = {int(lut[int(c)]) for c in (getattr(r, "labels", None) or [])}
+            shown = {int(lut[int(c)]) for c in _values(getattr(r, "true_labels", None))}
+            labels = {int(lut[int(c)]) for c in _values(getattr(r, "labels", None))}
             a = "accept_set" if len(shown) >= 2 and labels and labels <= shown else "remove"
         if a == "accept_set":
             v = "accept"
@@ -61,6 +61,11 @@ def standin_verdicts(decisions: pd.DataFrame, truth: pd.DataFrame, wnids: Sequen
         out[r.sample_id] = Verdict(sample_id=r.sample_id, content_hash=r.content_hash or "", verdict=v, wnid=w,
                                    reviewer="truth")
     return out
+
+
+def _values(v) -> list:
+    """A list cell as read from parquet (a NumPy array, a list or None) as a list."""
+    return [] if v is None else list(v)
 
 
 def split_halves(verdicts: Mapping[str, Verdict], seed: int) -> tuple[dict[str, Verdict], dict[str, Verdict]]:
