@@ -155,12 +155,13 @@ def test_outputs_are_readable_like_any_new_file(reference):
 
 
 def make_dvc_repo(folder: Path, *, splits=("train",)) -> Path:
-    """A DVC repo (no git) with the project's generate + ingest stages (restricted to ``splits``) and a tiny params.yaml."""
+    """A DVC repo (no git) with the project's generate, scan and ingest stages (restricted to ``splits``), tiny params."""
     import yaml
 
     write_tiny_project(folder)
     src = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())
-    stages = {"generate": src["stages"]["generate"], "ingest": src["stages"]["ingest"]}
+    stages = {"generate": src["stages"]["generate"], "scan": src["stages"]["scan"], "ingest": src["stages"]["ingest"]}
+    stages["scan"]["foreach"] = list(splits)  # ingest depends on the split's listing fingerprint (data/scan/<split>.json)
     stages["ingest"]["foreach"] = list(splits)
     # stage commands on the "slow disk" (see SLOW_CLI), so that kills land while temporary outputs exist
     (folder / "slow_cli.py").write_text(SLOW_CLI[2])
