@@ -121,10 +121,34 @@ def test_an_undecodable_image_is_dropped_and_counted_once(tmp_path):
     assert len(short) == 1 and next(iter(short))[0].shape[0] == 3
 
 
-def test_images_of_different_sizes_use_the_per_image_loader(tmp_path):
-    paths = write_images(tmp_path, n=2) + write_images(tmp_path / "b", n=1, size=32)
-    paths[2] = "b/" + paths[2]
-    assert loader_of(tmp_path, paths) is None
+def test_images_of_different_sizes_stay_on_the_batch_path_each_cropped_inside_itself(tmp_path):
+    # a few near copies of another size once sent the whole training to the per-image path (another recipe)
+    paths = write_images(tmp_path, n=4) + ["b/" + p for p in write_images(tmp_path / "b", n=3, size=32, seed=1)]
+    paths += ["c/" + p for p in write_images(tmp_path / "c", n=2, size=48, seed=2)]
+    loader = loader_of(tmp_path, paths, scale=(1.0, 1.0), batch_size=5)
+    assert loader is not None and len(loader) == 2
+    seen = []
+    for images, labels, rows, dropped in loader:
+        assert images.shape[1:] == (3, 16, 16) and dropped == 0
+        for img, row in zip(images, rows):  # whole-image crops: each image's own area-average resize
+            ref = np.asarray(Image.open(tmp_path / paths[int(row)]).convert("RGB").resize((16, 16), Image.BOX), np.float32)
+            assert np.abs(img.permute(1, 2, 0).numpy() * 255 - ref).max() <= 1.0, paths[int(row)]
+            seen.append(int(row))
+    assert sorted(seen) == list(range(len(paths)))
+    again = [x[0] for x in loader_of(tmp_path, paths, batch_size=5)]
+    assert all(torch.equal(x, y[0]) for x, y in zip(again, loader_of(tmp_path, paths, batch_size=5)))  # seeded
+
+
+def test_a_crop_of_a_small_image_stays_inside_it(tmp_path):
+    # boxes are drawn in each image's own extent: a 24 px image beside 64 px ones never reads padding
+    paths = write_images(tmp_path, n=3) + ["s/" + p for p in write_images(tmp_path / "s", n=1, size=24, seed=3)]
+    loader = loader_of(tmp_path, paths, scale=(0.3, 0.6), batch_size=4)
+    small = np.asarray(Image.open(tmp_path / paths[3]).convert("RGB"), np.float32)
+    for _ in range(5):
+        images, _, rows, _ = next(iter(loader))
+        crop = images[list(rows).index(3)].permute(1, 2, 0).numpy() * 255
+        assert small.min() - 1 <= crop.min() and crop.max() <= small.max() + 1
+        set_epoch(loader, loader.epoch + 1)
 
 
 def test_an_empty_or_all_broken_set_gives_no_batches(tmp_path):
