@@ -101,3 +101,33 @@ def prediction_index(path: Path, manifest_ids: pd.Index) -> tuple[np.ndarray, np
     status = t["status"].to_numpy(zero_copy_only=False)[pos]
     reason = t["reason"].to_numpy(zero_copy_only=False)[pos]
     return pos, status, reason
+
+
+def usable_rows(files: dict[str, Path], manifest_ids: pd.Index, ok: np.ndarray, *, reason: np.ndarray | None = None,
+                check=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Walk every model's prediction index: positions per model, and the rows every model predicted.
+
+    Args:
+        files: Model name -> prediction file, in model order.
+        manifest_ids: The manifest's ``sample_id`` values.
+        ok: Rows usable before the predictions are read (readable in the manifest).
+        reason: Filled in place where a model has no usable prediction for a row that was ``ok``
+            (``"model <m>: <why>"``, the first model that lacks it).
+        check: Called as ``check(model, path)`` after each model's index is read (a shape check).
+
+    Returns:
+        ``(positions, usable)``: ``positions[m]`` maps manifest rows to rows of model ``m``'s file;
+        ``usable`` is ``ok`` and every model's status ``ok``.
+    """
+    usable = np.asarray(ok, bool).copy()
+    positions = {}
+    for m, path in files.items():
+        pos, status, why = prediction_index(path, manifest_ids)
+        if check is not None:
+            check(m, path)
+        positions[m] = pos
+        lost = usable & (status != "ok")
+        if reason is not None:
+            reason[lost] = [f"model {m}: {w or 'no prediction'}" for w in why[lost]]
+        usable &= ~lost
+    return positions, usable

@@ -36,7 +36,7 @@ from ..cleanup.ensemble import (
 from ..cleanup.inputs import check_prediction_shape, check_unique_ids
 from ..cleanup.merges import load_merges, merge_index
 from ..cleanup.rules import ACTION_SET, apply_exemptions, resolved
-from ..cleanup.streamread import prediction_index, read_model_rows
+from ..cleanup.streamread import read_model_rows, usable_rows
 from ..cleanup.verdicts import review_split
 from ..config import Params, Thresholds
 from ..constants import SKIPPED_WHY
@@ -129,7 +129,7 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         decisions = label_set_decisions(params, ws, split, decisions, merges=merges, classes=classes, models=names,
                                         ens=ens, valid_rows=valid_rows)
     dc = params.duplicates
-    if dc.remove:  # the optional duplicate rule (cleanup/duplicates.py); off, the removal list is not read
+    if dc.remove:  # the optional duplicate rule (cleanup/duplicate_rule.py); off, the removal list is not read
         from ..cleanup.duplicate_rule import apply_duplicate_rule, read_removals
 
         decisions = apply_duplicate_rule(decisions, read_removals(ws.duplicate_removals, remove_max_distance=dc.remove_max_distance),
@@ -275,14 +275,8 @@ def split_evidence(params: Params, ws: Workspace, split: str, *, n_jobs: int | N
     # pass 1: which rows does every model have usable predictions for?
     names = list(params.models)
     files = {m: ws.predictions(split, m) for m in names}
-    positions = {}
-    for m in names:
-        pos, status, why = prediction_index(files[m], ids)
-        check_prediction_shape(files[m], model=m, num_classes=k)  # before any probabilities are read
-        positions[m] = pos
-        lost = ok & (status != "ok")
-        reason[lost] = [f"model {m}: {w or 'no prediction'}" for w in why[lost]]
-        ok &= ~lost
+    positions, ok = usable_rows(files, ids, ok, reason=reason,  # shapes checked before any probabilities are read
+                                check=lambda m, path: check_prediction_shape(path, model=m, num_classes=k))
     valid_rows = np.flatnonzero(ok)
     labels = labels_all[valid_rows]
 

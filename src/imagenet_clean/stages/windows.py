@@ -107,18 +107,13 @@ def whole_image_unsure(params: Params, ws: Workspace, split: str, manifest: pd.D
     from ..cleanup.confident import top_probability
     from ..cleanup.labelsets import ambiguous
     from ..cleanup.merges import load_merges, merge_index
-    from ..cleanup.streamread import prediction_index, read_model_rows
+    from ..cleanup.streamread import read_model_rows, usable_rows
     from .common import merge_spec
 
     merges = load_merges(merge_spec(params, ws), classes)
     lut = merge_index(merges, classes) if merges else None
-    ids = pd.Index(manifest["sample_id"])
-    usable = (manifest["status"] == "ok").to_numpy().copy()
-    positions = {}
-    for m in names:
-        pos, status, _ = prediction_index(ws.predictions(split, m), ids)
-        positions[m] = pos
-        usable &= status == "ok"
+    positions, usable = usable_rows({m: ws.predictions(split, m) for m in names}, pd.Index(manifest["sample_id"]),
+                                    (manifest["status"] == "ok").to_numpy())
     rows = np.flatnonzero(usable)
     top = np.stack([top_probability(read_model_rows(ws.predictions(split, m), positions[m][rows]).probs, merge_lut=lut)
                     for m in names]) if len(rows) else np.zeros((len(names), 0), np.float32)
