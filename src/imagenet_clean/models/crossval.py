@@ -63,7 +63,9 @@ FULL = -1
 """Fold id of the model trained on the whole training split."""
 
 # Bumped when training changes in a way that must invalidate finished folds.
-_FINGERPRINT_VERSION = 1
+# 2: images of different sizes stay on the batched crop path (models/batchaug.py); before, they sent the
+#    training to the per-image path under the same recipe, so folds of version 1 may hold the other recipe.
+_FINGERPRINT_VERSION = 2
 # Recipe fields that do not change the trained weights (speed knobs, the accuracy check).
 _SPEED_ONLY = ("threads", "workers", "parallel", "cache_images", "min_accuracy")
 
