@@ -291,6 +291,25 @@ def test_a_model_torch_compile_cannot_handle_falls_back_to_eager_with_a_warning(
     assert table.equals(ref)
 
 
+def test_no_compile_on_cpu_when_the_instruction_set_is_pinned(tmp_path, tiny, monkeypatch, caplog):
+    # under ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU, inductor's code gave one wrong top-5 for every photo
+    import logging
+
+    manifest = make_images(tmp_path, n=3)
+    model, cfg = load_tiny(tiny)
+
+    def must_not_compile(m, **kw):
+        raise AssertionError("torch.compile called with ATEN_CPU_CAPABILITY set")
+
+    monkeypatch.setattr(torch, "compile", must_not_compile)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    with caplog.at_level(logging.WARNING):
+        table = predict_samples(model, cfg, tmp_path, manifest, batch_size=2, workers=0, compile=True)
+    assert "predicting without torch.compile: ATEN_CPU_CAPABILITY=avx2 is set" in caplog.text
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert table.equals(predict_samples(model, cfg, tmp_path, manifest, batch_size=2, workers=0))
+
+
 # ---------------------------------------------------------------- CLI
 
 
