@@ -263,6 +263,10 @@ def test_shards_computed_with_other_numerics_are_recomputed(tmp_path, tiny, sett
 @pytest.mark.slow
 def test_compiled_prediction_matches_eager_and_pads_the_last_batch(tmp_path, tiny):
     """torch.compile (a real compile: ~30 s here) gives the eager probabilities up to float rounding."""
+    from imagenet_clean.models.predict import compile_blocked
+
+    if compile_blocked("cpu"):  # under the instruction-set switch inductor's code was wrong (0.65 off); predict runs eagerly
+        pytest.skip(f"torch.compile is off here: {compile_blocked('cpu')}")
     manifest = make_images(tmp_path, n=7)  # batches of 4 and 3: the short one is padded, not recompiled
     model, cfg = load_tiny(tiny)
     eager = predict_samples(model, cfg, tmp_path, manifest, batch_size=4, workers=0)
