@@ -116,3 +116,22 @@ def test_unknown_view_is_refused(tiny_tree):
     model, cfg = _model()
     with pytest.raises(ValueError, match="unknown feature view"):
         extract_features(model, cfg, root, df, views=("rotate",), numerics=NUMERICS["eager"])
+
+
+def test_no_compile_when_the_instruction_set_is_pinned(monkeypatch, caplog):
+    # inductor's CPU code was wrong under ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU (models/predict.compile_blocked)
+    import logging
+
+    import torch
+
+    from imagenet_clean.models.extract import _Forward
+
+    def must_not_compile(m, **kw):
+        raise AssertionError("torch.compile called with ATEN_CPU_CAPABILITY set")
+
+    monkeypatch.setattr(torch, "compile", must_not_compile)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    with caplog.at_level(logging.WARNING):
+        fwd = _Forward(model, [], NUMERICS["compile"], batch_size=2)
+    assert fwd.run is fwd.model and "extracting without torch.compile: ATEN_CPU_CAPABILITY=avx2" in caplog.text

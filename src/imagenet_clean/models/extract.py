@@ -70,7 +70,12 @@ class _Forward:
 
         self.fmt = torch.channels_last
         self.model = model.to(memory_format=self.fmt).eval()
-        self.run = torch.compile(self.model, dynamic=False) if numerics.compile else self.model
+        from .predict import compile_blocked
+
+        blocked = compile_blocked("cpu") if numerics.compile else None  # the instruction-set switch: eager
+        if blocked:
+            _log.warning("extracting without torch.compile: %s", blocked)
+        self.run = torch.compile(self.model, dynamic=False) if numerics.compile and not blocked else self.model
         self.views = [VIEWS[v] for v in views]
         self.bf16 = numerics.bf16
         self.micro = batch_size
