@@ -119,7 +119,7 @@ def test_unknown_view_is_refused(tiny_tree):
 
 
 def test_no_compile_when_the_instruction_set_is_pinned(monkeypatch, caplog):
-    # inductor's CPU code was wrong under ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU (models/predict.compile_blocked)
+    # inductor's CPU code was wrong under ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU (models/speed.compile_blocked)
     import logging
 
     import torch

@@ -263,7 +263,7 @@ def test_shards_computed_with_other_numerics_are_recomputed(tmp_path, tiny, sett
 @pytest.mark.slow
 def test_compiled_prediction_matches_eager_and_pads_the_last_batch(tmp_path, tiny):
     """torch.compile (a real compile: ~30 s here) gives the eager probabilities up to float rounding."""
-    from imagenet_clean.models.predict import compile_blocked
+    from imagenet_clean.models.speed import compile_blocked
 
     if compile_blocked("cpu"):  # under the instruction-set switch inductor's code was wrong (0.65 off); predict runs eagerly
         pytest.skip(f"torch.compile is off here: {compile_blocked('cpu')}")

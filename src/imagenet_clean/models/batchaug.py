@@ -2,7 +2,7 @@
 
 With ``train.cache_images`` on, one process, and a recipe of crops, turns and
 flips only (no RandAugment, erasing or colour jitter), :func:`batch_loader` decodes
-every training image once into one uint8 tensor and then draws each batch's
+every training image once into uint8 tensors (one per image size) and then draws each batch's
 crops together: the boxes as torchvision's ``RandomResizedCrop`` draws them
 (area fraction in ``scale``, log-uniform aspect ratio, ten tries, else a centre
 crop), resampled to the input size by ``roi_align`` with adaptive sampling
@@ -130,13 +130,14 @@ class SizedImages:
     """Decoded images of several sizes: one ``(n, 3, H, W)`` uint8 tensor per size.
 
     Args:
-        arrays: ``(H, W, 3)`` uint8 arrays, in dataset order.
-        shapes: Their distinct shapes, sorted (the order crops are drawn in).
+        arrays: ``(H, W, 3)`` uint8 arrays, in dataset order. A batch draws its crops size by size, in
+            sorted order of the shapes; with one size, one draw for the whole batch.
     """
 
-    def __init__(self, arrays: list, shapes: list):
+    def __init__(self, arrays: list):
         import torch
 
+        shapes = sorted({a.shape for a in arrays})
         of = {shape: g for g, shape in enumerate(shapes)}
         self.group = torch.tensor([of[a.shape] for a in arrays], dtype=torch.long)
         self.slot = torch.zeros(len(arrays), dtype=torch.long)  # position inside its size's tensor
@@ -145,9 +146,6 @@ class SizedImages:
             members = torch.nonzero(self.group == g).flatten()
             self.slot[members] = torch.arange(len(members))
             self.tensors.append(torch.from_numpy(np.stack([arrays[i] for i in members.tolist()])).permute(0, 3, 1, 2).contiguous())
-
-    def __len__(self) -> int:
-        return len(self.group)
 
     def crops(self, idx, *, size: tuple[int, int], scale: tuple[float, float], generator):
         """``(len(idx), 3, *size)`` float crops of images ``idx``, each box drawn inside its own image."""
@@ -170,7 +168,7 @@ class BatchLoader:
     """Shuffled, augmented batches of images decoded once (see the module docstring).
 
     Args:
-        images: ``(N, 3, H, W)`` uint8 tensor, or :class:`SizedImages` when the sizes differ.
+        images: The decoded images (:class:`SizedImages`).
         labels: ``(N,)`` int64 tensor.
         rows: ``(N,)`` dataset rows of the images (undecodable rows are absent).
         dropped: How many samples could not be decoded.
@@ -207,7 +205,6 @@ class BatchLoader:
 
     def __iter__(self):
         import torch
-        from torchvision.ops import roi_align
 
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.labels)
@@ -215,14 +212,7 @@ class BatchLoader:
         reported = False
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            if isinstance(self.images, SizedImages):
-                crops = self.images.crops(idx, size=self.size, scale=self.scale, generator=gen)
-            else:
-                _, _, height, width = self.images.shape
-                boxes = sample_boxes(len(idx), height, width, scale=self.scale, generator=gen)
-                rois = torch.cat([torch.arange(len(idx), dtype=torch.float32)[:, None], boxes], dim=1)
-                crops = roi_align(self.images[idx].float(), rois, output_size=self.size, spatial_scale=1.0,
-                                  sampling_ratio=-1, aligned=True)
+            crops = self.images.crops(idx, size=self.size, scale=self.scale, generator=gen)
             if self.rotate:
                 crops = rotate_batch(crops, torch.empty(len(idx)).uniform_(-self.rotate, self.rotate, generator=gen))
             if self.hflip:
@@ -254,14 +244,7 @@ def batch_loader(dataset, *, batch_size: int, seed: int, drop_last: bool, data_c
         arrays.append(np.asarray(img, dtype=np.uint8))
         labels.append(int(dataset.labels[i]))
         rows.append(i)
-    shapes = sorted({a.shape for a in arrays})
-    if len(shapes) == 1:
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    elif arrays:
-        images = SizedImages(arrays, shapes)
-    else:
-        images = torch.zeros((0, 3, 1, 1), dtype=torch.uint8)
     _, h, w = data_cfg["input_size"]
-    return BatchLoader(images, torch.tensor(labels, dtype=torch.long), torch.tensor(rows, dtype=torch.long), dropped,
+    return BatchLoader(SizedImages(arrays), torch.tensor(labels, dtype=torch.long), torch.tensor(rows, dtype=torch.long), dropped,
                        batch_size=batch_size, seed=seed, drop_last=drop_last, size=(h, w), scale=scale, hflip=hflip,
                        mean=data_cfg["mean"], std=data_cfg["std"], rotate=rotate)

@@ -30,7 +30,7 @@ from ..io import read_metadata, write_table
 from ..leftovers import sweep_temporaries
 from ..progress import progress
 from .predict import ManifestImages, model_fingerprint, shard_paths, shard_rows
-from .speed import Numerics
+from .speed import Numerics, maybe_compile
 
 _log = logging.getLogger(__name__)
 
@@ -70,12 +70,7 @@ class _Forward:
 
         self.fmt = torch.channels_last
         self.model = model.to(memory_format=self.fmt).eval()
-        from .predict import compile_blocked
-
-        blocked = compile_blocked("cpu") if numerics.compile else None  # the instruction-set switch: eager
-        if blocked:
-            _log.warning("extracting without torch.compile: %s", blocked)
-        self.run = torch.compile(self.model, dynamic=False) if numerics.compile and not blocked else self.model
+        self.run = maybe_compile(self.model, want=numerics.compile, device_type="cpu", what="extracting")
         self.views = [VIEWS[v] for v in views]
         self.bf16 = numerics.bf16
         self.micro = batch_size

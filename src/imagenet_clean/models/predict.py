@@ -34,6 +34,7 @@ from ..leftovers import sweep_temporaries
 from ..predictions import predictions_table
 from ..progress import progress
 from .distributed import barrier, deterministic_cuda
+from .speed import maybe_compile
 
 if TYPE_CHECKING:
     import torch
@@ -96,22 +97,6 @@ def _device(device) -> "torch.device":
     return torch.device(device)
 
 
-def compile_blocked(device_type: str) -> str | None:
-    """Why ``torch.compile`` must not run here (None: it may).
-
-    On CPU with ``ATEN_CPU_CAPABILITY`` set (the instruction-set switch of docs/reliability.md),
-    inductor's generated code and ATen's pinned kernels disagree: EfficientNet-Lite0 predicted
-    the same wrong top-5 for every photo under ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 CPU
-    (torch 2.14.1, 2026-12-06), and right ones eagerly.
-    """
-    import os
-
-    cap = os.environ.get("ATEN_CPU_CAPABILITY", "")
-    if device_type == "cpu" and cap:
-        return f"ATEN_CPU_CAPABILITY={cap} is set, and compiled CPU code gave wrong predictions under it"
-    return None
-
-
 class _Runner:
     """Forward passes with the speed settings; halves the micro-batch on GPU out-of-memory.
 
@@ -121,7 +106,7 @@ class _Runner:
     is padded to the micro-batch so that it does not compile again. If
     compiling fails (no C++ compiler, an unsupported model), prediction
     continues eagerly with a warning. On CPU with ``ATEN_CPU_CAPABILITY`` set
-    it runs eagerly too (:func:`compile_blocked`).
+    it runs eagerly too (:func:`~.speed.compile_blocked`).
     """
 
     def __init__(self, model, *, device, bf16: bool, channels_last: bool, batch_size: int, compile: bool = False):
@@ -132,10 +117,7 @@ class _Runner:
         self.device = device
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(device=device, memory_format=self.fmt).eval()
-        blocked = compile_blocked(device.type) if compile else None
-        if blocked:
-            _log.warning("predicting without torch.compile: %s", blocked)
-        self.forward = torch.compile(self.model, dynamic=False) if compile and not blocked else self.model
+        self.forward = maybe_compile(self.model, want=compile, device_type=device.type, what="predicting")
         self.micro = batch_size
         if device.type == "cuda":
             self.autocast = dict(device_type="cuda", dtype=torch.bfloat16 if bf16 else torch.float16)

@@ -14,10 +14,13 @@ model, so it pays only past :data:`~imagenet_clean.constants.COMPILE_MIN_IMAGES`
 from __future__ import annotations
 
 import functools
+import logging
 import shutil
 from dataclasses import dataclass
 
 from ..constants import COMPILE_MIN_IMAGES
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,34 @@ def choose_numerics(speed: str, *, n_images: int, device_type: str = "cpu", flag
         f"; {n_images} images >= {COMPILE_MIN_IMAGES}: torch.compile pays" if big else
         f"; {n_images} images: torch.compile would not pay (< {COMPILE_MIN_IMAGES} or no C++ compiler)")
     return NUMERICS[name], why
+
+
+def compile_blocked(device_type: str) -> str | None:
+    """Why ``torch.compile`` must not run here (None: it may).
+
+    On CPU with ``ATEN_CPU_CAPABILITY`` set (the instruction-set switch of docs/reliability.md),
+    inductor's generated code and ATen's pinned kernels disagree: EfficientNet-Lite0 predicted
+    the same wrong top-5 for every photo under ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 CPU
+    (torch 2.14.1, 2026-12-06), and right ones eagerly.
+    """
+    import os
+
+    cap = os.environ.get("ATEN_CPU_CAPABILITY", "")
+    if device_type == "cpu" and cap:
+        return f"ATEN_CPU_CAPABILITY={cap} is set, and compiled CPU code gave wrong predictions under it"
+    return None
+
+
+def maybe_compile(model, *, want: bool, device_type: str, what: str):
+    """``torch.compile(model)`` when ``want`` and :func:`compile_blocked` allows it, else ``model`` (with a warning
+    naming ``what`` runs eagerly and why)."""
+    if not want:
+        return model
+    blocked = compile_blocked(device_type)
+    if blocked:
+        _log.warning("%s without torch.compile: %s", what, blocked)
+        return model
+    import torch
+
+    return torch.compile(model, dynamic=False)
+

@@ -319,11 +319,10 @@ def train_model(
     per_rank = math.ceil(len(dataset) / world)
     batch_size = min(cfg.batch_size, per_rank)
     drop_last = per_rank > batch_size  # a lone tiny last batch would upset batch norm
-    loader = None
     if fast_path_reason(cfg, world_size=world) is None:  # crops and flips on whole batches of cached images
         loader = batch_loader(dataset, batch_size=batch_size, seed=seed, drop_last=drop_last, data_cfg=data_cfg,
                               scale=tuple(cfg.scale), hflip=cfg.hflip, rotate=cfg.rotate)
-    if loader is None:
+    else:
         loader = make_loader(dataset, batch_size=batch_size, shuffle=True, seed=seed, workers=cfg.workers, drop_last=drop_last)
     steps = max(1, len(loader))
 
