@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from imagenet_clean.cleanup.labelsets import apply_label_sets, found_classes
+from imagenet_clean.cleanup.labelsets import apart, apply_label_sets, class_windows, found_classes, window_iou
 from imagenet_clean.config import ConfigError, parse_params
 from imagenet_clean.evaluate.score_sets import score_label_sets
 from imagenet_clean.io import read_metadata, read_table, write_table
@@ -70,6 +70,46 @@ def test_merged_classes_sum_their_probabilities_and_count_once():
     assert found_classes(cls, prob, min_prob=0.6, min_models=4, merge_lut=lut) == [[1]]
 
 
+def test_class_windows_gives_each_found_class_the_windows_it_is_found_in_whatever_the_chunk(monkeypatch):
+    from imagenet_clean.cleanup import labelsets
+
+    cls, prob = _evidence(n=3, w=6)
+    cls[0, :4, [0, 1], 0], prob[0, :4, [0, 1], 0] = 3, 0.9  # 3 in windows 0 and 1
+    cls[0, :, 5, 0], prob[0, :, 5, 0] = 7, 0.95             # 7 by all five models in window 5: the strongest
+    cls[2, :4, 2, 0], prob[2, :4, 2, 0] = 1, 0.8
+    cls[2, :4, 4, 0], prob[2, :4, 4, 0] = 2, 0.9             # same votes, more mass: 2 before 1
+    found = class_windows(cls, prob, min_prob=0.6, min_models=4)
+    assert [list(f) for f in found] == [[7, 3], [], [2, 1]] == found_classes(cls, prob, min_prob=0.6, min_models=4)
+    assert found[0][3].tolist() == [0, 1] and found[0][7].tolist() == [5] and found[2][1].tolist() == [2]
+    monkeypatch.setattr(labelsets, "FOUND_CHUNK", 1)
+    again = class_windows(cls, prob, min_prob=0.6, min_models=4)
+    assert [{k: v.tolist() for k, v in f.items()} for f in again] == [{k: v.tolist() for k, v in f.items()} for f in found]
+    assert class_windows(*_evidence(n=0), min_prob=0.5, min_models=1) == []
+
+
+def test_window_iou():
+    boxes = np.array([[0, 0, 2, 2], [1, 0, 3, 2], [2, 0, 4, 2]], np.float64)
+    iou = window_iou(boxes)
+    assert np.allclose(iou, [[1, 1 / 3, 0], [1 / 3, 1, 1 / 3], [0, 1 / 3, 1]])
+
+
+def test_a_set_needs_two_classes_found_in_windows_apart():
+    # a 3 x 3 grid of windows of half the side (stride 0.25) on a 64 x 64 image: windows 0 and 1 overlap by IoU 1/3,
+    # windows 0 and 2 touch (IoU 0)
+    grid = dict(window=0.5, stride=0.25)
+    found = [{1: np.array([0]), 2: np.array([1])},     # neighbours: one object read as two
+             {1: np.array([0]), 2: np.array([1, 2])},  # 2 is also found in a window apart from 1's
+             {1: np.array([0])},                       # one class: never apart
+             {}]
+    sizes = np.full((4, 2), 64)
+    assert apart(found, sizes, max_overlap=0.0, **grid).tolist() == [False, True, False, False]
+    assert apart(found, sizes, max_overlap=0.34, **grid).tolist() == [True, True, False, False]
+    assert apart(found, sizes, max_overlap=1.0, **grid).tolist() == [True, True, False, False]  # no check
+    # on a wide image the same windows are laid further apart along its width: neighbours no longer overlap
+    wide = np.array([[256, 64]] * 4)
+    assert apart(found, wide, max_overlap=0.0, **grid).tolist() == [True, True, False, False]
+
+
 def test_shapes_must_agree():
     with pytest.raises(ValueError, match="same"):
         found_classes(np.zeros((2, 1, 1, 3)), np.zeros((2, 1, 1, 2)), min_prob=0.5, min_models=1)
@@ -96,6 +136,7 @@ def test_two_or_more_classes_make_a_set_that_overrides_keep_fix_and_removal_but_
     ({"min_models": 0}, "label_sets.min_models"), ({"min_models": "most"}, "label_sets.min_models"),
     ({"max_confidence": 0}, "label_sets.max_confidence"), ({"max_confidence": 1.2}, "label_sets.max_confidence"),
     ({"extend_prob": 1.0}, "label_sets.extend_prob"),
+    ({"max_overlap": -0.1}, "label_sets.max_overlap"), ({"max_overlap": 1.5}, "label_sets.max_overlap"),
 ])
 def test_a_label_set_setting_outside_its_range_is_a_one_line_config_error(over, msg):
     with pytest.raises(ConfigError, match=msg) as e:
@@ -112,14 +153,15 @@ def _windows_file(ws, manifest, models, sets: dict[int, list[int]]):
     for row, found in sets.items():
         for k, c in enumerate(found):
             cls[row, :, k, 0], prob[row, :, k, 0] = c, 0.9
-    df = pd.DataFrame({"sample_id": manifest["sample_id"], "status": "ok", "reason": "",
+    df = pd.DataFrame({"sample_id": manifest["sample_id"], "status": "ok", "reason": "", "width": 64, "height": 64,
                        "classes": list(cls.reshape(n, -1)), "probs": list(prob.reshape(n, -1))})
     import pyarrow as pa
 
     from imagenet_clean.stages.windows import WINDOWS_SCHEMA
 
     write_table(ws.windows("val"), pa.Table.from_pandas(df, schema=WINDOWS_SCHEMA, preserve_index=False),
-                metadata={"shape": f"{m},{w},{t}", "models": json.dumps(list(models))})
+                metadata={"shape": f"{m},{w},{t}", "models": json.dumps(list(models)),
+                          "window": "0.5", "stride": "0.5"})  # a 2 x 2 grid of disjoint windows
 
 
 def test_rule_off_gives_byte_identical_outputs_even_with_a_windows_file(tmp_path):
@@ -153,6 +195,35 @@ def test_rule_on_writes_sets_into_the_decisions_and_the_clean_manifest_after_mer
     assert clean.loc[sid[10], "action"] == "relabel_set"
     assert all(len(v) == 1 for v in clean.loc[clean["action"] != "relabel_set", "labels"])
     assert json.loads(read_metadata(ws.decisions("val"))["label_sets"])["min_models"] == 3
+
+
+def test_max_overlap_keeps_sets_off_images_whose_classes_are_found_in_overlapping_windows(tmp_path):
+    params, manifest, _ = make_project(tmp_path, label_sets={"enabled": True, "min_models": 3, "max_confidence": 1.0,
+                                                             "max_overlap": 0.25})
+    ws = Workspace(tmp_path)
+    _windows_file(ws, manifest, list(params.models), {10: [3, 2], 11: [3, 4, 5]})
+    clean_stage.run(params, ws, "val", cam=False)
+    dec = read_table(ws.decisions("val"))
+    assert (dec.loc[[10, 11], "action"] == "relabel_set").all()  # the helper's 2 x 2 grid: disjoint windows
+    meta = read_metadata(ws.windows("val"))
+    write_table(ws.windows("val"), read_table(ws.windows("val")),
+                metadata={**meta, "window": "0.75", "stride": "0.25"})  # the same 4 windows, overlapping (IoU 0.29-0.5)
+    clean_stage.run(params, ws, "val", cam=False)
+    dec = read_table(ws.decisions("val"))
+    assert not (dec["action"] == "relabel_set").any()
+    assert json.loads(read_metadata(ws.decisions("val"))["label_sets"])["max_overlap"] == 0.25
+
+
+def test_a_windows_file_written_before_sizes_were_kept_is_refused_in_one_line(tmp_path):
+    from imagenet_clean.cleanup.labelsets import read_windows
+
+    params, manifest, _ = make_project(tmp_path)
+    ws = Workspace(tmp_path)
+    _windows_file(ws, manifest, list(params.models), {10: [3, 2]})
+    meta = read_metadata(ws.windows("val"))
+    write_table(ws.windows("val"), read_table(ws.windows("val")).drop(columns=["width", "height"]), metadata=meta)
+    with pytest.raises(ValueError, match=r"before the windows' image sizes were kept; rerun `imagenet-clean windows --split val`"):
+        read_windows(ws.windows("val"))
 
 
 def test_the_gate_keeps_sets_off_images_whose_whole_image_the_models_read_with_confidence(tmp_path):
@@ -248,6 +319,8 @@ def test_windows_stage_reads_every_image_window_by_window_and_records_the_unread
     first = ws.windows("val").read_bytes()
     rows, cls, prob = read_windows(ws.windows("val"))
     assert cls.shape == (24, 1, 16, 3) and (cls >= 0).all() and np.allclose(prob.sum(-1) <= 1.0 + 1e-6, True)
+    man = read_table(ws.manifest("val"))
+    assert rows["width"].tolist() == man["width"].tolist() and rows["height"].tolist() == man["height"].tolist()
     assert (np.diff(prob, axis=-1) <= 1e-7).all()  # top classes in order
     assert rows["sample_id"].tolist() == read_table(ws.manifest("val"))["sample_id"].tolist()
     assert _run_windows(root, params, ws)["ok"] == 24 and ws.windows("val").read_bytes() == first  # deterministic
@@ -259,7 +332,7 @@ def test_windows_stage_reads_every_image_window_by_window_and_records_the_unread
         res = _run_windows(root, params, ws)
         rows, cls, prob = read_windows(ws.windows("val"))
         assert res["error"] == 1 and rows.loc[5, "status"] == "error" and rows.loc[5, "reason"].startswith("unreadable")
-        assert (cls[5] == -1).all() and (prob[5] == 0).all()
+        assert (cls[5] == -1).all() and (prob[5] == 0).all() and rows.loc[5, ["width", "height"]].tolist() == [0, 0]
     finally:
         path.write_bytes(data)
 

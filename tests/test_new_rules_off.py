@@ -51,10 +51,10 @@ def _evidence_files(ws: Workspace, manifest: pd.DataFrame, models: list[str]) ->
     cls[:, :, 1, 0] = 1
     prob = np.zeros(cls.shape, np.float32)
     prob[:, :, :2, 0] = 0.95
-    df = pd.DataFrame({"sample_id": manifest["sample_id"], "status": "ok", "reason": "",
+    df = pd.DataFrame({"sample_id": manifest["sample_id"], "status": "ok", "reason": "", "width": 64, "height": 64,
                        "classes": list(cls.reshape(n, -1)), "probs": list(prob.reshape(n, -1))})
     write_table(ws.windows("val"), pa.Table.from_pandas(df, schema=WINDOWS_SCHEMA, preserve_index=False),
-                metadata={"shape": f"{len(models)},4,3", "models": json.dumps(models)})
+                metadata={"shape": f"{len(models)},4,3", "models": json.dumps(models), "window": "0.5", "stride": "0.5"})
     sid = manifest["sample_id"]
     ws.duplicate_removals.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"split": ["val"] * 2, "sample_id": [sid[21], sid[22]], "kept": [sid[20]] * 2,

@@ -296,9 +296,10 @@ class LabelSetsConfig:
     """Label sets (ReaL-style) for images that show several classes (stage ``windows``; cleanup/labelsets.py).
 
     Every cleanup model reads a grid of windows of each image; a class is found when ``min_models``
-    models give it ``min_prob`` in one window, and an image with two or more classes found, on which
-    the models' whole-image predictions are unsure (mean top probability below ``max_confidence``),
-    gets the action ``relabel_set`` and that set (docs/label-sets.md).
+    models give it ``min_prob`` in one window, and an image with two or more classes found, two of them
+    in windows apart (IoU at most ``max_overlap``), on which the models' whole-image predictions are
+    unsure (mean top probability below ``max_confidence``), gets the action ``relabel_set`` and that
+    set (docs/label-sets.md).
     """
 
     enabled: bool = False
@@ -314,6 +315,8 @@ class LabelSetsConfig:
     extend_prob: float = field(default=0.5, metadata=_check(lambda v: 0 < v < 1, "a probability in (0, 1)"))
     # a set only where the whole image is ambiguous: the models' mean top-class probability (predictions) below this
     max_confidence: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "a probability in (0, 1] (1: no gate)"))
+    # a set only where two of its classes are found in windows apart: their boxes' IoU at most this (1: no check)
+    max_overlap: float = field(default=1.0, metadata=_check(lambda v: 0 <= v <= 1, "an IoU in [0, 1] (1: no check)"))
     batch_size: int = field(default=64, metadata=_POS)
 
 

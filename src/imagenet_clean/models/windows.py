@@ -46,7 +46,8 @@ def window_boxes(width: int, height: int, *, window: float, stride: float) -> li
 
 
 class WindowImages:
-    """Map-style dataset: item ``i`` is ``(i, (W, C, H, W) crops tensor, reason)``; an unreadable image gives zeros."""
+    """Map-style dataset: item ``i`` is ``(i, (W, C, H, W) crops tensor, reason, (width, height))``; an unreadable
+    image gives zeros and size ``(0, 0)``."""
 
     def __init__(self, root: str | Path, paths: Sequence[str], data_cfg: dict, *, window: float, stride: float,
                  max_pixels: int = MAX_IMAGE_PIXELS):
@@ -71,17 +72,17 @@ class WindowImages:
         try:
             img = load_rgb(self.root / self.paths[i], max_pixels=self.max_pixels, within=self.root)
             boxes = window_boxes(*img.size, window=self.window, stride=self.stride)
-            return i, torch.stack([self.transform(img.crop(b)) for b in boxes]), ""
+            return i, torch.stack([self.transform(img.crop(b)) for b in boxes]), "", torch.tensor(img.size)
         except Exception as e:  # an image broken since ingestion is a recorded reason, never a crash
             reason = str(e) or type(e).__name__
             if not reason.startswith("unreadable"):
                 reason = f"unreadable now: {reason}"
-            return i, torch.zeros((self.n, *self.shape)), reason
+            return i, torch.zeros((self.n, *self.shape)), reason, torch.zeros(2, dtype=torch.int64)
 
 
 def window_topk(models: Sequence[tuple[object, dict]], root: str | Path, paths: Sequence[str], *, window: float,
                 stride: float, batch_size: int = 64, max_pixels: int = MAX_IMAGE_PIXELS,
-                desc: str = "windows") -> tuple[np.ndarray, np.ndarray, list[str]]:
+                desc: str = "windows") -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
     """Every model's top :data:`WINDOW_TOPK` classes in every window of every image.
 
     Args:
@@ -96,8 +97,9 @@ def window_topk(models: Sequence[tuple[object, dict]], root: str | Path, paths: 
         desc: Progress label.
 
     Returns:
-        ``(classes int16 (N, M, W, T), probabilities float32 (N, M, W, T), reason per image)``;
-        an unreadable image (a reason) has class -1 and probability 0 everywhere.
+        ``(classes int16 (N, M, W, T), probabilities float32 (N, M, W, T), reason per image,
+        int32 (N, 2) width and height the windows were laid on)``; an unreadable image (a reason)
+        has class -1, probability 0 everywhere and size 0 x 0.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -109,6 +111,7 @@ def window_topk(models: Sequence[tuple[object, dict]], root: str | Path, paths: 
     classes = np.full((n, m, w, t), -1, np.int16)
     probs = np.zeros((n, m, w, t), np.float32)
     reasons = [""] * n
+    sizes = np.zeros((n, 2), np.int32)
     groups: dict[str, list[int]] = {}  # models sharing a data config share the decoded crops
     for j, (_, cfg) in enumerate(models):
         groups.setdefault(repr(sorted(cfg.items())), []).append(j)
@@ -116,8 +119,9 @@ def window_topk(models: Sequence[tuple[object, dict]], root: str | Path, paths: 
         for members in groups.values():
             ds = WindowImages(root, paths, models[members[0]][1], window=window, stride=stride, max_pixels=max_pixels)
             loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
-            for idx, x, why in progress(loader, desc=desc, unit="batch"):
+            for idx, x, why, size in progress(loader, desc=desc, unit="batch"):
                 rows = idx.numpy()
+                sizes[rows] = size.numpy()
                 flat = x.flatten(0, 1)
                 for j in members:
                     p = models[j][0].eval()(flat).float().softmax(1)
@@ -130,4 +134,5 @@ def window_topk(models: Sequence[tuple[object, dict]], root: str | Path, paths: 
     bad = [i for i, r in enumerate(reasons) if r]
     classes[bad] = -1
     probs[bad] = 0.0
-    return classes, probs, reasons
+    sizes[bad] = 0
+    return classes, probs, reasons, sizes

@@ -147,7 +147,7 @@ def run(params: Params, ws: Workspace, split: str, *, cam: bool | None = None,
         ls = params.label_sets
         table_meta["label_sets"] = json.dumps({"window": ls.window, "stride": ls.stride, "min_prob": ls.min_prob,
                                                "min_models": ls.min_models, "max_confidence": ls.max_confidence,
-                                               "extend_prob": ls.extend_prob})
+                                               "extend_prob": ls.extend_prob, "max_overlap": ls.max_overlap})
     if dc.remove:
         table_meta["duplicates"] = json.dumps({"remove_max_distance": dc.remove_max_distance})
     schema, clean_schema = DECISIONS_SCHEMA, CLEAN_SCHEMA
@@ -184,7 +184,7 @@ def label_set_decisions(params: Params, ws: Workspace, split: str, decisions: pd
         ValueError: the windows file was written by other models (stale), or
             ``label_sets.min_models`` asks more models than the ensemble has.
     """
-    from ..cleanup.labelsets import ambiguous, apply_label_sets, extend_sets, found_classes, read_windows
+    from ..cleanup.labelsets import ambiguous, apart, apply_label_sets, class_windows, extend_sets, found_classes, read_windows
     from ..errors import ConfigError
     from ..thresholds import resolve_threshold
 
@@ -197,12 +197,16 @@ def label_set_decisions(params: Params, ws: Workspace, split: str, decisions: pd
         raise ConfigError(f"label_sets.min_models {cfg.min_models!r} resolves to {need:g} models; the ensemble has {len(models)}")
     path = ws.windows(split)
     rows, cls, prob = read_windows(path)
-    written_by = json.loads(read_metadata(path).get("models", "[]"))
+    file_meta = read_metadata(path)
+    written_by = json.loads(file_meta.get("models", "[]"))
     if written_by != models:
         raise ValueError(f"{path} was written by models {written_by}, params.yaml lists {models}: "
                          f"rerun `imagenet-clean windows --split {split}`")
     lut = merge_index(merges, classes) if merges else None
-    sets = found_classes(cls, prob, min_prob=cfg.min_prob, min_models=need, merge_lut=lut)
+    found = class_windows(cls, prob, min_prob=cfg.min_prob, min_models=need, merge_lut=lut)
+    far = apart(found, rows[["width", "height"]].to_numpy(), window=float(file_meta["window"]),
+                stride=float(file_meta["stride"]), max_overlap=cfg.max_overlap)  # two classes in separate regions
+    sets = [list(f) if ok else [] for f, ok in zip(found, far)]
     if cfg.extend_prob < cfg.min_prob:
         sets = extend_sets(sets, found_classes(cls, prob, min_prob=cfg.extend_prob, min_models=need, merge_lut=lut))
     eligible = np.zeros(len(decisions), bool)

@@ -25,10 +25,13 @@ WINDOWS_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
     ("status", pa.string()),
     ("reason", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
     ("classes", pa.list_(pa.int16())),
     ("probs", pa.list_(pa.float32())),
 ])
-"""One row per manifest row: its (M, W, T) classes and probabilities, flattened (shape in the metadata)."""
+"""One row per manifest row: the size the windows were laid on (0 x 0 where none was read) and its (M, W, T)
+classes and probabilities, flattened (shape in the metadata)."""
 GATED = "gated"
 """``status`` of a row not read: the models read its whole image with confidence, so it cannot get a set."""
 GATED_WHY = "whole image read with confidence (label_sets.max_confidence)"
@@ -69,14 +72,16 @@ def run(params: Params, ws: Workspace, split: str) -> dict:
     ok = readable & unsure  # only the images whose whole image the models are unsure of can get a set: only they are read
     models = [load_trained(m, params.models[m], num_classes=len(classes), fold=-1, models_dir=ws.models) for m in names]
     root = split_root(meta, params, split, ws)
-    cls, prob, reasons = window_topk(models, root, manifest.loc[ok, "path"].tolist(), window=cfg.window, stride=cfg.stride,
-                                     batch_size=cfg.batch_size, max_pixels=params.ingest.max_pixels, desc=f"windows {split}")
+    cls, prob, reasons, sizes = window_topk(models, root, manifest.loc[ok, "path"].tolist(), window=cfg.window,
+                                            stride=cfg.stride, batch_size=cfg.batch_size,
+                                            max_pixels=params.ingest.max_pixels, desc=f"windows {split}")
     w = windows_per_side(cfg.window, cfg.stride) ** 2
     shape = (len(names), w, WINDOW_TOPK)
     n = len(manifest)
     all_cls = np.full((n, *shape), -1, np.int16)
     all_prob = np.zeros((n, *shape), np.float32)
-    all_cls[ok], all_prob[ok] = cls, prob
+    all_size = np.zeros((n, 2), np.int32)
+    all_cls[ok], all_prob[ok], all_size[ok] = cls, prob, sizes
     status = np.where(ok, "ok", np.where(readable, GATED, "error")).astype(object)
     reason = manifest["reason"].fillna("").astype(str).to_numpy(dtype=object).copy()
     reason[readable & ~unsure] = GATED_WHY
@@ -88,6 +93,8 @@ def run(params: Params, ws: Workspace, split: str) -> dict:
         "sample_id": manifest["sample_id"].astype(str).to_numpy(),
         "status": status,
         "reason": np.where(status == "ok", "", reason).astype(object),  # gated rows say why they were not read
+        "width": all_size[:, 0],
+        "height": all_size[:, 1],
         "classes": list(all_cls.reshape(n, -1)),
         "probs": list(all_prob.reshape(n, -1)),
     })
