@@ -110,5 +110,45 @@ def add_issue30_evidence(project: dict, *, seed: int = 1) -> dict:
                 metadata={"max_distance": 0.05, "k": 5})  # no val image: not listed for val
     write_table(out / "no_features.parquet", pd.DataFrame({"split": ["val"], "sample_id": [ids[3]], "reason": ["x"]}))
     write_table(out / "removals.parquet", pd.DataFrame(columns=["split", "sample_id", "representative"], dtype=object))
+    set_windows = _windows_file(tmp, meta, dec, {i: labels[i] for i in sets})
     return {"sets": [ids[i] for i in sets], "set_labels": [labels[i] for i in sets], "quality": ids[quality],
-            "exact": exact, "near": near, "leak": (train_id, leak_val)}
+            "exact": exact, "near": near, "leak": (train_id, leak_val), "set_windows": set_windows}
+
+
+SET_WINDOWS = [[0, 3], [0, 1, 3]]
+"""Window of each class of the two sets in :func:`_windows_file`'s 2 x 2 grid (0 top left, 3 bottom right)."""
+
+
+def _windows_file(tmp, meta: dict, dec: pd.DataFrame, sets: dict[int, list[int]]) -> dict[str, dict[int, list[int]]]:
+    """The windows stage's file for val: every model finds each class of a set in its own window of a 2 x 2 grid;
+    the decisions record the label-set settings. Returns ``{sample_id: {class: [window]}}``."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from imagenet_clean.io import read_metadata, write_table
+    from imagenet_clean.stages.windows import WINDOWS_SCHEMA
+
+    models = json.loads(meta["models"])
+    man = read_table(tmp / "data/manifests/val.parquet").set_index("sample_id").loc[dec["sample_id"]]
+    n, m, w, t = len(dec), len(models), 4, 3
+    cls, prob = np.full((n, m, w, t), -1, np.int16), np.zeros((n, m, w, t), np.float32)
+    status = np.full(n, "gated", dtype=object)
+    where: dict[str, dict[int, list[int]]] = {}
+    for (row, labels), wins in zip(sets.items(), SET_WINDOWS):
+        status[row] = "ok"
+        for c, win in zip(labels, wins):
+            cls[row, :, win, 0], prob[row, :, win, 0] = c, 0.9
+        where[dec.at[row, "sample_id"]] = {c: [win] for c, win in zip(labels, wins)}
+    ok = status == "ok"
+    df = pd.DataFrame({"sample_id": dec["sample_id"], "status": status, "reason": np.where(ok, "", "gated"),
+                       "width": np.where(ok, man["width"], 0), "height": np.where(ok, man["height"], 0),
+                       "classes": list(cls.reshape(n, -1)), "probs": list(prob.reshape(n, -1))})
+    write_table(tmp / "data/windows/val.parquet", pa.Table.from_pandas(df, schema=WINDOWS_SCHEMA, preserve_index=False),
+                metadata={"split": "val", "shape": f"{m},{w},{t}", "models": json.dumps(models), "window": "0.5", "stride": "0.5"})
+    path = tmp / "data/decisions/val.parquet"
+    write_table(path, pq.read_table(path), metadata={**read_metadata(path), "label_sets": json.dumps(
+        {"window": 0.5, "stride": 0.5, "min_prob": 0.55, "min_models": 0.8, "max_confidence": 0.5, "extend_prob": 0.5,
+         "max_overlap": 0.1})})
+    return where

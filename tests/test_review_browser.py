@@ -140,10 +140,19 @@ def test_duplicate_pairs_quality_and_a_label_set_with_cams_in_chromium(tmp_path)
         wait(lambda: current_id(driver) == ev["sets"][1] or (current_id(driver) in ev["sets"] and press(driver, "j")),
              what="the three-class set")
         wait(lambda: current_id(driver) == ev["sets"][1], what="the three-class set")
-        wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#label-set img")) == 9, what="9 CAMs (3 classes x 3 models)")
-        wait(lambda: _images_loaded(driver, "#label-set img"), timeout=300, what="every CAM of the set")
+        wait(lambda: len(driver.find_elements(By.CSS_SELECTOR, "#label-set img[src^='cam?']")) == 9,
+             what="9 CAMs (3 classes x 3 models)")
+        wait(lambda: _images_loaded(driver, "#label-set img"), timeout=300, what="every CAM of the set and its windows")
         heads = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#label-set h4")]
         assert heads == [f"class {c} ({WNIDS[c]})" for c in ev["set_labels"][1]]
+        # where each class was found: one window each in the fixture's 2 x 2 grid (class 7 is merged away: none)
+        frames = driver.find_elements(By.CSS_SELECTOR, "#label-set .win-frame")
+        assert [len(f.find_elements(By.CSS_SELECTOR, ".window-box")) for f in frames] == [1, 1, 0]
+        img = frames[0].find_element(By.TAG_NAME, "img").rect
+        box = frames[0].find_element(By.CSS_SELECTOR, ".window-box").rect
+        assert abs(box["width"] - img["width"] / 2) <= 2 and abs(box["x"] - img["x"]) <= 1  # the top-left quarter
+        caps = [f.text for f in driver.find_elements(By.CSS_SELECTOR, "#label-set figure.windows figcaption")]
+        assert caps == ["found in 1 window", "found in 1 window", "not found in a window"]
         driver.execute_script("document.getElementById('label-set').previousElementSibling.scrollIntoView()")
         driver.save_screenshot(str(shots / "review-label-set.png"))
         # the other set has a near copy: shown on its page

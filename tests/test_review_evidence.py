@@ -12,6 +12,7 @@ import json
 import pytest
 
 from imagenet_clean.cleanup.verdicts import read_verdicts
+from imagenet_clean.io import read_table
 from imagenet_clean.review.data import Filter, ReviewData
 from imagenet_clean.review.duplicates import DuplicateIndex, reason_line
 from imagenet_clean.review.render import CamRenderer
@@ -148,6 +149,42 @@ def test_label_sets_are_filtered_and_shown_with_their_classes(data, project):
     assert ev["sets"][1] in [r["sample_id"] for r in get(c, f"/api/changes?cls={WNIDS[first]}&limit=500").get_json()["rows"]]
     other = get(c, "/api/change", query_string={"id": ev["quality"]}).get_json()
     assert other["labels"] == [] and other["set_cams"] == []
+
+
+def test_a_set_shows_the_windows_where_each_class_was_found(data, project):
+    ev = project["ev"]
+    c = client(data)
+    for sid, labels in zip(ev["sets"], ev["set_labels"]):
+        d = get(c, "/api/change", query_string={"id": sid}).get_json()
+        sw = d["set_windows"]
+        assert (sw["width"], sw["height"]) == (64, 64) and [x["index"] for x in sw["classes"]] == labels
+        quarter = {0: [0, 0, 32, 32], 1: [32, 0, 64, 32], 3: [32, 32, 64, 64]}  # the fixture's 2 x 2 grid of 64 px
+        for x in sw["classes"]:
+            if x["index"] == 7:  # merged into class 1 by the embedded table: the clean stage never finds class 7
+                assert x["windows"] == []
+            else:
+                assert x["windows"] == [quarter[w] for w in ev["set_windows"][sid][x["index"]]]
+    assert "set_windows" not in get(c, "/api/change", query_string={"id": ev["quality"]}).get_json()
+
+
+def test_set_windows_say_why_they_are_missing(project, tmp_path):
+    import shutil
+
+    from imagenet_clean.io import read_metadata, write_table
+
+    ev = project["ev"]
+    copy = tmp_path / "p"
+    shutil.copytree(project["tmp"], copy)
+    windows = copy / "data/windows/val.parquet"
+    rows = read_table(windows)
+    rows.loc[rows["sample_id"] == ev["sets"][0], ["status", "reason"]] = ["gated", "whole image read with confidence"]
+    write_table(windows, rows, metadata=read_metadata(windows))
+    d = ReviewData(copy, "val")
+    assert d.detail_of(ev["sets"][0])["set_windows_error"] == "not read window by window: whole image read with confidence"
+    assert "set_windows" in d.detail_of(ev["sets"][1])
+    windows.unlink()
+    d = ReviewData(copy, "val")
+    assert d.detail_of(ev["sets"][1])["set_windows_error"] == "val.parquet: no window evidence (run `imagenet-clean windows`)"
 
 
 def test_a_cam_per_class_of_a_set(data, project, tmp_path):

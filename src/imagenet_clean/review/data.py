@@ -51,6 +51,7 @@ from .evidence import (
     scan_changes,
     write_cache,
 )
+from .setwindows import SetWindows
 
 RULE_BITS = {r: 1 << i for i, r in enumerate((RULE_FIX, RULE_CL_REMOVE, RULE_CONSENSUS, RULE_CAM_EXEMPT,
                                                RULE_UNREADABLE, RULE_HUMAN, RULE_QUALITY, RULE_LABEL_SET))}
@@ -124,8 +125,11 @@ class ReviewData:
         self.wnid_index = {w: i for i, w in enumerate(classes.wnids)}
         root = Path(meta.get("root") or ".")
         self.root = root if root.is_absolute() else self.workdir / root
-        self.models = json.loads(read_metadata(dec_path).get("models") or "[]")
+        dec_meta = read_metadata(dec_path)
+        self.models = json.loads(dec_meta.get("models") or "[]")
         self.label_sets = LABELS_COLUMN in pq.read_schema(dec_path).names  # label_sets.enabled when the clean stage ran
+        self.set_windows = SetWindows(self.workspace.windows(split), dec_meta, classes, self.models,
+                                      workdir=self.workdir) if self.label_sets else None
         self.reviews = self.workspace.reviews(split)
         self.duplicates = DuplicateIndex(self.workdir, split)
         self.quality_bounds: dict[str, tuple[float | None, float | None]] = {}  # params quality.thresholds, set by serve()
@@ -414,6 +418,11 @@ class ReviewData:
         if LABELS_COLUMN in row:
             out["labels"] = [self._cls(c) for c in labels]
             out["set_cams"] = [self._cls(c) for c in labels[:MAX_SET_CAMS]]
+            if labels and self.set_windows is not None:  # where each class was found (review/setwindows.py)
+                try:
+                    out["set_windows"] = self.set_windows.of(sample_id, labels)
+                except (ValueError, OSError) as e:
+                    out["set_windows_error"] = str(e)
         q = self._quality.get(sample_id)
         if q is not None:
             out["quality"] = self.quality_of(q)

@@ -163,8 +163,11 @@
     if (!d.labels || !d.labels.length) return [];
     const methods = state.meta.cam_methods;
     const box = el("div", { class: "set", id: "label-set" });
+    const found = {};  // where each class was found: the windows stage's evidence (review/setwindows.py)
+    if (d.set_windows) for (const c of d.set_windows.classes) found[c.index] = c.windows;
     for (const c of d.set_cams) {
       const figs = el("div", { class: "cams" });
+      if (d.image_ok && d.set_windows) figs.append(windowFigure(d, c, found[c.index] || []));
       if (d.image_ok && methods.length) {
         for (const m of state.meta.models) figs.append(el("figure", {},
           el("img", { src: "cam?" + q({ id: d.sample_id, model: m, method: methods[0], cls: c.index }), alt: `${methods[0]} ${m} ${c.wnid}`, loading: "lazy" }),
@@ -172,7 +175,18 @@
       } else figs.append(el("span", { class: "hint" }, d.image_ok ? "no CAM method configured" : "image file missing"));
       box.append(el("div", { class: "set-class" }, el("h4", {}, clsText(c)), figs));
     }
-    return [el("h3", {}, `label set (${d.labels.length} classes, strongest first): a CAM per class`), box];
+    const head = el("h3", {}, `label set (${d.labels.length} classes, strongest first): where each was found, a CAM per class`);
+    const why = d.set_windows_error ? [el("p", { class: "hint", id: "set-windows-error" }, `windows not shown: ${d.set_windows_error}`)] : [];
+    return [head, ...why, box];
+  }
+
+  // the image with the windows in which the models found class c (boxes in the image's pixels, drawn in percent)
+  function windowFigure(d, c, wins) {
+    const w = d.set_windows.width, h = d.set_windows.height;
+    const frame = el("div", { class: "win-frame" }, el("img", { src: "image?" + q({ id: d.sample_id, boxes: "0" }), alt: `windows ${c.wnid}` }),
+      ...wins.map(([l, t, r, b]) => el("div", { class: "window-box", style:
+        `left:${(100 * l / w).toFixed(2)}%;top:${(100 * t / h).toFixed(2)}%;width:${(100 * (r - l) / w).toFixed(2)}%;height:${(100 * (b - t) / h).toFixed(2)}%` })));
+    return el("figure", { class: "windows" }, frame, el("figcaption", {}, wins.length ? `found in ${wins.length} window${wins.length > 1 ? "s" : ""}` : "not found in a window"));
   }
 
   function qualitySection(d) {
