@@ -91,9 +91,13 @@ def kill_loop(start: Callable[[], subprocess.Popen], *, kills: int, seed: int, w
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            res.kills += 1
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it exited, and the fork server reaped it, between the timeout and the kill
+                proc.wait()             # (seen once on a loaded machine): a run that finished before its kill
+            else:
+                proc.wait()
+                res.kills += 1
             res.delays.append(round(delay, 2))
             res.temporaries_after_kill += bool(temporaries(outputs))
             after_kill()
@@ -233,16 +237,20 @@ def kill_and_rerun_loop(start: Callable[[], object], *, kills: int, seed: int, w
         try:
             proc.wait(timeout=delay)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            res.kills += 1
-            res.delays.append(round(delay, 3))
-            res.temporaries_after_kill += bool(temporaries(outputs))
-            after_kill()
-            rerun = start()
-            assert rerun.wait() == 0, f"the rerun after kill {res.kills} (at {delay:.3f} s) failed"
-            after_rerun()
-            continue
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it exited, and the fork server reaped it, between the timeout and the kill
+                proc.wait()             # (seen once on a loaded machine): a run that finished before its kill
+            else:
+                proc.wait()
+                res.kills += 1
+                res.delays.append(round(delay, 3))
+                res.temporaries_after_kill += bool(temporaries(outputs))
+                after_kill()
+                rerun = start()
+                assert rerun.wait() == 0, f"the rerun after kill {res.kills} (at {delay:.3f} s) failed"
+                after_rerun()
+                continue
         assert proc.returncode == 0, f"run failed with {proc.returncode}"
         res.finished += 1
         after_rerun()
