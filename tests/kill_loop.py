@@ -66,6 +66,27 @@ def assert_complete_outputs(folder: Path) -> None:
                     f.get_tensor(k)
 
 
+def _killed_after(proc, delay: float) -> bool:
+    """Wait ``delay`` seconds for ``proc``, then SIGKILL its process group and wait for it.
+
+    Returns True when the kill landed on a running process, False when the run finished first; also
+    when it exited between the wait's timeout and the kill (a fork-server run is reaped at once, so
+    ``os.killpg`` then finds no process: seen once on a loaded machine).
+    """
+    try:
+        proc.wait(timeout=delay)
+        return False
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        proc.wait()
+        return False
+    proc.wait()
+    return True
+
+
 def kill_loop(start: Callable[[], subprocess.Popen], *, kills: int, seed: int, window: float,
               after_kill: Callable[[], None], after_finish: Callable[[], None], outputs: Path,
               max_runs: int | None = None) -> KillLoop:
@@ -88,16 +109,8 @@ def kill_loop(start: Callable[[], subprocess.Popen], *, kills: int, seed: int, w
             break
         delay = rng.uniform(0.0, window)
         proc = start()
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:  # it exited, and the fork server reaped it, between the timeout and the kill
-                proc.wait()             # (seen once on a loaded machine): a run that finished before its kill
-            else:
-                proc.wait()
-                res.kills += 1
+        if _killed_after(proc, delay):
+            res.kills += 1
             res.delays.append(round(delay, 2))
             res.temporaries_after_kill += bool(temporaries(outputs))
             after_kill()
@@ -234,23 +247,15 @@ def kill_and_rerun_loop(start: Callable[[], object], *, kills: int, seed: int, w
     while res.kills < kills:
         delay = rng.uniform(0.0, window)
         proc = start()
-        try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:  # it exited, and the fork server reaped it, between the timeout and the kill
-                proc.wait()             # (seen once on a loaded machine): a run that finished before its kill
-            else:
-                proc.wait()
-                res.kills += 1
-                res.delays.append(round(delay, 3))
-                res.temporaries_after_kill += bool(temporaries(outputs))
-                after_kill()
-                rerun = start()
-                assert rerun.wait() == 0, f"the rerun after kill {res.kills} (at {delay:.3f} s) failed"
-                after_rerun()
-                continue
+        if _killed_after(proc, delay):
+            res.kills += 1
+            res.delays.append(round(delay, 3))
+            res.temporaries_after_kill += bool(temporaries(outputs))
+            after_kill()
+            rerun = start()
+            assert rerun.wait() == 0, f"the rerun after kill {res.kills} (at {delay:.3f} s) failed"
+            after_rerun()
+            continue
         assert proc.returncode == 0, f"run failed with {proc.returncode}"
         res.finished += 1
         after_rerun()
