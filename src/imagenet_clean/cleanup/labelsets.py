@@ -220,8 +220,11 @@ def ambiguous(top_probs: np.ndarray, *, max_confidence: float) -> np.ndarray:
     return np.asarray(top_probs, np.float64).mean(axis=0) < max_confidence
 
 
-def read_windows(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """The windows file of a split: ``(rows: sample_id, status, reason, width, height; classes (N, M, W, T); probs)``."""
+def read_windows(path: str | Path, *, sample_ids: list[str] | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The windows file of a split: ``(rows: sample_id, status, reason, width, height; classes (N, M, W, T); probs)``.
+
+    ``sample_ids``: read only those rows (a parquet filter: the review page reads one image's row).
+    """
     from ..io import read_metadata, read_table
 
     path = Path(path)
@@ -231,7 +234,12 @@ def read_windows(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray
     meta = read_metadata(path)
     if meta.get("skipped") == "true" or "shape" not in meta:
         raise ValueError(f"{path}: written with label_sets.enabled false; rerun `imagenet-clean windows --split {path.stem}`")
-    t = read_table(path)
+    if sample_ids is None:
+        t = read_table(path)
+    else:
+        import pyarrow.parquet as pq
+
+        t = pq.read_table(path, filters=[("sample_id", "in", list(sample_ids))]).to_pandas()
     if "width" not in t:
         raise ValueError(f"{path}: written before the windows' image sizes were kept; "
                          f"rerun `imagenet-clean windows --split {path.stem}`")

@@ -34,6 +34,13 @@ PLACEHOLDER_DIR = "__placeholder__"
 COLUMNS = ("merged_wnid", "merged_name", "target_wnid", "target_name", "note")
 
 
+def resolve_merge_spec(spec: str, root: str | Path) -> str:
+    """``dataset.merges`` with a relative CSV path made ``root``'s (the project's); built-in names pass through."""
+    if spec in BUILTIN_MERGES or spec == NO_MERGES or Path(spec).is_absolute():
+        return spec
+    return str(Path(root) / spec)
+
+
 def placeholder_path(wnid: str) -> str:
     """Path (and sample id) of the black placeholder image of an emptied class."""
     return f"{PLACEHOLDER_DIR}/{wnid}.JPEG"

@@ -44,12 +44,9 @@ class SetWindows:
     def lut(self) -> np.ndarray | None:
         """``class -> class after merges`` of the clean stage (None without merges)."""
         if not self._lut_done:
-            from ..cleanup.merges import BUILTIN_MERGES, NO_MERGES, load_merges, merge_index
+            from ..cleanup.merges import load_merges, merge_index, resolve_merge_spec
 
-            spec = self.merges
-            if spec not in BUILTIN_MERGES and spec != NO_MERGES and not Path(spec).is_absolute():
-                spec = str(self.workdir / spec)
-            merges = load_merges(spec, self.classes)
+            merges = load_merges(resolve_merge_spec(self.merges, self.workdir), self.classes)
             self._lut, self._lut_done = (merge_index(merges, self.classes) if merges else None), True
         return self._lut
 
@@ -64,9 +61,7 @@ class SetWindows:
             ValueError: no windows file, no row for the image, or the image was not read window by window
                 (the message says which and what to run).
         """
-        import pyarrow.parquet as pq
-
-        from ..cleanup.labelsets import class_windows
+        from ..cleanup.labelsets import class_windows, read_windows
         from ..io import read_metadata
         from ..models.windows import window_boxes
         from ..thresholds import resolve_threshold
@@ -75,19 +70,13 @@ class SetWindows:
             raise ValueError(f"{self.path.name}: no window evidence (run `imagenet-clean windows`)")
         if not self.settings:
             raise ValueError("the decisions do not record the label-set settings (rerun the clean stage)")
-        meta = read_metadata(self.path)
-        table = pq.read_table(self.path, filters=[("sample_id", "==", sample_id)])
-        if "width" not in table.column_names or "shape" not in meta:
-            raise ValueError(f"{self.path.name} was written before the windows' image sizes were kept "
-                             "(rerun `imagenet-clean windows`)")
-        if table.num_rows != 1:
+        rows, cls, prob = read_windows(self.path, sample_ids=[sample_id])
+        if len(rows) != 1:
             raise ValueError(f"{self.path.name} has no row for {sample_id!r} (rerun `imagenet-clean windows`)")
-        row = table.to_pylist()[0]
+        row = rows.iloc[0]
         if row["status"] != "ok":
             raise ValueError(f"not read window by window: {row['reason'] or row['status']}")
-        shape = (1, *(int(v) for v in meta["shape"].split(",")))
-        cls = np.asarray(row["classes"], np.int16).reshape(shape)
-        prob = np.asarray(row["probs"], np.float32).reshape(shape)
+        meta = read_metadata(self.path)
         need = resolve_threshold(self.settings["min_models"], len(self.models))
         strong = class_windows(cls, prob, min_prob=self.settings["min_prob"], min_models=need, merge_lut=self.lut())[0]
         weak = class_windows(cls, prob, min_prob=min(self.settings.get("extend_prob", 1.0), self.settings["min_prob"]),

@@ -25,12 +25,9 @@ def project_classes(meta: dict, params: Params, ws: Workspace) -> ClassList:
 
 def merge_spec(params: Params, ws: Workspace) -> str:
     """``dataset.merges`` with a relative CSV path made the project's; built-in names pass through."""
-    from ..cleanup.merges import BUILTIN_MERGES, NO_MERGES
+    from ..cleanup.merges import resolve_merge_spec
 
-    spec = params.dataset.merges
-    if spec in BUILTIN_MERGES or spec == NO_MERGES or Path(spec).is_absolute():
-        return spec
-    return str(ws.root / spec)
+    return resolve_merge_spec(params.dataset.merges, ws.root)
 
 
 def split_root(meta: dict, params: Params, split: str, ws: Workspace) -> Path:
